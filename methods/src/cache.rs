@@ -7,40 +7,22 @@
 //!
 //! A layer's KV heads are stored in *head groups*: consecutive heads that share a length live in one
 //! `[heads, len, head_dim]` tensor. A uniform cache has one group per layer; per-head budgets
-//! (AdaKV) give ragged heads, stored as one group per head rather than as a mask.
+//! (AdaKV) give ragged heads, stored as one group per head rather than as a mask. How a group
+//! holds its entries (dense, quantized, low rank, ...) is its `Storage` (see `storage`).
+//!
+//! Layers can share storage: KVSharer makes a layer read another layer's cache (`share_layer`),
+//! MiniCache stores one direction tensor for two layers. `KvCache::bytes` counts every distinct
+//! tensor once, so shared storage is counted once.
+
+use std::collections::HashSet;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::storage::tensor_bytes;
+pub use crate::storage::Storage;
 use crate::MethodError;
 
 type Result<T> = std::result::Result<T, MethodError>;
-
-/// How one head group's entries are held in memory.
-#[derive(Clone, Debug)]
-pub enum Storage {
-    /// Plain tensors in the model's dtype. k, v: `[heads, len, head_dim]`.
-    Dense { k: Tensor, v: Tensor },
-}
-
-impl Storage {
-    /// Keys and values in the model's dtype, `[heads, len, head_dim]` each.
-    pub fn keys_values(&self) -> Result<(Tensor, Tensor)> {
-        match self {
-            Storage::Dense { k, v } => Ok((k.clone(), v.clone())),
-        }
-    }
-
-    /// Bytes held by this storage (tensor elements x element size, scales included).
-    pub fn bytes(&self) -> usize {
-        match self {
-            Storage::Dense { k, v } => tensor_bytes(k) + tensor_bytes(v),
-        }
-    }
-}
-
-pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
-    t.elem_count() * t.dtype().size_in_bytes()
-}
 
 /// Consecutive KV heads of one layer that share a length.
 #[derive(Clone, Debug)]
@@ -121,15 +103,13 @@ impl LayerKv {
     }
 
     /// Append new entries to every head. k, v: `[kv_heads, t, head_dim]`; positions: `[t]`.
+    /// Compressed groups keep themselves compressed (each storage form says how).
     pub fn append(&mut self, k: &Tensor, v: &Tensor, positions: &[u32]) -> Result<()> {
         if self.groups.is_empty() {
             let n_heads = k.dim(0)?;
             self.groups.push(HeadGroup {
                 first_head: 0,
-                storage: Storage::Dense {
-                    k: k.contiguous()?,
-                    v: v.contiguous()?,
-                },
+                storage: Storage::dense(k.contiguous()?, v.contiguous()?),
                 positions: vec![positions.to_vec(); n_heads],
             });
             return Ok(());
@@ -137,16 +117,53 @@ impl LayerKv {
         for g in &mut self.groups {
             let nk = k.narrow(0, g.first_head, g.n_heads())?;
             let nv = v.narrow(0, g.first_head, g.n_heads())?;
-            g.storage = match &g.storage {
-                Storage::Dense { k, v } => Storage::Dense {
-                    k: Tensor::cat(&[k, &nk], 1)?,
-                    v: Tensor::cat(&[v, &nv], 1)?,
-                },
-            };
+            g.storage.append(&nk, &nv)?;
             for p in &mut g.positions {
                 p.extend_from_slice(positions);
             }
         }
+        Ok(())
+    }
+
+    /// Replace every group's storage by `f(group)`: how storage-side methods re-encode a layer.
+    /// `f` must keep each group's heads and entries.
+    pub fn restore(&mut self, mut f: impl FnMut(&HeadGroup) -> Result<Storage>) -> Result<()> {
+        for g in &mut self.groups {
+            let storage = f(g)?;
+            let (n, len) = (g.n_heads(), g.len());
+            for s in [&storage.k, &storage.v] {
+                if s.n_heads() != n || s.len() != len {
+                    return Err(MethodError::Cache(format!(
+                        "re-encoded group has {} heads x {} entries, expected {n} x {len}",
+                        s.n_heads(),
+                        s.len()
+                    )));
+                }
+            }
+            g.storage = storage;
+        }
+        Ok(())
+    }
+
+    /// Replace the layer by new groups (methods that merge entries and so change positions).
+    pub fn set_groups(&mut self, groups: Vec<HeadGroup>) -> Result<()> {
+        let mut next = 0;
+        for g in &groups {
+            if g.first_head != next
+                || g.storage.k.n_heads() != g.n_heads()
+                || g.storage.v.n_heads() != g.n_heads()
+                || g.storage.k.len() != g.len()
+                || g.storage.v.len() != g.len()
+                || g.positions.iter().any(|p| p.len() != g.len())
+            {
+                return Err(MethodError::Cache(
+                    "new head groups must cover the heads in order, with one position per entry"
+                        .into(),
+                ));
+            }
+            next += g.n_heads();
+        }
+        self.groups = groups;
         Ok(())
     }
 
@@ -161,11 +178,7 @@ impl LayerKv {
                 keep.len()
             )));
         }
-        let mut heads_k = Vec::with_capacity(n_heads);
-        let mut heads_v = Vec::with_capacity(n_heads);
-        let mut heads_pos = Vec::with_capacity(n_heads);
         for g in &self.groups {
-            let (k, v) = g.storage.keys_values()?;
             for local in 0..g.n_heads() {
                 let h = g.first_head + local;
                 let idx = &keep[h];
@@ -175,40 +188,73 @@ impl LayerKv {
                         "head {h}: kept indices must be strictly increasing and < {len}"
                     )));
                 }
+            }
+        }
+        let uniform = keep.iter().all(|k| k.len() == keep[0].len());
+        // Uniform survivors of one group (or of dense groups) stay one group; otherwise one group
+        // per head. Compressed storage is rebuilt in its own form from the surviving entries.
+        let mut groups = Vec::with_capacity(n_heads);
+        let one_group =
+            uniform && (self.groups.len() == 1 || self.groups.iter().all(|g| g.storage.is_dense()));
+        let mut all_k = Vec::new();
+        let mut all_v = Vec::new();
+        let mut all_pos = Vec::new();
+        for g in &self.groups {
+            let (k, v) = g.storage.keys_values()?;
+            let mut hk = Vec::with_capacity(g.n_heads());
+            let mut hv = Vec::with_capacity(g.n_heads());
+            let mut hp = Vec::with_capacity(g.n_heads());
+            for local in 0..g.n_heads() {
+                let idx = &keep[g.first_head + local];
                 let ids = Tensor::new(idx.as_slice(), k.device())?;
-                heads_k.push(k.get(local)?.index_select(&ids, 0)?);
-                heads_v.push(v.get(local)?.index_select(&ids, 0)?);
-                heads_pos.push(
+                hk.push(k.get(local)?.index_select(&ids, 0)?);
+                hv.push(v.get(local)?.index_select(&ids, 0)?);
+                hp.push(
                     idx.iter()
                         .map(|&i| g.positions[local][i as usize])
                         .collect::<Vec<_>>(),
                 );
             }
-        }
-        let uniform = keep.iter().all(|k| k.len() == keep[0].len());
-        self.groups = if uniform {
-            vec![HeadGroup {
-                first_head: 0,
-                storage: Storage::Dense {
-                    k: Tensor::stack(&heads_k, 0)?,
-                    v: Tensor::stack(&heads_v, 0)?,
-                },
-                positions: heads_pos,
-            }]
-        } else {
-            let mut groups = Vec::with_capacity(n_heads);
-            for (h, ((k, v), pos)) in heads_k.into_iter().zip(heads_v).zip(heads_pos).enumerate() {
+            if one_group {
+                if self.groups.len() == 1 {
+                    let sk = Tensor::stack(&hk, 0)?;
+                    let sv = Tensor::stack(&hv, 0)?;
+                    let heads = 0..g.n_heads();
+                    groups.push(HeadGroup {
+                        first_head: 0,
+                        storage: Storage {
+                            k: g.storage.k.encode_like(&sk, heads.clone())?,
+                            v: g.storage.v.encode_like(&sv, heads)?,
+                        },
+                        positions: hp,
+                    });
+                } else {
+                    all_k.extend(hk);
+                    all_v.extend(hv);
+                    all_pos.extend(hp);
+                }
+                continue;
+            }
+            for (local, ((k, v), pos)) in hk.into_iter().zip(hv).zip(hp).enumerate() {
+                let (k, v) = (k.unsqueeze(0)?, v.unsqueeze(0)?);
                 groups.push(HeadGroup {
-                    first_head: h,
-                    storage: Storage::Dense {
-                        k: k.unsqueeze(0)?,
-                        v: v.unsqueeze(0)?,
+                    first_head: g.first_head + local,
+                    storage: Storage {
+                        k: g.storage.k.encode_like(&k, local..local + 1)?,
+                        v: g.storage.v.encode_like(&v, local..local + 1)?,
                     },
                     positions: vec![pos],
                 });
             }
-            groups
-        };
+        }
+        if !all_k.is_empty() {
+            groups.push(HeadGroup {
+                first_head: 0,
+                storage: Storage::dense(Tensor::stack(&all_k, 0)?, Tensor::stack(&all_v, 0)?),
+                positions: all_pos,
+            });
+        }
+        self.groups = groups;
         Ok(())
     }
 }
@@ -217,6 +263,8 @@ impl LayerKv {
 #[derive(Clone, Debug)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
+    /// `Some(s)`: this layer stores nothing and attends to layer `s`'s entries (KVSharer).
+    shared_from: Vec<Option<usize>>,
     n_kv_heads: usize,
     head_dim: usize,
     dtype: DType,
@@ -235,6 +283,7 @@ impl KvCache {
     ) -> Self {
         Self {
             layers: vec![LayerKv::default(); n_layers],
+            shared_from: vec![None; n_layers],
             n_kv_heads,
             head_dim,
             dtype,
@@ -284,9 +333,57 @@ impl KvCache {
         self.clone()
     }
 
-    /// Bytes the stored keys and values occupy on the device, summed over layers.
+    /// Bytes the stored keys and values occupy on the device: every distinct tensor of every
+    /// layer once (storage shared between layers is counted once).
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.bytes()).sum()
+        let mut seen = HashSet::new();
+        self.layers
+            .iter()
+            .flat_map(|l| l.groups.iter())
+            .flat_map(|g| g.storage.tensors())
+            .filter(|t| seen.insert(t.id()))
+            .map(tensor_bytes)
+            .sum()
+    }
+
+    /// Make `layer` store nothing and attend to `source`'s entries from now on (KVSharer).
+    /// `source` must come earlier, so that during generation its new entry is appended before
+    /// `layer` attends.
+    pub fn share_layer(&mut self, layer: usize, source: usize) -> Result<()> {
+        let n = self.layers.len();
+        if source >= layer || layer >= n {
+            return Err(MethodError::Cache(format!(
+                "layer {layer} can only share an earlier layer's cache (got {source}, {n} layers)"
+            )));
+        }
+        let source = self.shared_from[source].unwrap_or(source);
+        self.shared_from[layer] = Some(source);
+        self.layers[layer] = LayerKv::default();
+        Ok(())
+    }
+
+    /// The layer whose entries `layer` attends to: itself, or the layer it shares.
+    pub fn shared_source(&self, layer: usize) -> Option<usize> {
+        self.shared_from[layer]
+    }
+
+    /// Append a forward pass's new entries to `layer` (nothing for a layer that shares another's).
+    pub fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        positions: &[u32],
+    ) -> Result<()> {
+        match self.shared_from[layer] {
+            Some(_) => Ok(()),
+            None => self.layers[layer].append(k, v, positions),
+        }
+    }
+
+    /// The entries `layer`'s queries attend to.
+    pub fn attention_layer(&self, layer: usize) -> &LayerKv {
+        &self.layers[self.shared_from[layer].unwrap_or(layer)]
     }
 
     /// Entries stored, summed over layers and KV heads.

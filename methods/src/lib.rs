@@ -12,6 +12,7 @@ pub mod method;
 pub mod registry;
 pub mod scoring;
 pub mod select;
+pub mod storage;
 pub mod streaming_llm;
 
 pub mod adakv;
@@ -38,6 +39,7 @@ pub use registry::{
     method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
 };
 pub use scoring::Scorer;
+pub use storage::{Form, Stored};
 
 /// Errors from cache operations and methods.
 #[derive(Debug, thiserror::Error)]

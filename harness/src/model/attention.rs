@@ -7,6 +7,7 @@
 //! not give; the accumulated column sums are taken here, chunk by chunk.
 
 use candle_core::{DType, Device, Result, Tensor};
+use kvbench_methods::storage::ATTENTION_BLOCK;
 use kvbench_methods::LayerKv;
 
 /// Upper bound on one chunk's score buffer (`q_heads x chunk x keys`), in bytes: long contexts
@@ -74,24 +75,37 @@ pub fn attend(
         candle_core::bail!("accumulated attention needs a uniform layer");
     }
     for group in layer.groups() {
-        let (k, v) = group
-            .storage
-            .keys_values()
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let (g, len) = (group.n_heads(), group.len());
         let elem = q.dtype().size_in_bytes();
         let chunk = chunk.min((SCORE_BUFFER_BYTES / (hq * len * elem)).max(16));
         let qg = q.narrow(0, group.first_head * q_per_kv, g * q_per_kv)?;
+        let storage = &group.storage;
+        // Dense groups are read in one block; compressed ones are reconstructed block by block.
+        let block = if storage.is_dense() {
+            len
+        } else {
+            ATTENTION_BLOCK
+        };
+        let cache_err = |e: kvbench_methods::MethodError| candle_core::Error::Msg(e.to_string());
         let mut chunks = Vec::with_capacity(t.div_ceil(chunk));
         let mut c0 = 0;
         while c0 < t {
             let c = chunk.min(t - c0);
             // Keys up to this chunk's last query; later ones are invisible to every query here.
             let visible = len - t + c0 + c;
-            let kc = k.narrow(1, 0, visible)?;
-            let vc = v.narrow(1, 0, visible)?;
             let qc = qg.narrow(1, c0, c)?.reshape((g, q_per_kv * c, d))?;
-            let mut scores = qc.matmul(&kc.t()?)?.reshape((g, q_per_kv, c, visible))?;
+            let mut parts = Vec::with_capacity(visible.div_ceil(block));
+            for b0 in (0..visible).step_by(block) {
+                let n = block.min(visible - b0);
+                let kb = storage.k.block(b0, n).map_err(cache_err)?;
+                parts.push(qc.matmul(&kb.t()?)?);
+            }
+            let scores = if parts.len() == 1 {
+                parts.pop().expect("one block")
+            } else {
+                Tensor::cat(&parts, 2)?
+            };
+            let mut scores = scores.reshape((g, q_per_kv, c, visible))?;
             if c > 1 {
                 let bias = masks.get(len, t, c0, c, visible, scores.dtype(), q.device())?;
                 scores = scores.broadcast_add(&bias)?;
@@ -108,9 +122,24 @@ pub fn attend(
                     None => part,
                 });
             }
-            let out = probs
-                .reshape((g, q_per_kv * c, visible))?
-                .matmul(&vc)?
+            let probs = probs.reshape((g, q_per_kv * c, visible))?;
+            let mut out: Option<Tensor> = None;
+            for b0 in (0..visible).step_by(block) {
+                let n = block.min(visible - b0);
+                let vb = storage.v.block(b0, n).map_err(cache_err)?;
+                let pb = if n == visible {
+                    probs.clone()
+                } else {
+                    probs.narrow(2, b0, n)?.contiguous()?
+                };
+                let o = pb.matmul(&vb)?;
+                out = Some(match out {
+                    Some(prev) => (prev + o)?,
+                    None => o,
+                });
+            }
+            let out = out
+                .expect("at least one block")
                 .reshape((g * q_per_kv, c, d))?;
             chunks.push(out);
             c0 += c;

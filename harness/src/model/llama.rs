@@ -243,8 +243,8 @@ impl Llama {
             let q = self.rotate(&q_pre, &cos, &sin)?;
             let k = self.rotate(&heads(&b.k, b.k_bias.as_ref(), hkv)?, &cos, &sin)?;
             let v = heads(&b.v, b.v_bias.as_ref(), hkv)?;
-            let layer = cache.layer_mut(l);
-            layer.append(&k, &v, &positions)?;
+            cache.append(l, &k, &v, &positions)?;
+            let layer = cache.attention_layer(l);
             let mut obs = LayerObservation::default();
             let w = opts.observe.window_queries.min(t);
             if w > 0 {
