@@ -11,6 +11,7 @@ pub enum Metric {
     Agreement,
     Kl,
     AchievedRatio,
+    ByteRatio,
     KvMib,
     PeakMib,
     PrefillMs,
@@ -21,11 +22,12 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Score,
         Metric::Agreement,
         Metric::Kl,
         Metric::AchievedRatio,
+        Metric::ByteRatio,
         Metric::KvMib,
         Metric::PeakMib,
         Metric::PrefillMs,
@@ -42,6 +44,7 @@ impl Metric {
             Metric::Agreement => "agreement",
             Metric::Kl => "kl_nats",
             Metric::AchievedRatio => "achieved_ratio",
+            Metric::ByteRatio => "byte_ratio",
             Metric::KvMib => "kv_mib",
             Metric::PeakMib => "peak_mib",
             Metric::PrefillMs => "prefill_ms",
@@ -59,6 +62,7 @@ impl Metric {
             Metric::Agreement => "agreement",
             Metric::Kl => "KL (nats)",
             Metric::AchievedRatio => "achieved ratio",
+            Metric::ByteRatio => "byte ratio",
             Metric::KvMib => "KV (MiB)",
             Metric::PeakMib => "peak (MiB)",
             Metric::PrefillMs => "prefill (ms)",
@@ -71,7 +75,7 @@ impl Metric {
 
     pub fn decimals(self) -> usize {
         match self {
-            Metric::Score | Metric::Agreement | Metric::AchievedRatio => 3,
+            Metric::Score | Metric::Agreement | Metric::AchievedRatio | Metric::ByteRatio => 3,
             Metric::Kl => 4,
             Metric::KvMib | Metric::PeakMib | Metric::DecodeTokS => 2,
             Metric::PrefillMs | Metric::CompressMs | Metric::QuestionMs | Metric::TtftMs => 1,
@@ -86,6 +90,11 @@ impl Metric {
             Metric::Agreement => r.agreement_with_full,
             Metric::Kl => r.kl_first_token,
             Metric::AchievedRatio => r.achieved_ratio,
+            // Storage-side methods compress bytes without removing entries: 1 - stored / full bytes.
+            Metric::ByteRatio if r.kv_bytes_full > 0 => {
+                1.0 - r.kv_bytes as f64 / r.kv_bytes_full as f64
+            }
+            Metric::ByteRatio => return None,
             Metric::KvMib => r.kv_bytes as f64 / MIB,
             Metric::PeakMib => r.peak_device_bytes? as f64 / MIB,
             Metric::PrefillMs => r.prefill_ms,

@@ -17,6 +17,8 @@ pub struct SummaryRow {
     pub agreement: f64,
     pub kl: f64,
     pub achieved_ratio: f64,
+    /// 1 - stored bytes / full-cache bytes (what storage-side methods save).
+    pub byte_ratio: f64,
     pub kv_bytes: f64,
     pub ttft_ms: f64,
     pub decode_ms_per_token: f64,
@@ -57,6 +59,7 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
                 agreement: mean(&|r| r.agreement_with_full),
                 kl: mean(&|r| r.kl_first_token),
                 achieved_ratio: mean(&|r| r.achieved_ratio),
+                byte_ratio: mean(&|r| 1.0 - r.kv_bytes as f64 / (r.kv_bytes_full.max(1)) as f64),
                 kv_bytes: mean(&|r| r.kv_bytes as f64),
                 ttft_ms: mean(&|r| r.ttft_ms),
                 decode_ms_per_token: mean(&|r| r.decode_ms_per_token),
@@ -65,7 +68,7 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
         .collect()
 }
 
-const HEADERS: [&str; 11] = [
+const HEADERS: [&str; 12] = [
     "dataset",
     "method",
     "budget",
@@ -74,6 +77,7 @@ const HEADERS: [&str; 11] = [
     "agreement",
     "kl",
     "achieved_ratio",
+    "byte_ratio",
     "kv_mib",
     "ttft_ms",
     "decode_ms_per_token",
@@ -94,6 +98,7 @@ fn cells(r: &SummaryRow) -> Vec<String> {
         format!("{:.3}", r.agreement),
         format!("{:.4}", r.kl),
         format!("{:.3}", r.achieved_ratio),
+        format!("{:.3}", r.byte_ratio),
         format!("{:.2}", r.kv_bytes / (1024.0 * 1024.0)),
         format!("{:.1}", r.ttft_ms),
         format!("{:.2}", r.decode_ms_per_token),
