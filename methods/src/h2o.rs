@@ -57,21 +57,21 @@ impl H2o {
         ((target as f64 * self.recent_fraction.clamp(0.0, 1.0)).floor() as usize).min(target)
     }
 
-    /// Accumulated attention of every stored entry, per KV head (no pins).
-    fn accumulated(input: &LayerInput) -> Result<Vec<Vec<f32>>> {
+    /// Accumulated attention of every stored entry, per KV head (no pins); errors name `method`.
+    pub(crate) fn accumulated(input: &LayerInput, method: &'static str) -> Result<Vec<Vec<f32>>> {
         let acc = input
             .observation()
             .and_then(|o| o.accumulated_attention.as_ref())
             .ok_or_else(|| {
                 config(
-                    "h2o",
+                    method,
                     &format!(
                         "layer {}: no accumulated attention was recorded",
                         input.index
                     ),
                 )
             })?;
-        let g = input.q_per_kv("h2o")?;
+        let g = input.q_per_kv(method)?;
         let covered = acc.dim(1)?;
         input
             .layer
@@ -80,7 +80,7 @@ impl H2o {
             .enumerate()
             .map(|(h, pos)| {
                 if pos.last().is_some_and(|&p| p as usize >= covered) {
-                    return Err(config("h2o", &format!("accumulated attention covers {covered} positions, the cache holds later ones")));
+                    return Err(config(method, &format!("accumulated attention covers {covered} positions, the cache holds later ones")));
                 }
                 let ids = candle_core::Tensor::new(pos.as_slice(), acc.device())?;
                 gqa_mean(&acc.narrow(0, h * g, g)?.index_select(&ids, 1)?)
@@ -100,7 +100,7 @@ impl Scorer for H2o {
         }
     }
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>> {
-        let mut scores = Self::accumulated(input)?;
+        let mut scores = Self::accumulated(input, "h2o")?;
         for (s, &t) in scores.iter_mut().zip(input.targets) {
             let n = s.len();
             let recent = self.recent(t).min(n);
@@ -169,7 +169,7 @@ impl Method for H2oMethod {
                 next_position: cache.next_position(),
                 targets: &targets,
             };
-            let raw = H2o::accumulated(&input)?;
+            let raw = H2o::accumulated(&input, "h2o")?;
             if targets.iter().zip(&lens).all(|(t, l)| t >= l) {
                 st.scores.push(raw);
                 continue;

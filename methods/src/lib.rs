@@ -16,12 +16,14 @@ pub mod storage;
 pub mod streaming_llm;
 
 pub mod adakv;
+pub mod cam;
 pub mod composed;
 pub mod decoding;
 pub mod expected_attention;
 pub mod h2o;
 pub mod keydiff;
 pub mod knorm;
+pub mod kvmerger;
 pub mod lagkv;
 pub mod per_layer;
 pub mod pyramidkv;

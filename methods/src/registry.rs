@@ -6,12 +6,14 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::adakv::AdaKv;
+use crate::cam::Cam;
 use crate::composed::Composed;
 use crate::decoding::{Decoding, DecodingMethod};
 use crate::expected_attention::ExpectedAttention;
 use crate::h2o::{H2o, H2oMethod};
 use crate::keydiff::KeyDiff;
 use crate::knorm::Knorm;
+use crate::kvmerger::KvMerger;
 use crate::lagkv::LagKv;
 use crate::per_layer::PerLayer;
 use crate::pyramidkv::PyramidKv;
@@ -39,6 +41,8 @@ pub enum MethodConfig {
     Adakv(AdaKv),
     PerLayer(PerLayer),
     Decoding(Decoding),
+    Cam(Cam),
+    Kvmerger(KvMerger),
 }
 
 impl MethodConfig {
@@ -58,6 +62,8 @@ impl MethodConfig {
             MethodConfig::Adakv(m) => Box::new(m.clone()),
             MethodConfig::PerLayer(m) => Box::new(m.clone()),
             MethodConfig::Decoding(m) => Box::new(DecodingMethod::new(m.clone())),
+            MethodConfig::Cam(m) => Box::new(m.clone()),
+            MethodConfig::Kvmerger(m) => Box::new(m.clone()),
         }
     }
 }
@@ -318,6 +324,29 @@ pub static METHODS: &[MethodDescription] = &[
             param("scorer", "scorer", "{method: knorm}", "scorer ranking the entries (expected_attention excluded)"),
         ],
     },
+    MethodDescription {
+        name: "cam",
+        family: "merging",
+        summary: "A scorer picks the kept entries; each evicted value is spread over the next `merge_budget` entries (Bernoulli, probability its accumulated attention over theirs) instead of dropped; keys unchanged.",
+        paper: "https://proceedings.mlr.press/v235/zhang24n.html",
+        params: &[
+            param("scorer", "scorer", "{method: streaming_llm}", SCORER_HELP),
+            param("merge_budget", "integer", "0", "entries each evicted value is spread over; 0 = the kept entries after the last evicted one (the scorer's recent window)"),
+            param("seed", "integer", "0", "seed of the per-layer, per-head Bernoulli draws"),
+        ],
+    },
+    MethodDescription {
+        name: "kvmerger",
+        family: "merging",
+        summary: "Runs of adjacent entries with similar keys (cosine >= threshold) merged into one entry at the most attended one, Gaussian-kernel weighted; a scorer evicts what merging leaves above the budget.",
+        paper: "https://arxiv.org/abs/2407.08454",
+        params: &[
+            param("threshold", "number", "0.75", "cosine similarity of adjacent keys at or above which their entries may merge"),
+            param("skip_first_layers", "integer", "2", "leading layers only evicted, never merged"),
+            param("skip_last_layers", "integer", "1", "trailing layers only evicted, never merged"),
+            param("scorer", "scorer", "{method: h2o}", SCORER_HELP),
+        ],
+    },
 ];
 
 /// Registered method names, in registry order.
@@ -352,7 +381,7 @@ mod tests {
             g.sort();
             assert_eq!(f, g, "{}: params vs description", d.name);
         }
-        assert_eq!(METHODS.len(), 14);
+        assert_eq!(METHODS.len(), 16);
     }
 
     #[test]
