@@ -13,8 +13,11 @@ use crate::expected_attention::ExpectedAttention;
 use crate::h2o::{H2o, H2oMethod};
 use crate::keydiff::KeyDiff;
 use crate::knorm::Knorm;
+use crate::kv_head_merge::KvHeadMerge;
 use crate::kvmerger::KvMerger;
+use crate::kvsharer::KvSharer;
 use crate::lagkv::LagKv;
+use crate::minicache::MiniCache;
 use crate::per_layer::PerLayer;
 use crate::pyramidkv::PyramidKv;
 use crate::random::Random;
@@ -43,6 +46,9 @@ pub enum MethodConfig {
     Decoding(Decoding),
     Cam(Cam),
     Kvmerger(KvMerger),
+    Minicache(MiniCache),
+    Kvsharer(KvSharer),
+    KvHeadMerge(KvHeadMerge),
 }
 
 impl MethodConfig {
@@ -64,6 +70,9 @@ impl MethodConfig {
             MethodConfig::Decoding(m) => Box::new(DecodingMethod::new(m.clone())),
             MethodConfig::Cam(m) => Box::new(m.clone()),
             MethodConfig::Kvmerger(m) => Box::new(m.clone()),
+            MethodConfig::Minicache(m) => Box::new(m.clone()),
+            MethodConfig::Kvsharer(m) => Box::new(m.clone()),
+            MethodConfig::KvHeadMerge(m) => Box::new(m.clone()),
         }
     }
 }
@@ -347,6 +356,34 @@ pub static METHODS: &[MethodDescription] = &[
             param("scorer", "scorer", "{method: h2o}", SCORER_HELP),
         ],
     },
+    MethodDescription {
+        name: "minicache",
+        family: "cross_layer",
+        summary: "Adjacent layers of the second half share their entries' directions (SLERP), each keeping its own lengths; the most distant entries stay whole (runs once).",
+        paper: "https://arxiv.org/abs/2405.14366",
+        params: &[
+            param("start_layer", "integer or null", "null (n_layers / 2)", "first merged layer; layers are merged in pairs from there"),
+            param("t", "number", "0.6", "SLERP weight of the deeper layer of a pair"),
+            param("gamma", "number", "0.05", "share of the angular-distance range, from the top, whose entries are kept unmerged"),
+        ],
+    },
+    MethodDescription {
+        name: "kvsharer",
+        family: "cross_layer",
+        summary: "Later layers attend to the cache of the most dissimilar earlier layer and store nothing; layers compared on the prefill cache (runs once).",
+        paper: "https://arxiv.org/abs/2410.18517",
+        params: &[
+            param("layers_shared", "integer or null", "null (fraction x n_layers)", "layers made to read another layer's cache"),
+            param("fraction", "number", "0.25", "share of the layers that share, when layers_shared is not given"),
+        ],
+    },
+    MethodDescription {
+        name: "kv_head_merge",
+        family: "cross_head",
+        summary: "Groups of consecutive KV heads store the mean of their caches (post-hoc grouped-query attention, no training; runs once).",
+        paper: "https://arxiv.org/abs/2305.13245",
+        params: &[param("group_size", "integer", "2", "consecutive KV heads averaged into one; the last group may be smaller")],
+    },
 ];
 
 /// Registered method names, in registry order.
@@ -381,7 +418,7 @@ mod tests {
             g.sort();
             assert_eq!(f, g, "{}: params vs description", d.name);
         }
-        assert_eq!(METHODS.len(), 16);
+        assert_eq!(METHODS.len(), 19);
     }
 
     #[test]

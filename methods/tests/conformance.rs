@@ -103,6 +103,14 @@ enum Expect {
     Ratios(Vec<f64>),
     /// Parts applied in turn, each with the budget: `kept(kept(len))`.
     Composed(usize),
+    /// A storage method (cross-layer, cross-head): no budget, every entry stays readable at its
+    /// position (through the layer attention reads), in fewer bytes (`check_storage_method`).
+    Storage,
+}
+
+/// Methods that change how entries are stored, not which: checked by `check_storage_method`.
+fn is_storage(name: &str) -> bool {
+    matches!(name, "minicache" | "kvsharer" | "kv_head_merge")
 }
 
 fn expectation(name: &str) -> Expect {
@@ -113,6 +121,7 @@ fn expectation(name: &str) -> Expect {
         "pyramidkv" => Expect::PerLayerTotal,
         "adakv" => Expect::PerHeadTotal { floor: 0.2 },
         "per_layer" => Expect::Ratios(vec![0.1, 0.5, 0.9]),
+        n if n.split('+').all(is_storage) => Expect::Storage,
         n if n.contains('+') => Expect::Composed(n.split('+').count()),
         other => panic!(
             "method `{other}` is registered but has no expectation in the conformance test; add it"
@@ -150,6 +159,10 @@ fn specs() -> Vec<MethodSpec> {
         r#"{"method":"cam","scorer":{"method":"h2o"},"merge_budget":4,"seed":3}"#,
         r#"{"method":"kvmerger","threshold":0.0,"skip_first_layers":0,"skip_last_layers":0}"#,
         r#"[{"method":"adakv"},{"method":"cam"}]"#,
+        r#"{"method":"minicache","start_layer":0,"t":0.3,"gamma":0.2}"#,
+        r#"{"method":"kvsharer","layers_shared":2}"#,
+        r#"{"method":"kv_head_merge","group_size":3}"#,
+        r#"[{"method":"kvsharer"},{"method":"minicache","start_layer":1},{"method":"kv_head_merge"}]"#,
         r#"[{"method":"adakv"},{"method":"kvmerger","threshold":0.0,"skip_first_layers":1,"skip_last_layers":0}]"#,
     ];
     out.extend(
@@ -165,6 +178,7 @@ fn check_kept(name: &str, cache: &KvCache, budget: &Budget) {
     let b = budget.kept(LEN);
     match expectation(name) {
         Expect::Unchanged => assert!(lens.iter().flatten().all(|&n| n == LEN), "{name}: {lens:?}"),
+        Expect::Storage => unreachable!("{name}: storage methods go through check_storage_method"),
         Expect::Uniform => assert!(
             lens.iter().flatten().all(|&n| n == b),
             "{name} {budget:?}: {lens:?}, want {b}"
@@ -302,10 +316,10 @@ fn decode(rng: &mut Rand, method: &dyn Method, cache: &mut KvCache, budget: &Bud
         let p = cache.next_position() as u32;
         for l in 0..LAYERS {
             let (k, v) = (rng.tensor(&[KV_HEADS, 1, D]), rng.tensor(&[KV_HEADS, 1, D]));
-            cache.layer_mut(l).append(&k, &v, &[p]).unwrap();
+            cache.append(l, &k, &v, &[p]).unwrap();
             assert!(
                 cache
-                    .layer(l)
+                    .attention_layer(l)
                     .positions()
                     .iter()
                     .all(|pos| *pos.last().unwrap() == p),
@@ -351,6 +365,10 @@ fn every_registered_method_meets_the_cache_contract() {
         let mut rng = Rand(rand::rngs::StdRng::seed_from_u64(7));
         let (full, original) = prefilled(&mut rng);
         let obs = observations(&mut rng, method.needs(), LEN, LEN);
+        if let Expect::Storage = expectation(name) {
+            check_storage_method(name, method.as_ref(), &full, &obs, &budgets, &mut rng);
+            continue;
+        }
 
         // Ratio 0: nothing changes, bit for bit, before and after decoding (`per_layer` has its own
         // ratios instead of the budget).
@@ -514,4 +532,59 @@ fn check_budgets(
             }
         }
     }
+}
+
+/// Storage methods: the budget does not apply (one result for every budget); every layer still
+/// reads every entry at its original position, reconstructed finite, in fewer bytes than dense;
+/// generation appends to what each layer reads.
+fn check_storage_method(
+    name: &str,
+    method: &dyn Method,
+    full: &KvCache,
+    obs: &Observations,
+    budgets: &[Budget],
+    rng: &mut Rand,
+) {
+    assert!(!method.uses_budget(), "{name}: storage methods run once");
+    let mut bytes = Vec::new();
+    for budget in budgets {
+        let mut c = full.fork();
+        method
+            .on_prefill(&mut c, obs, budget)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for l in 0..LAYERS {
+            let layer = c.attention_layer(l);
+            assert_eq!(
+                layer.positions(),
+                full.layer(l).positions(),
+                "{name}: layer {l}"
+            );
+            let (k, v) = layer.dense().unwrap();
+            assert_eq!(k.dims3().unwrap(), (KV_HEADS, LEN, D), "{name}");
+            for x in [k, v] {
+                let s: f32 = x.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+                assert!(s.is_finite(), "{name}: layer {l}");
+            }
+        }
+        assert!(
+            c.bytes() < full.bytes(),
+            "{name}: {} bytes, dense {}",
+            c.bytes(),
+            full.bytes()
+        );
+        bytes.push(c.bytes());
+        decode(rng, method, &mut c, budget, 4);
+        assert_eq!(c.next_position(), LEN + 4, "{name}");
+        for l in 0..LAYERS {
+            assert_eq!(
+                c.attention_layer(l).head_lens(),
+                vec![LEN + 4; KV_HEADS],
+                "{name}: layer {l}"
+            );
+        }
+    }
+    assert!(
+        bytes.windows(2).all(|w| w[0] == w[1]),
+        "{name}: no budget, one result: {bytes:?}"
+    );
 }
