@@ -27,11 +27,14 @@ pub mod kv_head_merge;
 pub mod kvmerger;
 pub mod kvsharer;
 pub mod lagkv;
+pub mod linalg;
+pub mod lowrank;
 pub mod minicache;
 pub mod per_layer;
 pub mod pyramidkv;
 pub mod random;
 pub mod snapkv;
+pub mod think;
 pub mod tova;
 
 #[cfg(test)]

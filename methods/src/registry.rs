@@ -17,12 +17,14 @@ use crate::kv_head_merge::KvHeadMerge;
 use crate::kvmerger::KvMerger;
 use crate::kvsharer::KvSharer;
 use crate::lagkv::LagKv;
+use crate::lowrank::LowRankMethod;
 use crate::minicache::MiniCache;
 use crate::per_layer::PerLayer;
 use crate::pyramidkv::PyramidKv;
 use crate::random::Random;
 use crate::scoring::Scorer;
 use crate::snapkv::SnapKv;
+use crate::think::Think;
 use crate::tova::Tova;
 use crate::{full::Full, streaming_llm::StreamingLlm, Method};
 
@@ -47,6 +49,8 @@ pub enum MethodConfig {
     Cam(Cam),
     Kvmerger(KvMerger),
     Minicache(MiniCache),
+    Think(Think),
+    Lowrank(LowRankMethod),
     Kvsharer(KvSharer),
     KvHeadMerge(KvHeadMerge),
 }
@@ -71,6 +75,8 @@ impl MethodConfig {
             MethodConfig::Cam(m) => Box::new(m.clone()),
             MethodConfig::Kvmerger(m) => Box::new(m.clone()),
             MethodConfig::Minicache(m) => Box::new(m.clone()),
+            MethodConfig::Think(m) => Box::new(m.clone()),
+            MethodConfig::Lowrank(m) => Box::new(m.clone()),
             MethodConfig::Kvsharer(m) => Box::new(m.clone()),
             MethodConfig::KvHeadMerge(m) => Box::new(m.clone()),
         }
@@ -384,6 +390,27 @@ pub static METHODS: &[MethodDescription] = &[
         paper: "https://arxiv.org/abs/2305.13245",
         params: &[param("group_size", "integer", "2", "consecutive KV heads averaged into one; the last group may be smaller")],
     },
+    MethodDescription {
+        name: "think",
+        family: "channel_pruning",
+        summary: "Key channels pruned per head by query-driven scores (window queries x key magnitudes); the window and generated keys stay whole.",
+        paper: "https://arxiv.org/abs/2407.21018",
+        params: &[
+            param("key_channel_ratio", "number", "0.4", "fraction of each head's key channels removed"),
+            param("window", "integer", "32", "observation window: last prefill queries scoring the channels; their keys stay whole"),
+        ],
+    },
+    MethodDescription {
+        name: "lowrank",
+        family: "low_rank",
+        summary: "Keys (optionally values) stored as codes on each head's top singular directions of the prefill keys, plus the basis.",
+        paper: "https://arxiv.org/abs/2407.21118",
+        params: &[
+            param("rank", "integer", "(none)", "rank per head; exclusive with energy"),
+            param("energy", "number", "0.9 when rank is not given", "fraction of the spectrum kept; a layer's heads share the largest rank needed"),
+            param("values", "boolean", "false", "also store values in low rank with their own basis"),
+        ],
+    },
 ];
 
 /// Registered method names, in registry order.
@@ -418,7 +445,7 @@ mod tests {
             g.sort();
             assert_eq!(f, g, "{}: params vs description", d.name);
         }
-        assert_eq!(METHODS.len(), 19);
+        assert_eq!(METHODS.len(), 21);
     }
 
     #[test]

@@ -110,7 +110,10 @@ enum Expect {
 
 /// Methods that change how entries are stored, not which: checked by `check_storage_method`.
 fn is_storage(name: &str) -> bool {
-    matches!(name, "minicache" | "kvsharer" | "kv_head_merge")
+    matches!(
+        name,
+        "minicache" | "kvsharer" | "kv_head_merge" | "think" | "lowrank"
+    )
 }
 
 fn expectation(name: &str) -> Expect {
@@ -162,6 +165,9 @@ fn specs() -> Vec<MethodSpec> {
         r#"{"method":"minicache","start_layer":0,"t":0.3,"gamma":0.2}"#,
         r#"{"method":"kvsharer","layers_shared":2}"#,
         r#"{"method":"kv_head_merge","group_size":3}"#,
+        r#"{"method":"lowrank","rank":3,"values":true}"#,
+        r#"{"method":"think","key_channel_ratio":0.5,"window":4}"#,
+        r#"[{"method":"think"},{"method":"lowrank","energy":0.5}]"#,
         r#"[{"method":"kvsharer"},{"method":"minicache","start_layer":1},{"method":"kv_head_merge"}]"#,
         r#"[{"method":"adakv"},{"method":"kvmerger","threshold":0.0,"skip_first_layers":1,"skip_last_layers":0}]"#,
     ];
