@@ -49,6 +49,7 @@ struct Generation {
     decode_ms_per_token: f64,
     kv_bytes: usize,
     kept_entries: usize,
+    kv_storage: serde_json::Value,
     /// Device memory high-water mark from the fork to the last token (None on CPU).
     peak_bytes: Option<u64>,
 }
@@ -137,7 +138,7 @@ impl Ctx<'_> {
     ) -> Result<Generation> {
         crate::memory::reset_peak(self.device);
         let mut cache = context_cache.fork();
-        let (first_logits, compress_ms, question_ms, kv_bytes, kept_entries);
+        let (first_logits, compress_ms, question_ms, kv_bytes, kept_entries, kv_storage);
         if query_aware {
             // Prefill the question with full attention, then compress context + question.
             let (logits, obs, q_ms) =
@@ -149,12 +150,14 @@ impl Ctx<'_> {
             (compress_ms, question_ms) = (c_ms, q_ms);
             kv_bytes = cache.bytes();
             kept_entries = cache.entries();
+            kv_storage = cache.storage_report();
         } else {
             let ((), c_ms) = timed(self.device, || {
                 Ok(method.on_prefill(&mut cache, context_obs, budget)?)
             })?;
             kv_bytes = cache.bytes();
             kept_entries = cache.entries();
+            kv_storage = cache.storage_report();
             let (logits, _, q_ms) = self.forward(
                 question,
                 &mut cache,
@@ -200,6 +203,7 @@ impl Ctx<'_> {
             },
             kv_bytes,
             kept_entries,
+            kv_storage,
             peak_bytes,
         })
     }
@@ -470,6 +474,7 @@ fn run_sample(
                 } else {
                     serde_json::Value::Object(sample.meta.clone())
                 },
+                kv_storage: g.kv_storage.clone(),
             };
             writer.append(&record)?;
             written += 1;

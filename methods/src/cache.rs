@@ -386,6 +386,31 @@ impl KvCache {
         &self.layers[self.shared_from[layer].unwrap_or(layer)]
     }
 
+    /// How the cache is stored, for records: entries per storage form of keys (`k`) and values
+    /// (`v`), summed over layers and heads; `merged_retained`, entries MiniCache kept unmerged;
+    /// `shared_layers`, layers reading another layer's cache. Null when everything is dense.
+    pub fn storage_report(&self) -> serde_json::Value {
+        use std::collections::BTreeMap;
+        let mut k: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut v: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut retained = 0;
+        for g in self.layers.iter().flat_map(|l| l.groups.iter()) {
+            let entries = g.n_heads() * g.len();
+            *k.entry(g.storage.k.kind()).or_default() += entries;
+            *v.entry(g.storage.v.kind()).or_default() += entries;
+            for s in [&g.storage.k, &g.storage.v] {
+                if let crate::storage::Stored::Merged(m) = s {
+                    retained += m.retained_count();
+                }
+            }
+        }
+        let shared = self.shared_from.iter().filter(|s| s.is_some()).count();
+        if k.keys().chain(v.keys()).all(|&kind| kind == "dense") && shared == 0 {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({"k": k, "v": v, "merged_retained": retained, "shared_layers": shared})
+    }
+
     /// Entries stored, summed over layers and KV heads.
     pub fn entries(&self) -> usize {
         self.layers

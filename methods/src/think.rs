@@ -4,7 +4,7 @@
 //! <https://arxiv.org/abs/2407.21018>; reference code SalesforceAIResearch/ThinK. Score of channel
 //! `c` of a head: `mean_w(q_c²) x mean_n(k_c²)`, the squared magnitudes of that channel in the
 //! observation window's queries (the last `window` prefill queries, after RoPE) and in the head's
-//! keys; the `floor((1 - key_channel_ratio) x head_dim)` best channels are kept. Keys before the
+//! keys; `floor(key_channel_ratio x head_dim)` channels are removed, the best ones kept. Keys before the
 //! window are stored with only the kept channels (`Stored::ChannelPruned`, channel indices counted
 //! in the bytes); the window's keys and every key generated later are stored whole, and values are
 //! untouched, as in the reference code.
@@ -54,7 +54,9 @@ impl Default for Think {
 impl Think {
     /// Channels kept per head.
     pub fn kept_channels(&self, head_dim: usize) -> usize {
-        (((1.0 - self.key_channel_ratio) * head_dim as f64 + 1e-9).floor() as usize).max(1)
+        // As the reference code: `floor(head_dim x ratio)` channels are removed.
+        let removed = (self.key_channel_ratio * head_dim as f64 + 1e-9).floor() as usize;
+        head_dim.saturating_sub(removed).max(1)
     }
 
     /// Kept channels (increasing) of each head of `k` (`[heads, n, d]`), given the window queries
@@ -189,7 +191,7 @@ mod tests {
             key_channel_ratio: r,
             window: 32,
         };
-        assert_eq!(t(0.4).kept_channels(64), 38);
+        assert_eq!(t(0.4).kept_channels(64), 39);
         assert_eq!(t(0.5).kept_channels(64), 32);
         assert_eq!(t(0.0).kept_channels(64), 64);
         let mut cache = cache_with_keys(&[vec![vec![1.0, 2.0]; 4]]);

@@ -55,4 +55,9 @@ pub struct Record {
     /// copied from the dataset for reports; null when the sample has none.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub meta: serde_json::Value,
+    /// How the compressed context cache is stored: entries per storage form of keys and of values
+    /// (`{"k": {"quantized": 23040, "dense": 2880}, ...}`), entries MiniCache kept unmerged and
+    /// layers reading another layer's cache; null when everything is dense.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub kv_storage: serde_json::Value,
 }

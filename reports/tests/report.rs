@@ -140,6 +140,7 @@ fn synthetic() -> Vec<Record> {
                     kvbench_version: "0.1.0".into(),
                     key: format!("{dataset}|{id}|{method}|{label}"),
                     meta: meta.clone(),
+                    kv_storage: serde_json::Value::Null,
                 });
             }
         }
