@@ -12,6 +12,7 @@ use crate::decoding::{Decoding, DecodingMethod};
 use crate::expected_attention::ExpectedAttention;
 use crate::h2o::{H2o, H2oMethod};
 use crate::keydiff::KeyDiff;
+use crate::kivi::Kivi;
 use crate::knorm::Knorm;
 use crate::kv_head_merge::KvHeadMerge;
 use crate::kvmerger::KvMerger;
@@ -21,6 +22,7 @@ use crate::lowrank::LowRankMethod;
 use crate::minicache::MiniCache;
 use crate::per_layer::PerLayer;
 use crate::pyramidkv::PyramidKv;
+use crate::quant::Quant;
 use crate::random::Random;
 use crate::scoring::Scorer;
 use crate::snapkv::SnapKv;
@@ -53,6 +55,8 @@ pub enum MethodConfig {
     Lowrank(LowRankMethod),
     Kvsharer(KvSharer),
     KvHeadMerge(KvHeadMerge),
+    Kivi(Kivi),
+    Quant(Quant),
 }
 
 impl MethodConfig {
@@ -79,6 +83,8 @@ impl MethodConfig {
             MethodConfig::Lowrank(m) => Box::new(m.clone()),
             MethodConfig::Kvsharer(m) => Box::new(m.clone()),
             MethodConfig::KvHeadMerge(m) => Box::new(m.clone()),
+            MethodConfig::Kivi(m) => Box::new(m.clone()),
+            MethodConfig::Quant(m) => Box::new(m.clone()),
         }
     }
 }
@@ -411,6 +417,29 @@ pub static METHODS: &[MethodDescription] = &[
             param("values", "boolean", "false", "also store values in low rank with their own basis"),
         ],
     },
+    MethodDescription {
+        name: "kivi",
+        family: "quantization",
+        summary: "Asymmetric low-bit quantization, keys per channel and values per token; the most recent entries stay full precision (runs once).",
+        paper: "https://arxiv.org/abs/2402.02750",
+        params: &[
+            param("bits", "integer", "2", "bits per stored key and value: 2 or 4"),
+            param("group", "integer", "32", "entries per key group (per channel), channels per value group (per token)"),
+            param("residual", "integer", "128", "recent values kept full precision; keys are quantized this many at a time (a multiple of group)"),
+        ],
+    },
+    MethodDescription {
+        name: "quant",
+        family: "quantization",
+        summary: "Per-token quantization of keys and values in channel groups, generated entries quantized once `residual` accumulate (Hugging Face QuantizedCache; runs once).",
+        paper: "https://huggingface.co/docs/transformers/kv_cache#quantized-cache",
+        params: &[
+            param("bits", "integer", "4", "bits per stored key and value: 2, 4 or 8"),
+            param("group", "integer", "64", "consecutive channels of one entry sharing a scale (divides head_dim)"),
+            param("residual", "integer", "128", "generated entries kept full precision until this many accumulate"),
+            param("symmetric", "boolean", "false", "scale only (codes centred), no zero point"),
+        ],
+    },
 ];
 
 /// Registered method names, in registry order.
@@ -445,7 +474,7 @@ mod tests {
             g.sort();
             assert_eq!(f, g, "{}: params vs description", d.name);
         }
-        assert_eq!(METHODS.len(), 21);
+        assert_eq!(METHODS.len(), 23);
     }
 
     #[test]
