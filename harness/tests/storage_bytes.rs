@@ -108,7 +108,7 @@ fn analytic(r: &Record) -> usize {
         }
         "snapkv+kivi" => {
             let kept = ((1.0 - r.achieved_ratio) * n as f64).round() as usize;
-            assert_eq!(kept, n - n / 2, "snapkv keeps half of the entries");
+            assert_eq!(kept, n / 2, "snapkv keeps floor(n / 2) entries");
             LAYERS * HEADS * kivi_head(kept, 2)
         }
         other => panic!("no analytic size for {other}"),
