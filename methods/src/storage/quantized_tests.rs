@@ -400,3 +400,59 @@ fn encode_rejects_schemes_that_do_not_fit() {
     .unwrap();
     assert!(f.append(&tensor(&random(2, 1, 8, 0), 2, 1, 8)).is_err());
 }
+
+/// The same encoding on the GPU: codes, scales and reconstructions equal the CPU's bit for bit
+/// (every step is exact or correctly rounded), and in bf16 (the CUDA cache dtype) within half a
+/// step plus bf16 rounding.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_encodes_like_the_cpu() {
+    let gpu = Device::new_cuda(0).unwrap();
+    let (h, n, d) = (2, 48, 16);
+    let x = tensor(&random(h, n, d, 11), h, n, d);
+    for axis in AXES {
+        for bits in BITS {
+            for symmetric in [false, true] {
+                let s = with_rule(scheme(bits, 8, axis, symmetric), 16, ResidualRule::Blocks);
+                let mut cpu = Quantized::encode(&x.narrow(1, 0, 40).unwrap(), s).unwrap();
+                let mut cuda =
+                    Quantized::encode(&x.narrow(1, 0, 40).unwrap().to_device(&gpu).unwrap(), s)
+                        .unwrap();
+                cpu.append(&x.narrow(1, 40, 8).unwrap()).unwrap();
+                cuda.append(&x.narrow(1, 40, 8).unwrap().to_device(&gpu).unwrap())
+                    .unwrap();
+                assert_eq!(cuda.quantized_len(), cpu.quantized_len());
+                for (a, b) in cpu.tensors().into_iter().zip(cuda.tensors()) {
+                    assert_eq!(b.device().location(), gpu.location());
+                    assert_eq!(flat(a), flat(b), "{s:?}");
+                }
+                for (start, len) in [(0, n), (5, 20), (30, 18)] {
+                    let (a, b) = (
+                        cpu.block(start, len).unwrap(),
+                        cuda.block(start, len).unwrap(),
+                    );
+                    assert_eq!(flat(&a), flat(&b), "{s:?} {start}+{len}");
+                }
+                // bf16 on the GPU, as the model stores its cache there.
+                let xb = x.to_dtype(DType::BF16).unwrap().to_device(&gpu).unwrap();
+                let f = Quantized::encode(&xb, scheme(bits, 8, axis, symmetric)).unwrap();
+                let back = flat(&f.block(0, n).unwrap());
+                let orig = flat(&xb);
+                // Values lie in [-3, 10.5] and span at most 9.5 per group: half a step, plus bf16
+                // rounding (2^-9 relative) and the f16 zero point.
+                let step = if symmetric {
+                    10.5 / ((1u32 << (bits - 1)) - 1) as f32
+                } else {
+                    9.5 / ((1u32 << bits) - 1) as f32
+                };
+                let bound = step / 2.0 + 0.05;
+                let worst = orig
+                    .iter()
+                    .zip(&back)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst <= bound, "{s:?}: bf16 error {worst} > {bound}");
+            }
+        }
+    }
+}
