@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use kvbench::model::{ForwardOptions, Llama, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 use kvbench_methods::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
-use kvbench_methods::{Budget, KvCache, Method, MethodConfig, Observations, Storage, Stored};
+use kvbench_methods::{Budget, KvCache, MethodConfig, Observations, Storage, Stored};
 use serde_json::Value;
 
 /// Positions after the compressed context whose next-token distributions are compared.

@@ -25,19 +25,27 @@ pub struct SummaryRow {
 }
 
 /// Aggregate records into rows, in a stable order: dataset, then method as first seen, then budget.
+/// A method run with several parameter sets is one row per set, labelled with the parameters that
+/// vary (`kivi(bits=2)`), as in the report's tables.
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
-    let mut method_order: Vec<&str> = Vec::new();
+    let labels = crate::aggregate::method_labels(records);
+    let label = |r: &Record| {
+        labels
+            .get(&(r.method.clone(), r.method_params.to_string()))
+            .cloned()
+            .unwrap_or_else(|| r.method.clone())
+    };
+    let mut method_order: Vec<String> = Vec::new();
     for r in records {
-        if !method_order.contains(&r.method.as_str()) {
-            method_order.push(&r.method);
+        let l = label(r);
+        if !method_order.contains(&l) {
+            method_order.push(l);
         }
     }
     let mut groups: BTreeMap<(String, usize, String, bool), Vec<&Record>> = BTreeMap::new();
     for r in records {
-        let m = method_order
-            .iter()
-            .position(|&m| m == r.method)
-            .unwrap_or(0);
+        let l = label(r);
+        let m = method_order.iter().position(|m| *m == l).unwrap_or(0);
         let budget_sort = format!("{:>12.6}|{}", r.target_ratio, r.budget_label);
         groups
             .entry((r.dataset.clone(), m, budget_sort, r.query_aware))
@@ -51,7 +59,7 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
                 |f: &dyn Fn(&Record) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64;
             SummaryRow {
                 dataset: rs[0].dataset.clone(),
-                method: rs[0].method.clone(),
+                method: label(rs[0]),
                 budget: rs[0].budget_label.clone(),
                 query_aware: rs[0].query_aware,
                 n: rs.len(),
