@@ -10,6 +10,7 @@
 
 use anyhow::Result;
 use candle_core::Device;
+use kvbench_methods::sliding::on_compressible_layers;
 use kvbench_methods::{Budget, KvCache, Method, MethodConfig, ObservationNeeds, Observations};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -196,7 +197,7 @@ impl Bench<'_> {
         budget: &Budget,
     ) -> Result<()> {
         let mut c = cache.fork();
-        method.on_prefill(&mut c, obs, budget)?;
+        on_compressible_layers(&mut c, obs, |c, o| method.on_prefill(c, o, budget))?;
         let (l, _) = self.fwd(question, &mut c, Logits::Last, ObservationNeeds::default())?;
         let mut next = argmax(&l.expect("last logits"))?;
         for _ in 1..8 {
@@ -252,7 +253,9 @@ impl Bench<'_> {
             let mut ratio = 0.0;
             for rep in 0..self.opts.repeats + 1 {
                 let mut c = cache.fork();
-                let ((), ms) = timed(self.device, || Ok(m.on_prefill(&mut c, &obs, &budget)?))?;
+                let ((), ms) = timed(self.device, || Ok(on_compressible_layers(&mut c, &obs, |c, o| {
+                    m.on_prefill(c, o, &budget)
+                })?))?;
                 ratio = 1.0 - c.entries() as f64 / cache.entries() as f64;
                 if rep > 0 {
                     times.push(ms);

@@ -5,11 +5,11 @@ use candle_core::Device;
 
 use crate::device::compute_dtype;
 use crate::fetch::ModelFiles;
-use crate::model::{Llama, ModelConfig, WeightSource};
+use crate::model::{Decoder, ModelConfig, WeightSource};
 use crate::tokenizer::TextTokenizer;
 
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Decoder,
     pub tokenizer: TextTokenizer,
 }
 
@@ -24,7 +24,7 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<LoadedModel> {
             let cfg = ModelConfig::from_gguf(content, &source)?;
             let tokenizer = TextTokenizer::from_gguf(content)
                 .with_context(|| format!("{source}: tokenizer"))?;
-            let model = Llama::load(cfg, &mut src, dtype, device)?;
+            let model = Decoder::load(cfg, &mut src, dtype, device)?;
             Ok(LoadedModel { model, tokenizer })
         }
         ModelFiles::HfCheckpoint {
@@ -34,6 +34,7 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<LoadedModel> {
             tokenizer_config,
             generation_config,
         } => {
+            // The model's shape is checked before the tokenizer and any weight is read.
             let cfg = ModelConfig::from_hf_config(config)?;
             let tokenizer = TextTokenizer::from_hf_files(
                 tokenizer,
@@ -41,8 +42,8 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<LoadedModel> {
                 generation_config.as_deref(),
             )
             .with_context(|| format!("{}: tokenizer", tokenizer.display()))?;
-            let mut src = WeightSource::open_safetensors(weights)?;
-            let model = Llama::load(cfg, &mut src, dtype, device)?;
+            let mut src = WeightSource::open_safetensors(weights, cfg.sandwich_norms)?;
+            let model = Decoder::load(cfg, &mut src, dtype, device)?;
             Ok(LoadedModel { model, tokenizer })
         }
     }

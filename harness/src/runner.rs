@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvbench_datasets::{turn_prompt, Sample, TokenCounter};
+use kvbench_methods::sliding::on_compressible_layers;
 use kvbench_methods::{Budget, KvCache, Method, ObservationNeeds, Observations};
 use kvbench_reports::{read_results, Record, ResultsWriter};
 use sha2::{Digest, Sha256};
@@ -144,7 +145,9 @@ impl Ctx<'_> {
             let (logits, obs, q_ms) =
                 self.forward(question, &mut cache, Logits::Last, method.needs())?;
             let ((), c_ms) = timed(self.device, || {
-                Ok(method.on_prefill(&mut cache, &obs, budget)?)
+                Ok(on_compressible_layers(&mut cache, &obs, |c, o| {
+                    method.on_prefill(c, o, budget)
+                })?)
             })?;
             first_logits = logits.context("question logits")?;
             (compress_ms, question_ms) = (c_ms, q_ms);
@@ -153,7 +156,9 @@ impl Ctx<'_> {
             kv_storage = cache.storage_report();
         } else {
             let ((), c_ms) = timed(self.device, || {
-                Ok(method.on_prefill(&mut cache, context_obs, budget)?)
+                Ok(on_compressible_layers(&mut cache, context_obs, |c, o| {
+                    method.on_prefill(c, o, budget)
+                })?)
             })?;
             kv_bytes = cache.bytes();
             kept_entries = cache.entries();
@@ -179,7 +184,9 @@ impl Ctx<'_> {
                 self.forward(&[next], &mut cache, Logits::Last, decode_needs)?;
             let step = tokens.len();
             let ((), hook_ms) = timed(self.device, || {
-                Ok(method.on_decode_observed(&mut cache, step, &step_obs, budget)?)
+                Ok(on_compressible_layers(&mut cache, &step_obs, |c, o| {
+                    method.on_decode_observed(c, step, o, budget)
+                })?)
             })?;
             decode_ms += ms + hook_ms;
             next = argmax(&logits.context("decode logits")?)?;

@@ -15,7 +15,7 @@
 //! 0.05 nats, a level at which greedy continuations almost always agree.
 
 use candle_core::{DType, Device, Tensor};
-use kvbench::model::{ForwardOptions, Llama, Logits, ModelConfig, WeightSource};
+use kvbench::model::{ForwardOptions, Decoder, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 use kvbench_methods::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
 use kvbench_methods::{Budget, KvCache, MethodConfig, Observations, Storage, Stored};
@@ -24,11 +24,11 @@ use serde_json::Value;
 /// Positions after the compressed context whose next-token distributions are compared.
 const TAIL: usize = 32;
 
-fn load_model() -> Llama {
+fn load_model() -> Decoder {
     let path = smollm2_gguf();
     let mut src = WeightSource::open_gguf(&path).unwrap();
     let cfg = ModelConfig::from_gguf(src.gguf_content().unwrap(), "smollm2").unwrap();
-    Llama::load(cfg, &mut src, DType::F32, &Device::Cpu).unwrap()
+    Decoder::load(cfg, &mut src, DType::F32, &Device::Cpu).unwrap()
 }
 
 fn reference_prompts() -> Vec<(String, Vec<u32>)> {
@@ -61,7 +61,7 @@ fn mean_kl(p_logits: &Tensor, q_logits: &Tensor) -> f64 {
     kl.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
 }
 
-fn tail_logits(model: &Llama, cache: &mut KvCache, tail: &[u32]) -> Tensor {
+fn tail_logits(model: &Decoder, cache: &mut KvCache, tail: &[u32]) -> Tensor {
     let opts = ForwardOptions {
         logits: Logits::All,
         ..Default::default()

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use kvbench::model::{ForwardOptions, Llama, Logits, ModelConfig, WeightSource};
+use kvbench::model::{ForwardOptions, Decoder, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 
 #[test]
@@ -25,7 +25,7 @@ fn agrees_with_candle_quantized_llama() {
 
     let mut src = WeightSource::open_gguf(&path).unwrap();
     let cfg = ModelConfig::from_gguf(src.gguf_content().unwrap(), "smollm2").unwrap();
-    let ours = Llama::load(cfg, &mut src, DType::F32, &Device::Cpu).unwrap();
+    let ours = Decoder::load(cfg, &mut src, DType::F32, &Device::Cpu).unwrap();
     let mut cache = ours.new_cache();
     let opts = ForwardOptions {
         logits: Logits::All,

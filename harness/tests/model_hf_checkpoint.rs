@@ -73,7 +73,7 @@ fn hf_checkpoint_matches_gguf() {
             "model_type": "llama", "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
             "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
             "num_key_value_heads": cfg.n_kv_heads, "vocab_size": cfg.vocab_size, "rms_norm_eps": cfg.rms_norm_eps,
-            "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_position_embeddings,
+            "rope_theta": cfg.rope.theta, "max_position_embeddings": cfg.max_position_embeddings,
             "tie_word_embeddings": true, "rope_scaling": null
         })
         .to_string(),

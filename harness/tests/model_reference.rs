@@ -2,7 +2,7 @@
 //! (`../shared/data/reference/smollm2_reference.json`).
 
 use candle_core::{DType, Device};
-use kvbench::model::{argmax, ForwardOptions, Llama, Logits, ModelConfig, WeightSource};
+use kvbench::model::{argmax, ForwardOptions, Decoder, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 use serde_json::Value;
 
@@ -11,11 +11,11 @@ fn reference() -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).expect("reference file")).expect("json")
 }
 
-fn load_model() -> Llama {
+fn load_model() -> Decoder {
     let path = smollm2_gguf();
     let mut src = WeightSource::open_gguf(&path).unwrap();
     let cfg = ModelConfig::from_gguf(src.gguf_content().unwrap(), "smollm2").unwrap();
-    Llama::load(cfg, &mut src, DType::F32, &Device::Cpu).unwrap()
+    Decoder::load(cfg, &mut src, DType::F32, &Device::Cpu).unwrap()
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {

@@ -271,6 +271,9 @@ pub struct KvCache {
     device: Device,
     /// Position the next token gets: the original sequence length, whatever was evicted.
     next_position: usize,
+    /// Per layer: `Some(w)` for a sliding-window layer, which never holds more than its last `w`
+    /// entries (its queries cannot see further back).
+    windows: Vec<Option<usize>>,
 }
 
 impl KvCache {
@@ -289,6 +292,76 @@ impl KvCache {
             dtype,
             device: device.clone(),
             next_position: 0,
+            windows: vec![None; n_layers],
+        }
+    }
+
+    /// Mark sliding-window layers (`windows[l] = Some(w)`); one entry per layer.
+    pub fn with_windows(mut self, windows: Vec<Option<usize>>) -> Self {
+        assert_eq!(windows.len(), self.layers.len(), "one window entry per layer");
+        self.windows = windows;
+        self
+    }
+
+    /// The sliding window of `layer`, if it has one.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.windows[layer]
+    }
+
+    /// Whether any layer slides.
+    pub fn has_sliding_layers(&self) -> bool {
+        self.windows.iter().any(Option::is_some)
+    }
+
+    /// Drop a sliding layer's entries that fell out of its window (keep the newest `w`).
+    pub fn trim_to_window(&mut self, layer: usize) -> Result<()> {
+        let Some(w) = self.windows[layer] else {
+            return Ok(());
+        };
+        if self.shared_from[layer].is_some() {
+            return Ok(());
+        }
+        let lens = self.layers[layer].head_lens();
+        if lens.iter().all(|&n| n <= w) {
+            return Ok(());
+        }
+        let keep: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&n| (n.saturating_sub(w) as u32..n as u32).collect())
+            .collect();
+        self.layers[layer].retain(&keep)
+    }
+
+    /// Split the cache into the layers methods compress (`Some` in `take`) and the rest: returns
+    /// a cache of the taken layers, in order, leaving them empty here until
+    /// [`put_back`](Self::put_back). Sharing between taken layers is kept, renumbered.
+    pub fn take_layers(&mut self, take: &[usize]) -> KvCache {
+        let index_of = |l: usize| take.iter().position(|&t| t == l);
+        let layers = take
+            .iter()
+            .map(|&l| std::mem::take(&mut self.layers[l]))
+            .collect();
+        let shared_from = take
+            .iter()
+            .map(|&l| self.shared_from[l].and_then(index_of))
+            .collect();
+        KvCache {
+            layers,
+            shared_from,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            dtype: self.dtype,
+            device: self.device.clone(),
+            next_position: self.next_position,
+            windows: take.iter().map(|&l| self.windows[l]).collect(),
+        }
+    }
+
+    /// Return layers taken by [`take_layers`](Self::take_layers) (with the same `take`).
+    pub fn put_back(&mut self, part: KvCache, take: &[usize]) {
+        for (i, (layer, shared)) in part.layers.into_iter().zip(part.shared_from).enumerate() {
+            self.layers[take[i]] = layer;
+            self.shared_from[take[i]] = shared.map(|s| take[s]);
         }
     }
 

@@ -12,6 +12,7 @@ pub mod method;
 pub mod registry;
 pub mod scoring;
 pub mod select;
+pub mod sliding;
 pub mod storage;
 pub mod streaming_llm;
 

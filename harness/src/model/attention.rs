@@ -14,37 +14,60 @@ use kvbench_methods::LayerKv;
 /// get shorter query chunks so peak memory stays bounded.
 const SCORE_BUFFER_BYTES: usize = 128 << 20;
 
-/// Additive causal masks for one forward pass, keyed by (keys visible, chunk start, chunk size,
-/// stored length): the same for every layer whose heads share a length, so built once per forward.
-#[derive(Default)]
-pub struct MaskCache {
-    masks: Vec<((usize, usize, usize, usize), Tensor)>,
+/// How one layer attends.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionParams {
+    /// Query heads per KV head (GQA group size).
+    pub q_per_kv: usize,
+    /// Queries are multiplied by this (`1/sqrt(head_dim)` unless the family says otherwise).
+    pub scale: f64,
+    /// `Some(w)`: each query sees only the last `w` positions, itself included (sliding window).
+    pub window: Option<usize>,
+    /// `Some(c)`: scores become `c * tanh(score / c)` before the softmax (Gemma 2 style).
+    pub softcap: Option<f64>,
+    /// Queries per chunk.
+    pub chunk: usize,
 }
 
+/// Additive masks for one forward pass, keyed by the chunk and the key range it scores: the same
+/// for every layer whose heads share a length and window, so built once per forward.
+#[derive(Default)]
+pub struct MaskCache {
+    masks: Vec<(MaskKey, Tensor)>,
+}
+
+/// (stored length, new tokens, chunk start, chunk size, first key, end key, window).
+type MaskKey = (usize, usize, usize, usize, usize, usize, Option<usize>);
+
 impl MaskCache {
-    /// `[c, visible]` in `dtype`: 0 where query `c0 + i` of the `t` new tokens may see key `j`,
-    /// -inf elsewhere (only the last `c` columns can be masked).
+    /// `[c, hi - lo]` in `dtype`: 0 where query `c0 + i` of the `t` new tokens (stored index
+    /// `len - t + c0 + i`) may see key index `lo + j`, -inf elsewhere. Entries are in position
+    /// order, and a sliding layer's entries are consecutive positions, so indices stand for
+    /// positions.
     #[allow(clippy::too_many_arguments)]
     fn get(
         &mut self,
-        len: usize,
-        t: usize,
-        c0: usize,
-        c: usize,
-        visible: usize,
+        key: MaskKey,
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let key = (visible, c0, c, len);
         if let Some((_, m)) = self.masks.iter().find(|(k, _)| *k == key) {
             return Ok(m.clone());
         }
+        let (len, t, c0, c, lo, hi, window) = key;
         let first = (len - t + c0) as u32;
         let limit = Tensor::arange(first, first + c as u32, device)?.reshape((c, 1))?;
-        let keys = Tensor::arange(0u32, visible as u32, device)?.reshape((1, visible))?;
-        let allowed = keys.broadcast_le(&limit)?;
-        let zero = Tensor::zeros((c, visible), dtype, device)?;
-        let neg = Tensor::full(f32::NEG_INFINITY, (c, visible), device)?.to_dtype(dtype)?;
+        let keys = Tensor::arange(lo as u32, hi as u32, device)?.reshape((1, hi - lo))?;
+        let mut allowed = keys.broadcast_le(&limit)?;
+        if let Some(w) = window {
+            let lower: Vec<u32> = (0..c as u32)
+                .map(|i| (first + i + 1).saturating_sub(w as u32))
+                .collect();
+            let lower = Tensor::from_vec(lower, (c, 1), device)?;
+            allowed = (allowed * keys.broadcast_ge(&lower)?)?;
+        }
+        let zero = Tensor::zeros((c, hi - lo), dtype, device)?;
+        let neg = Tensor::full(f32::NEG_INFINITY, (c, hi - lo), device)?.to_dtype(dtype)?;
         let m = allowed.where_cond(&zero, &neg)?;
         self.masks.push((key, m.clone()));
         Ok(m)
@@ -52,24 +75,24 @@ impl MaskCache {
 }
 
 /// Attend `q` (`[q_heads, t, head_dim]`, the `t` newest tokens, already appended to `layer`) to
-/// every stored entry of `layer`. Returns `[q_heads, t, head_dim]` in `q`'s dtype.
+/// the stored entries of `layer` it may see. Returns `[q_heads, t, head_dim]` in `q`'s dtype.
 ///
 /// Scores stay in the compute dtype (f32 on CPU; bf16 on CUDA, where candle's softmax kernel
 /// accumulates in f32), and a query chunk only scores the keys it can see: keys after its last
-/// query are skipped, not masked, which halves a causal prefill's work.
+/// query (and, in a sliding layer, before its first query's window) are skipped, not masked.
 ///
 /// When `accumulated` is given it receives the attention each stored key got from these queries,
 /// summed over queries: `[q_heads, len]` f32 (uniform layers only).
 pub fn attend(
     q: &Tensor,
     layer: &LayerKv,
-    q_per_kv: usize,
-    chunk: usize,
+    p: &AttentionParams,
     masks: &mut MaskCache,
     mut accumulated: Option<&mut Option<Tensor>>,
 ) -> Result<Tensor> {
     let (hq, t, d) = q.dims3()?;
-    let q = (q * (1.0 / (d as f64).sqrt()))?;
+    let q_per_kv = p.q_per_kv;
+    let q = (q * p.scale)?;
     let mut outs = Vec::with_capacity(layer.groups().len());
     if accumulated.is_some() && layer.groups().len() != 1 {
         candle_core::bail!("accumulated attention needs a uniform layer");
@@ -77,7 +100,8 @@ pub fn attend(
     for group in layer.groups() {
         let (g, len) = (group.n_heads(), group.len());
         let elem = q.dtype().size_in_bytes();
-        let chunk = chunk.min((SCORE_BUFFER_BYTES / (hq * len * elem)).max(16));
+        let span = p.window.map_or(len, |w| w.min(len) + p.chunk);
+        let chunk = p.chunk.min((SCORE_BUFFER_BYTES / (hq * span * elem)).max(16));
         let qg = q.narrow(0, group.first_head * q_per_kv, g * q_per_kv)?;
         let storage = &group.storage;
         // Dense groups are read in one block; compressed ones are reconstructed block by block.
@@ -91,12 +115,15 @@ pub fn attend(
         let mut c0 = 0;
         while c0 < t {
             let c = chunk.min(t - c0);
-            // Keys up to this chunk's last query; later ones are invisible to every query here.
-            let visible = len - t + c0 + c;
+            // Keys up to this chunk's last query; later ones are invisible to every query here,
+            // and so are those before the first query's window.
+            let hi = len - t + c0 + c;
+            let lo = p.window.map_or(0, |w| (len - t + c0 + 1).saturating_sub(w));
+            let n_keys = hi - lo;
             let qc = qg.narrow(1, c0, c)?.reshape((g, q_per_kv * c, d))?;
-            let mut parts = Vec::with_capacity(visible.div_ceil(block));
-            for b0 in (0..visible).step_by(block) {
-                let n = block.min(visible - b0);
+            let mut parts = Vec::with_capacity(n_keys.div_ceil(block));
+            for b0 in (lo..hi).step_by(block) {
+                let n = block.min(hi - b0);
                 let kb = storage.k.block(b0, n).map_err(cache_err)?;
                 parts.push(qc.matmul(&kb.t()?)?);
             }
@@ -105,9 +132,13 @@ pub fn attend(
             } else {
                 Tensor::cat(&parts, 2)?
             };
-            let mut scores = scores.reshape((g, q_per_kv, c, visible))?;
+            let mut scores = scores.reshape((g, q_per_kv, c, n_keys))?;
+            if let Some(cap) = p.softcap {
+                scores = ((scores / cap)?.tanh()? * cap)?;
+            }
             if c > 1 {
-                let bias = masks.get(len, t, c0, c, visible, scores.dtype(), q.device())?;
+                let key = (len, t, c0, c, lo, hi, p.window);
+                let bias = masks.get(key, scores.dtype(), q.device())?;
                 scores = scores.broadcast_add(&bias)?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -115,22 +146,22 @@ pub fn attend(
                 let part = probs
                     .to_dtype(DType::F32)?
                     .sum(2)?
-                    .reshape((g * q_per_kv, visible))?
-                    .pad_with_zeros(1, 0, len - visible)?;
+                    .reshape((g * q_per_kv, n_keys))?
+                    .pad_with_zeros(1, lo, len - hi)?;
                 *acc = Some(match acc.take() {
                     Some(prev) => (prev + part)?,
                     None => part,
                 });
             }
-            let probs = probs.reshape((g, q_per_kv * c, visible))?;
+            let probs = probs.reshape((g, q_per_kv * c, n_keys))?;
             let mut out: Option<Tensor> = None;
-            for b0 in (0..visible).step_by(block) {
-                let n = block.min(visible - b0);
+            for b0 in (lo..hi).step_by(block) {
+                let n = block.min(hi - b0);
                 let vb = storage.v.block(b0, n).map_err(cache_err)?;
-                let pb = if n == visible {
+                let pb = if n == n_keys {
                     probs.clone()
                 } else {
-                    probs.narrow(2, b0, n)?.contiguous()?
+                    probs.narrow(2, b0 - lo, n)?.contiguous()?
                 };
                 let o = pb.matmul(&vb)?;
                 out = Some(match out {
@@ -186,6 +217,16 @@ pub fn attend_naive(q: &Tensor, k: &Tensor, v: &Tensor, q_per_kv: usize) -> Resu
 mod tests {
     use super::*;
 
+    fn params(q_per_kv: usize, d: usize, chunk: usize) -> AttentionParams {
+        AttentionParams {
+            q_per_kv,
+            scale: 1.0 / (d as f64).sqrt(),
+            window: None,
+            softcap: None,
+            chunk,
+        }
+    }
+
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
@@ -216,8 +257,7 @@ mod tests {
             let got = attend(
                 &q,
                 &layer,
-                g,
-                chunk,
+                &params(g, d, chunk),
                 &mut MaskCache::default(),
                 Some(&mut acc),
             )
@@ -249,7 +289,7 @@ mod tests {
         layer.retain(&[vec![0, 2, 5], vec![1, 3, 4, 5]]).unwrap();
         assert_eq!(layer.groups().len(), 2);
         let q = Tensor::randn(0f32, 1.0, (hkv * g, 1, d), &dev).unwrap();
-        let got = attend(&q, &layer, g, 8, &mut MaskCache::default(), None).unwrap();
+        let got = attend(&q, &layer, &params(g, d, 8), &mut MaskCache::default(), None).unwrap();
         for (h, keep) in [(0usize, vec![0u32, 2, 5]), (1, vec![1, 3, 4, 5])] {
             let ids = Tensor::new(keep.as_slice(), &dev).unwrap();
             let kh = k

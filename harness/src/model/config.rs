@@ -1,29 +1,73 @@
-//! Architecture hyper-parameters of a Llama-family decoder, read from GGUF metadata or from a
-//! Hugging Face `config.json`.
+//! Architecture hyper-parameters of a decoder, independent of where they were read from
+//! (`hf_config` reads `config.json`, `gguf_config` reads GGUF metadata).
 
-use std::path::Path;
+use anyhow::{bail, Result};
 
-use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file;
-use serde::Deserialize;
+use super::rope::RopeSpec;
 
-/// The decoders kvbench runs: Llama, SmolLM and Mistral share the layout; Qwen2 adds QKV bias.
+/// The decoder families kvbench runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Architecture {
+    /// Llama 2/3.x and SmolLM.
     Llama,
     Mistral,
+    /// Qwen2 and Qwen2.5: QKV bias.
     Qwen2,
+    /// Qwen3: per-head q/k RMSNorm before RoPE.
+    Qwen3,
+    /// Gemma 3 text: sliding/global layers, (1 + w) norms, sandwich norms, GeGLU.
+    Gemma3,
+    /// Phi-3 / Phi-4-mini: fused qkv and gate/up projections.
+    Phi3,
 }
 
 impl Architecture {
-    fn parse(name: &str, source: &str) -> Result<Self> {
+    /// The family of a `model_type` (config.json) or `general.architecture` (GGUF).
+    pub fn parse(name: &str, source: &str, field: &str) -> Result<Self> {
         Ok(match name {
             "llama" | "smollm" => Self::Llama,
             "mistral" => Self::Mistral,
             "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            "gemma3" | "gemma3_text" => Self::Gemma3,
+            "phi3" => Self::Phi3,
             other => bail!(
-                "{source}: architecture `{other}` is not supported; kvbench runs llama, mistral, qwen2 (SmolLM is llama)"
+                "{source}: `{field}` `{other}` is not supported; kvbench runs llama (SmolLM), \
+                 mistral, qwen2, qwen3, gemma3 / gemma3_text and phi3 (`kvbench models` lists them)"
+            ),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
+        }
+    }
+}
+
+/// Feed-forward activation of the gated MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    pub fn parse(name: &str, source: &str, field: &str) -> Result<Self> {
+        Ok(match name {
+            "silu" | "swish" => Self::Silu,
+            "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Self::GeluTanh,
+            other => bail!(
+                "{source}: `{field}` `{other}` is not supported; kvbench implements silu and \
+                 gelu_pytorch_tanh"
             ),
         })
     }
@@ -40,11 +84,33 @@ pub struct ModelConfig {
     pub head_dim: usize,
     pub vocab_size: usize,
     pub rms_norm_eps: f64,
-    pub rope_theta: f64,
+    /// RoPE of full-attention layers (and of every layer unless `rope_local` is set).
+    pub rope: RopeSpec,
+    /// RoPE of sliding-window layers where it differs (Gemma 3's local base).
+    pub rope_local: Option<RopeSpec>,
     /// GGUF llama checkpoints permute Q/K for interleaved (GPT-J style) rotation; Hugging Face
     /// checkpoints rotate halves.
     pub rope_interleaved: bool,
+    /// Bias on the q, k and v projections.
     pub qkv_bias: bool,
+    /// Bias on the output projection (Llama/Qwen3 `attention_bias`, not Qwen2).
+    pub o_bias: bool,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm scales by `1 + w` (Gemma's Hugging Face checkpoints; GGUF stores `1 + w`).
+    pub norm_plus_one: bool,
+    /// Norms after attention and around the MLP (Gemma 3).
+    pub sandwich_norms: bool,
+    /// Embeddings are multiplied by this (Gemma: sqrt(hidden_size)).
+    pub embed_scale: Option<f64>,
+    /// Queries are multiplied by this before the dot product (`1/sqrt(head_dim)`, or Gemma's
+    /// `query_pre_attn_scalar^-1/2`).
+    pub attn_scale: f64,
+    pub attn_logit_softcap: Option<f64>,
+    pub final_logit_softcap: Option<f64>,
+    pub activation: Activation,
+    /// Per layer: `Some(w)` when the layer only attends to its last `w` entries.
+    pub layer_windows: Vec<Option<usize>>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
 }
@@ -54,108 +120,20 @@ impl ModelConfig {
         self.n_heads / self.n_kv_heads
     }
 
-    pub fn from_gguf(content: &gguf_file::Content, source: &str) -> Result<Self> {
-        let md = &content.metadata;
-        let get = |key: &str| {
-            md.get(key)
-                .with_context(|| format!("{source}: GGUF metadata `{key}` is missing"))
-        };
-        let arch_name = get("general.architecture")?.to_string()?.clone();
-        let architecture = Architecture::parse(&arch_name, source)?;
-        let p = |k: &str| format!("{arch_name}.{k}");
-        let u = |k: &str| -> Result<usize> {
-            Ok(get(&p(k))?
-                .to_u32()
-                .with_context(|| format!("{source}: `{}` is not an integer", p(k)))?
-                as usize)
-        };
-        let f = |k: &str| -> Result<f64> {
-            Ok(get(&p(k))?
-                .to_f32()
-                .with_context(|| format!("{source}: `{}` is not a float", p(k)))?
-                as f64)
-        };
-        let hidden_size = u("embedding_length")?;
-        let n_heads = u("attention.head_count")?;
-        let n_kv_heads = u("attention.head_count_kv").unwrap_or(n_heads);
-        let head_dim = u("attention.key_length").unwrap_or(hidden_size / n_heads);
-        let vocab_size = match md.get(&p("vocab_size")) {
-            Some(v) => v.to_u32()? as usize,
-            None => get("tokenizer.ggml.tokens")?.to_vec()?.len(),
-        };
-        let has_output = content.tensor_infos.contains_key("output.weight");
-        let qkv_bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
-        let cfg = Self {
-            architecture,
-            hidden_size,
-            intermediate_size: u("feed_forward_length")?,
-            n_layers: u("block_count")?,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            vocab_size,
-            rms_norm_eps: f("attention.layer_norm_rms_epsilon")?,
-            rope_theta: f("rope.freq_base").unwrap_or(10_000.0),
-            // llama.cpp's converter permutes llama/mistral Q and K for interleaved rotation;
-            // qwen2 GGUFs keep the NeoX (halves) layout.
-            rope_interleaved: architecture != Architecture::Qwen2,
-            qkv_bias,
-            max_position_embeddings: u("context_length").unwrap_or(4096),
-            tie_word_embeddings: !has_output,
-        };
-        cfg.validate(source)?;
-        Ok(cfg)
+    /// The RoPE layer `layer` uses.
+    pub fn rope_for(&self, layer: usize) -> &RopeSpec {
+        match (&self.rope_local, self.layer_windows[layer]) {
+            (Some(local), Some(_)) => local,
+            _ => &self.rope,
+        }
     }
 
-    pub fn from_hf_config(path: &Path) -> Result<Self> {
-        #[derive(Deserialize)]
-        struct Raw {
-            model_type: String,
-            hidden_size: usize,
-            intermediate_size: usize,
-            num_hidden_layers: usize,
-            num_attention_heads: usize,
-            num_key_value_heads: Option<usize>,
-            head_dim: Option<usize>,
-            vocab_size: usize,
-            rms_norm_eps: f64,
-            rope_theta: Option<f64>,
-            max_position_embeddings: Option<usize>,
-            tie_word_embeddings: Option<bool>,
-            attention_bias: Option<bool>,
-            rope_scaling: Option<serde_json::Value>,
-        }
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {source}"))?;
-        let raw: Raw = serde_json::from_str(&text)
-            .with_context(|| format!("{source}: not a Llama-family config.json"))?;
-        if let Some(s) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            bail!("{source}: `rope_scaling` {s} is not supported yet; kvbench runs unscaled RoPE only");
-        }
-        let architecture = Architecture::parse(&raw.model_type, &source)?;
-        let cfg = Self {
-            architecture,
-            hidden_size: raw.hidden_size,
-            intermediate_size: raw.intermediate_size,
-            n_layers: raw.num_hidden_layers,
-            n_heads: raw.num_attention_heads,
-            n_kv_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
-            head_dim: raw
-                .head_dim
-                .unwrap_or(raw.hidden_size / raw.num_attention_heads),
-            vocab_size: raw.vocab_size,
-            rms_norm_eps: raw.rms_norm_eps,
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
-            rope_interleaved: false,
-            qkv_bias: architecture == Architecture::Qwen2 || raw.attention_bias.unwrap_or(false),
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-        };
-        cfg.validate(&source)?;
-        Ok(cfg)
+    /// The sliding window of `layer`, if it has one.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.layer_windows[layer]
     }
 
-    fn validate(&self, source: &str) -> Result<()> {
+    pub(crate) fn validate(&self, source: &str) -> Result<()> {
         if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
             bail!(
                 "{source}: {} attention heads are not a multiple of {} KV heads",
@@ -163,8 +141,29 @@ impl ModelConfig {
                 self.n_kv_heads
             );
         }
-        if self.head_dim % 2 != 0 {
-            bail!("{source}: head_dim {} must be even for RoPE", self.head_dim);
+        if self.head_dim % 2 != 0 || self.rope.rotary_dim % 2 != 0 {
+            bail!(
+                "{source}: head_dim {} and its rotary part {} must be even for RoPE",
+                self.head_dim,
+                self.rope.rotary_dim
+            );
+        }
+        if self.rope.rotary_dim > self.head_dim {
+            bail!(
+                "{source}: rotary dimension {} exceeds head_dim {}",
+                self.rope.rotary_dim,
+                self.head_dim
+            );
+        }
+        if self.layer_windows.len() != self.n_layers {
+            bail!(
+                "{source}: {} layer types for {} layers",
+                self.layer_windows.len(),
+                self.n_layers
+            );
+        }
+        if self.layer_windows.iter().flatten().any(|&w| w == 0) {
+            bail!("{source}: a sliding window of 0 tokens; use null for full attention");
         }
         Ok(())
     }

@@ -1,13 +1,33 @@
-//! The model runtime: configuration, weights, and the Llama-family decoder over `KvCache`.
+//! The model runtime: configuration (from `config.json` or GGUF), RoPE variants, weights, and the
+//! decoder over `KvCache`.
 
 pub mod attention;
 pub mod config;
-pub mod llama;
+pub mod decoder;
+pub mod gguf_config;
+pub mod hf_config;
+pub mod rope;
 pub mod weights;
 
-pub use config::{Architecture, ModelConfig};
-pub use llama::{argmax, ForwardOptions, ForwardOutput, Llama, Logits};
+pub use config::{Activation, Architecture, ModelConfig};
+pub use decoder::{argmax, Decoder, ForwardOptions, ForwardOutput, Logits};
+pub use rope::{RopeScaling, RopeSpec};
 pub use weights::WeightSource;
+
+impl ModelConfig {
+    /// Read a Hugging Face `config.json`.
+    pub fn from_hf_config(path: &std::path::Path) -> anyhow::Result<Self> {
+        hf_config::from_hf_config(path)
+    }
+
+    /// Read GGUF metadata; `source` names the file in errors.
+    pub fn from_gguf(
+        content: &candle_core::quantized::gguf_file::Content,
+        source: &str,
+    ) -> anyhow::Result<Self> {
+        gguf_config::from_gguf(content, source)
+    }
+}
 
 /// The decoder families kvbench runs, as `(model_type values, what is implemented)`, for
 /// `kvbench models`.

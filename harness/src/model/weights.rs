@@ -14,6 +14,8 @@ pub enum Weight {
     Embed,
     FinalNorm,
     LmHead,
+    /// GGUF per-pair RoPE frequency factors (llama3 scaling as llama.cpp stores it).
+    RopeFreqs,
     Layer(usize, LayerWeight),
 }
 
@@ -27,10 +29,23 @@ pub enum LayerWeight {
     QBias,
     KBias,
     VBias,
+    OBias,
+    /// Fused q, k and v projection (Phi-3), `[(heads + 2 kv_heads) x head_dim, hidden]`.
+    Qkv,
+    /// Per-head RMSNorm of q and of k (Qwen3, Gemma 3), `[head_dim]`.
+    QNorm,
+    KNorm,
+    /// Norm after attention, before the residual add (Gemma 3).
+    PostAttnNorm,
+    /// Norm before the MLP (Llama's `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`).
     MlpNorm,
     Gate,
     Up,
+    /// Fused gate and up projection (Phi-3), `[2 x intermediate, hidden]`, gate first.
+    GateUp,
     Down,
+    /// Norm after the MLP, before the residual add (Gemma 3).
+    PostMlpNorm,
 }
 
 impl Weight {
@@ -40,6 +55,7 @@ impl Weight {
             Weight::Embed => "token_embd.weight".into(),
             Weight::FinalNorm => "output_norm.weight".into(),
             Weight::LmHead => "output.weight".into(),
+            Weight::RopeFreqs => "rope_freqs.weight".into(),
             Weight::Layer(i, w) => {
                 let s = match w {
                     AttnNorm => "attn_norm.weight",
@@ -50,22 +66,34 @@ impl Weight {
                     QBias => "attn_q.bias",
                     KBias => "attn_k.bias",
                     VBias => "attn_v.bias",
+                    OBias => "attn_output.bias",
+                    Qkv => "attn_qkv.weight",
+                    QNorm => "attn_q_norm.weight",
+                    KNorm => "attn_k_norm.weight",
+                    PostAttnNorm => "post_attention_norm.weight",
                     MlpNorm => "ffn_norm.weight",
                     Gate => "ffn_gate.weight",
                     Up => "ffn_up.weight",
+                    // llama.cpp's phi3 stores the fused gate/up projection as `ffn_up`.
+                    GateUp => "ffn_up.weight",
                     Down => "ffn_down.weight",
+                    PostMlpNorm => "post_ffw_norm.weight",
                 };
                 format!("blk.{i}.{s}")
             }
         }
     }
 
-    fn hf_name(self) -> String {
+    /// The name in a Hugging Face checkpoint whose decoder lives under `prefix` (`model.`, or
+    /// `model.language_model.` in a multimodal Gemma 3). `sandwich`: Gemma's four-norm layout,
+    /// where `post_attention_layernorm` is the norm after attention, not before the MLP.
+    fn hf_name(self, prefix: &str, sandwich: bool) -> String {
         use LayerWeight::*;
         match self {
-            Weight::Embed => "model.embed_tokens.weight".into(),
-            Weight::FinalNorm => "model.norm.weight".into(),
+            Weight::Embed => format!("{prefix}embed_tokens.weight"),
+            Weight::FinalNorm => format!("{prefix}norm.weight"),
             Weight::LmHead => "lm_head.weight".into(),
+            Weight::RopeFreqs => "rope_freqs.weight".into(),
             Weight::Layer(i, w) => {
                 let s = match w {
                     AttnNorm => "input_layernorm.weight",
@@ -76,12 +104,20 @@ impl Weight {
                     QBias => "self_attn.q_proj.bias",
                     KBias => "self_attn.k_proj.bias",
                     VBias => "self_attn.v_proj.bias",
+                    OBias => "self_attn.o_proj.bias",
+                    Qkv => "self_attn.qkv_proj.weight",
+                    QNorm => "self_attn.q_norm.weight",
+                    KNorm => "self_attn.k_norm.weight",
+                    PostAttnNorm => "post_attention_layernorm.weight",
+                    MlpNorm if sandwich => "pre_feedforward_layernorm.weight",
                     MlpNorm => "post_attention_layernorm.weight",
                     Gate => "mlp.gate_proj.weight",
                     Up => "mlp.up_proj.weight",
+                    GateUp => "mlp.gate_up_proj.weight",
                     Down => "mlp.down_proj.weight",
+                    PostMlpNorm => "post_feedforward_layernorm.weight",
                 };
-                format!("model.layers.{i}.{s}")
+                format!("{prefix}layers.{i}.{s}")
             }
         }
     }
@@ -97,8 +133,16 @@ pub enum WeightSource {
     Safetensors {
         files: Vec<PathBuf>,
         tensors: MmapedSafetensors,
+        /// Where the decoder's weights live (`model.`, `model.language_model.`, ...).
+        prefix: String,
+        /// Gemma's four-norm layer layout (see [`Weight::hf_name`]).
+        sandwich: bool,
     },
 }
+
+/// Prefixes under which checkpoints keep the decoder: text-only models, then multimodal
+/// Gemma 3 as transformers 5 and 4 save it.
+const HF_PREFIXES: &[&str] = &["model.", "model.language_model.", "language_model.model."];
 
 impl WeightSource {
     pub fn open_gguf(path: &Path) -> Result<Self> {
@@ -112,13 +156,29 @@ impl WeightSource {
         })
     }
 
-    pub fn open_safetensors(files: &[PathBuf]) -> Result<Self> {
+    pub fn open_safetensors(files: &[PathBuf], sandwich: bool) -> Result<Self> {
         // SAFETY: the files are memory-mapped read-only; kvbench never writes them while mapped.
         let tensors = unsafe { MmapedSafetensors::multi(files) }
             .with_context(|| format!("opening safetensors {files:?}"))?;
+        let prefix = HF_PREFIXES
+            .iter()
+            .find(|p| tensors.get(&format!("{p}embed_tokens.weight")).is_ok())
+            .with_context(|| {
+                format!(
+                    "{files:?}: no embedding tensor (looked for {})",
+                    HF_PREFIXES
+                        .iter()
+                        .map(|p| format!("`{p}embed_tokens.weight`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?
+            .to_string();
         Ok(Self::Safetensors {
             files: files.to_vec(),
             tensors,
+            prefix,
+            sandwich,
         })
     }
 
@@ -132,7 +192,49 @@ impl WeightSource {
     pub fn contains(&self, w: Weight) -> bool {
         match self {
             Self::Gguf { content, .. } => content.tensor_infos.contains_key(&w.gguf_name()),
-            Self::Safetensors { tensors, .. } => tensors.get(&w.hf_name()).is_ok(),
+            Self::Safetensors {
+                tensors,
+                prefix,
+                sandwich,
+                ..
+            } => tensors.get(&w.hf_name(prefix, *sandwich)).is_ok(),
+        }
+    }
+
+    /// Load one weight as [`load`](Self::load) does and check its shape against the config's.
+    pub fn load_shaped(
+        &mut self,
+        w: Weight,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let t = self.load(w, dtype, device)?;
+        if t.dims() != shape {
+            anyhow::bail!(
+                "{}: tensor `{}` has shape {:?}, but the model config implies {shape:?}",
+                self.describe(),
+                self.name(w),
+                t.dims()
+            );
+        }
+        Ok(t)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Gguf { path, .. } => path.display().to_string(),
+            Self::Safetensors { files, .. } => format!("{files:?}"),
+        }
+    }
+
+    /// The tensor's name in this checkpoint.
+    pub fn name(&self, w: Weight) -> String {
+        match self {
+            Self::Gguf { .. } => w.gguf_name(),
+            Self::Safetensors {
+                prefix, sandwich, ..
+            } => w.hf_name(prefix, *sandwich),
         }
     }
 
@@ -150,8 +252,13 @@ impl WeightSource {
                     .with_context(|| format!("{}: tensor `{name}`", path.display()))?;
                 q.dequantize(device)?
             }
-            Self::Safetensors { files, tensors } => {
-                let name = w.hf_name();
+            Self::Safetensors {
+                files,
+                tensors,
+                prefix,
+                sandwich,
+            } => {
+                let name = w.hf_name(prefix, *sandwich);
                 tensors
                     .load(&name, device)
                     .with_context(|| format!("{files:?}: tensor `{name}`"))?
