@@ -95,7 +95,10 @@ pub fn from_gguf(content: &gguf_file::Content, source: &str) -> Result<ModelConf
         vocab_size,
         rms_norm_eps: f("attention.layer_norm_rms_epsilon")?,
         rope,
-        rope_local: gemma.then(|| RopeSpec::plain(10_000.0, rotary_dim)),
+        // llama.cpp's default local base for Gemma 3, unless the file names one.
+        rope_local: gemma.then(|| {
+            RopeSpec::plain(f("rope.freq_base_swa").unwrap_or(10_000.0), rotary_dim)
+        }),
         // llama.cpp's converter permutes llama/mistral Q and K for interleaved rotation; the
         // other families keep the NeoX (halves) layout.
         rope_interleaved: architecture == Architecture::Llama,
@@ -177,4 +180,78 @@ fn rope_scaling(
         });
     }
     Ok(scaling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gguf_file::Value as V;
+    use std::collections::HashMap;
+
+    fn content(arch: &str, extra: &[(&str, V)]) -> gguf_file::Content {
+        let mut metadata = HashMap::new();
+        let mut put = |k: &str, v: V| {
+            metadata.insert(k.to_string(), v);
+        };
+        put("general.architecture", V::String(arch.into()));
+        put(&format!("{arch}.embedding_length"), V::U32(64));
+        put(&format!("{arch}.attention.head_count"), V::U32(4));
+        put(&format!("{arch}.attention.head_count_kv"), V::U32(1));
+        put(&format!("{arch}.attention.key_length"), V::U32(32));
+        put(&format!("{arch}.block_count"), V::U32(12));
+        put(&format!("{arch}.feed_forward_length"), V::U32(128));
+        put(&format!("{arch}.vocab_size"), V::U32(100));
+        put(&format!("{arch}.attention.layer_norm_rms_epsilon"), V::F32(1e-6));
+        put(&format!("{arch}.rope.freq_base"), V::F32(1e6));
+        for (k, v) in extra {
+            put(&format!("{arch}.{k}"), v.clone());
+        }
+        gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata,
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    #[test]
+    fn gemma3_layers_and_ropes() {
+        let c = content("gemma3", &[("attention.sliding_window", V::U32(512))]);
+        let cfg = from_gguf(&c, "g.gguf").unwrap();
+        let globals: Vec<usize> = (0..12).filter(|&l| cfg.window(l).is_none()).collect();
+        assert_eq!(globals, vec![5, 11]);
+        assert_eq!(cfg.rope_for(0).theta, 10_000.0);
+        assert_eq!(cfg.rope_for(5).theta, 1e6);
+        assert!(!cfg.norm_plus_one && !cfg.rope_interleaved);
+        assert_eq!(cfg.embed_scale, Some(8.0));
+        assert!((cfg.attn_scale - 32f64.powf(-0.5)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rope_scaling_keys_are_read_or_refused() {
+        let lin = content(
+            "llama",
+            &[
+                ("rope.scaling.type", V::String("linear".into())),
+                ("rope.scaling.factor", V::F32(4.0)),
+            ],
+        );
+        let cfg = from_gguf(&lin, "l.gguf").unwrap();
+        assert_eq!(cfg.rope.scaling, RopeScaling::Linear { factor: 4.0 });
+        let odd = content("llama", &[("rope.scaling.yarn_log_multiplier", V::F32(0.1))]);
+        let e = from_gguf(&odd, "l.gguf").unwrap_err().to_string();
+        assert!(e.contains("l.gguf") && e.contains("llama.rope.scaling.yarn_log_multiplier"), "{e}");
+        let longrope = content(
+            "llama",
+            &[
+                ("rope.scaling.type", V::String("longrope".into())),
+                ("rope.scaling.factor", V::F32(4.0)),
+            ],
+        );
+        let e = from_gguf(&longrope, "l.gguf").unwrap_err().to_string();
+        assert!(e.contains("longrope") && e.contains("rope.scaling.type"), "{e}");
+        let arch = content("mamba", &[]);
+        let e = from_gguf(&arch, "m.gguf").unwrap_err().to_string();
+        assert!(e.contains("general.architecture") && e.contains("mamba"), "{e}");
+    }
 }
