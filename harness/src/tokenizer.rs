@@ -269,7 +269,10 @@ impl<'a> Meta<'a> {
             .transpose()
     }
 
-    pub(crate) fn required_array(&self, key: &str) -> Result<&'a [gguf_file::Value], TokenizerError> {
+    pub(crate) fn required_array(
+        &self,
+        key: &str,
+    ) -> Result<&'a [gguf_file::Value], TokenizerError> {
         let v = self
             .get(key)
             .ok_or_else(|| TokenizerError::MissingKey(key.to_string()))?;
@@ -291,7 +294,11 @@ impl<'a> Meta<'a> {
     }
 
     /// A token id, checked against the vocabulary size.
-    pub(crate) fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>, TokenizerError> {
+    pub(crate) fn token_id(
+        &self,
+        key: &str,
+        n_tokens: usize,
+    ) -> Result<Option<u32>, TokenizerError> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };

@@ -42,8 +42,8 @@ use tokenizers::normalizers::utils::Sequence as NormalizerSequence;
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, Tokenizer};
 
 use crate::tokenizer::{
-    dedup, int_value, post_processor, tk_err, Meta, TextTokenizer, TokenizerError,
-    STOP_CANDIDATES, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,
+    dedup, int_value, post_processor, tk_err, Meta, TextTokenizer, TokenizerError, STOP_CANDIDATES,
+    TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,
 };
 
 /// SentencePiece's meta symbol for a space.
@@ -270,7 +270,9 @@ pub fn from_gguf(content: &gguf_file::Content) -> Result<TextTokenizer, Tokenize
         builder = builder.unk_token(vocab.tokens[id as usize].clone());
     }
     let bpe = builder.build().map_err(|e| {
-        TokenizerError::Tokenizers(format!("building BPE from the GGUF SentencePiece vocabulary: {e}"))
+        TokenizerError::Tokenizers(format!(
+            "building BPE from the GGUF SentencePiece vocabulary: {e}"
+        ))
     })?;
 
     let mut inner = Tokenizer::new(bpe);
