@@ -6,6 +6,9 @@
 //!
 //! 1. Control (type 3) and user-defined (type 4) pieces are cut out of the raw text first, whole
 //!    (`<start_of_turn>`, `<bos>`, and Gemma's `\n`, `\n\n`, runs of spaces, HTML tags).
+//!    Hugging Face's added-token matcher takes the leftmost-longest match, llama.cpp the longest
+//!    piece first; they cut the same way unless two pieces overlap (Gemma's overlap only as runs
+//!    of one character, `\n\n` in `\n\n\n`, where both take the longest run from the left).
 //! 2. Each remaining piece of text has its spaces replaced by `▁` (and, when
 //!    `tokenizer.ggml.add_space_prefix` is true, a `▁` prepended), then is split into characters.
 //! 3. Repeatedly, of all adjacent pairs whose concatenation is a vocabulary piece, the one whose
@@ -25,7 +28,7 @@
 //! `Fuse` (and `Strip` of one leading space when `add_space_prefix`). Gemma 3 says
 //! `add_space_prefix = false`. Control pieces are special tokens (skipped when decoding);
 //! user-defined ones decode as their text. Generation stops at eos, the GGUF's eot/eom ids, and
-//! at every control piece named in [`STOP_CANDIDATES`] (llama.cpp's end-of-generation rule, which
+//! at every control piece named in `tokenizer::STOP_CANDIDATES` (llama.cpp's end-of-generation rule, which
 //! gives Gemma's `<end_of_turn>`).
 
 use std::collections::HashMap;

@@ -443,3 +443,30 @@ fn gemma_tokenizer_from_the_loader_source() {
         gemma().tok.encode("<start_of_turn>user\n").unwrap()
     );
 }
+
+/// Long contexts (LongBench-sized) are one piece of text to the BPE: encoding must stay
+/// near-linear, and the result must agree with encoding the paragraphs one by one where the
+/// paragraphs are separated by a user-defined piece (`\n\n`), which cuts the text anyway.
+#[test]
+fn gemma_long_text() {
+    let g = gemma();
+    let para = "Il était une fois, dans un pays lointain, 42 dragons qui aimaient le thé. \
+                The committee's report (2024) found that 73% of respondents preferred tea.";
+    let text = vec![para; 1000].join("\n\n");
+    assert!(text.len() > 150_000);
+    let start = Instant::now();
+    let ids = g.tok.encode(&text).unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "encoding took {took:?}");
+    let one = g.tok.encode(para).unwrap();
+    let sep = g.id("\n\n");
+    let mut expected = vec![g.id("<bos>")];
+    for i in 0..1000 {
+        if i > 0 {
+            expected.push(sep);
+        }
+        expected.extend_from_slice(&one[1..]);
+    }
+    assert_eq!(ids, expected);
+    assert_eq!(g.tok.decode(&ids).unwrap(), text);
+}
