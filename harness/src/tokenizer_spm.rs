@@ -28,8 +28,8 @@
 //! `Fuse` (and `Strip` of one leading space when `add_space_prefix`). Gemma 3 says
 //! `add_space_prefix = false`. Control pieces are special tokens (skipped when decoding);
 //! user-defined ones decode as their text. Generation stops at eos, the GGUF's eot/eom ids, and
-//! at every control piece named in `tokenizer::STOP_CANDIDATES` (llama.cpp's end-of-generation rule, which
-//! gives Gemma's `<end_of_turn>`).
+//! at every control piece named in `tokenizer::STOP_CANDIDATES` (llama.cpp's end-of-generation
+//! rule, which gives Gemma's `<end_of_turn>`; this GGUF has no chat template to look them up in).
 
 use std::collections::HashMap;
 
