@@ -15,3 +15,4 @@ pub mod model;
 pub mod runner;
 pub mod testing;
 pub mod tokenizer;
+pub mod tokenizer_spm;

@@ -19,3 +19,16 @@ pub fn smollm2_gguf() -> PathBuf {
 pub fn shared_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
 }
+
+/// The Gemma 3 270M Q4_K_M GGUF (SentencePiece vocabulary), fetched through the registry alias
+/// like [`smollm2_gguf`].
+pub fn gemma3_gguf() -> PathBuf {
+    let mut opts = crate::fetch::FetchOptions::from_env();
+    opts.progress = false;
+    let spec = crate::fetch::ModelSpec::Alias("gemma3-270m-q4_k_m".to_string());
+    match crate::fetch::resolve(&spec, &opts) {
+        Ok(crate::fetch::ModelFiles::Gguf { path }) => path,
+        Ok(other) => panic!("gemma3-270m-q4_k_m resolved to {other:?}, not a GGUF"),
+        Err(e) => panic!("cannot fetch the Gemma 3 test model: {e}"),
+    }
+}

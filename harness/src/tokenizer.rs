@@ -55,8 +55,7 @@ pub enum TokenizerError {
     BadMetadata { key: String, problem: String },
     #[error(
         "unsupported tokenizer model `{0}` (tokenizer.ggml.model): only `gpt2` (byte-level BPE) \
-         is supported; SentencePiece (`llama`) GGUF vocabularies are not, load the model's \
-         tokenizer.json instead"
+         and `llama` (SentencePiece) are supported; load the model's tokenizer.json instead"
     )]
     UnsupportedModel(String),
     #[error(
@@ -79,7 +78,7 @@ pub enum TokenizerError {
     Template(String),
 }
 
-fn tk_err(e: tokenizers::Error) -> TokenizerError {
+pub(crate) fn tk_err(e: tokenizers::Error) -> TokenizerError {
     TokenizerError::Tokenizers(e.to_string())
 }
 
@@ -173,7 +172,7 @@ fn build_pre_tokenizer(kind: PreKind) -> Result<PreTokenizerWrapper, TokenizerEr
 }
 
 /// Post-processor that prepends `bos` (and appends `eos`) when asked; byte-level offsets otherwise.
-fn post_processor(
+pub(crate) fn post_processor(
     bos: Option<(u32, &str)>,
     eos: Option<(u32, &str)>,
 ) -> Result<PostProcessorWrapper, TokenizerError> {
@@ -217,7 +216,7 @@ fn post_processor(
 
 /// Turn tokens that may end generation, if the model marks them special and its template uses
 /// them (the model's eos is always a stop id).
-const STOP_CANDIDATES: &[&str] = &[
+pub(crate) const STOP_CANDIDATES: &[&str] = &[
     "<|im_end|>",
     "<|endoftext|>",
     "<|eot_id|>",
@@ -231,36 +230,36 @@ const STOP_CANDIDATES: &[&str] = &[
 /// A text tokenizer with the model's special ids and chat template.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
-    inner: Tokenizer,
-    bos_id: Option<u32>,
-    eos_ids: Vec<u32>,
-    pad_id: Option<u32>,
-    unk_id: Option<u32>,
-    add_bos: bool,
-    vocab_size: usize,
-    bos_token: Option<String>,
-    eos_token: Option<String>,
-    chat_template: Option<String>,
+    pub(crate) inner: Tokenizer,
+    pub(crate) bos_id: Option<u32>,
+    pub(crate) eos_ids: Vec<u32>,
+    pub(crate) pad_id: Option<u32>,
+    pub(crate) unk_id: Option<u32>,
+    pub(crate) add_bos: bool,
+    pub(crate) vocab_size: usize,
+    pub(crate) bos_token: Option<String>,
+    pub(crate) eos_token: Option<String>,
+    pub(crate) chat_template: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
 // GGUF metadata access
 
-struct Meta<'a>(&'a gguf_file::Content);
+pub(crate) struct Meta<'a>(pub(crate) &'a gguf_file::Content);
 
 impl<'a> Meta<'a> {
-    fn get(&self, key: &str) -> Option<&'a gguf_file::Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a gguf_file::Value> {
         self.0.metadata.get(key)
     }
 
-    fn bad(key: &str, problem: impl std::fmt::Display) -> TokenizerError {
+    pub(crate) fn bad(key: &str, problem: impl std::fmt::Display) -> TokenizerError {
         TokenizerError::BadMetadata {
             key: key.to_string(),
             problem: problem.to_string(),
         }
     }
 
-    fn string(&self, key: &str) -> Result<Option<&'a str>, TokenizerError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<&'a str>, TokenizerError> {
         self.get(key)
             .map(|v| {
                 v.to_string()
@@ -270,7 +269,10 @@ impl<'a> Meta<'a> {
             .transpose()
     }
 
-    fn required_array(&self, key: &str) -> Result<&'a [gguf_file::Value], TokenizerError> {
+    pub(crate) fn required_array(
+        &self,
+        key: &str,
+    ) -> Result<&'a [gguf_file::Value], TokenizerError> {
         let v = self
             .get(key)
             .ok_or_else(|| TokenizerError::MissingKey(key.to_string()))?;
@@ -279,7 +281,7 @@ impl<'a> Meta<'a> {
             .map_err(|e| Self::bad(key, e))
     }
 
-    fn bool(&self, key: &str) -> Result<Option<bool>, TokenizerError> {
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, TokenizerError> {
         match self.get(key) {
             None => Ok(None),
             Some(gguf_file::Value::Bool(b)) => Ok(Some(*b)),
@@ -292,7 +294,11 @@ impl<'a> Meta<'a> {
     }
 
     /// A token id, checked against the vocabulary size.
-    fn token_id(&self, key: &str, n_tokens: usize) -> Result<Option<u32>, TokenizerError> {
+    pub(crate) fn token_id(
+        &self,
+        key: &str,
+        n_tokens: usize,
+    ) -> Result<Option<u32>, TokenizerError> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -309,7 +315,7 @@ impl<'a> Meta<'a> {
 }
 
 /// Any GGUF integer (ids are u32 by convention, token types i32), widened.
-fn int_value(v: &gguf_file::Value) -> Option<i128> {
+pub(crate) fn int_value(v: &gguf_file::Value) -> Option<i128> {
     use gguf_file::Value as V;
     Some(match v {
         V::U8(x) => *x as i128,
@@ -325,11 +331,12 @@ fn int_value(v: &gguf_file::Value) -> Option<i128> {
 }
 
 /// GGUF token types (llama.cpp `llama_token_type`).
-const TOKEN_TYPE_CONTROL: i128 = 3;
-const TOKEN_TYPE_USER_DEFINED: i128 = 4;
+pub(crate) const TOKEN_TYPE_CONTROL: i128 = 3;
+pub(crate) const TOKEN_TYPE_USER_DEFINED: i128 = 4;
 
 impl TextTokenizer {
-    /// Build from GGUF metadata: `tokenizer.ggml.model` (must be `gpt2`), `.pre`, `.tokens`,
+    /// Build from GGUF metadata: `tokenizer.ggml.model` (`gpt2` here, `llama` in
+    /// [`crate::tokenizer_spm`]), `.pre`, `.tokens`,
     /// `.token_type`, `.merges`, bos/eos/eot/eom/unknown/padding ids, `add_bos_token` and
     /// `tokenizer.chat_template`.
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, TokenizerError> {
@@ -337,6 +344,9 @@ impl TextTokenizer {
         let model = meta
             .string("tokenizer.ggml.model")?
             .ok_or_else(|| TokenizerError::MissingKey("tokenizer.ggml.model".into()))?;
+        if model == "llama" {
+            return crate::tokenizer_spm::from_gguf(content);
+        }
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_string()));
         }
@@ -731,7 +741,7 @@ impl TextTokenizer {
     }
 }
 
-fn dedup(ids: Vec<u32>) -> Vec<u32> {
+pub(crate) fn dedup(ids: Vec<u32>) -> Vec<u32> {
     let mut seen = BTreeSet::new();
     ids.into_iter().filter(|id| seen.insert(*id)).collect()
 }
@@ -962,10 +972,12 @@ mod tests {
         let mut c = tiny_content("smollm");
         c.metadata.insert(
             "tokenizer.ggml.model".into(),
-            gguf_file::Value::String("llama".into()),
+            gguf_file::Value::String("rwkv".into()),
         );
         let err = TextTokenizer::from_gguf(&c).unwrap_err();
-        assert!(err.to_string().contains("`llama`"), "{err}");
+        let msg = err.to_string();
+        assert!(matches!(err, TokenizerError::UnsupportedModel(_)), "{msg}");
+        assert!(msg.contains("`rwkv`") && msg.contains("`llama`"), "{msg}");
     }
 
     #[test]
