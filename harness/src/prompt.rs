@@ -233,4 +233,57 @@ mod tests {
         let s = Sample::single("s", "C", Turn::new("Q", vec![]), "t", Metric::QaF1, 4);
         assert!(matches!(turn_text(&s, 0, Some(&t)), Err(PromptError::Split { count: 0 })));
     }
+
+    /// A byte-level tokenizer whose post-processor adds BOS (`<s>` = 0) and whose template
+    /// writes `bos_token` itself, as Llama 3's and Gemma 3's do.
+    fn bos_tokenizer() -> TextTokenizer {
+        use candle_core::quantized::gguf_file::{self, Value as V};
+        let tokens = ["<s>", "<|u|>", "<|a|>", "a", "b", "ab", "Ġ", "Ġab"];
+        let types = [3, 3, 3, 1, 1, 1, 1, 1];
+        let template = "{{ bos_token }}{% for m in messages %}<|u|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|a|>{% endif %}";
+        let mut md = std::collections::HashMap::new();
+        md.insert("tokenizer.ggml.model".into(), V::String("gpt2".into()));
+        md.insert("tokenizer.ggml.pre".into(), V::String("gpt2".into()));
+        md.insert(
+            "tokenizer.ggml.tokens".into(),
+            V::Array(tokens.iter().map(|t| V::String(t.to_string())).collect()),
+        );
+        md.insert(
+            "tokenizer.ggml.token_type".into(),
+            V::Array(types.iter().map(|&t| V::I32(t)).collect()),
+        );
+        md.insert(
+            "tokenizer.ggml.merges".into(),
+            V::Array(vec![V::String("a b".into()), V::String("Ġ ab".into())]),
+        );
+        md.insert("tokenizer.ggml.bos_token_id".into(), V::U32(0));
+        md.insert("tokenizer.ggml.add_bos_token".into(), V::Bool(true));
+        md.insert("tokenizer.chat_template".into(), V::String(template.into()));
+        let content = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: md,
+            tensor_infos: std::collections::HashMap::new(),
+            tensor_data_offset: 0,
+        };
+        TextTokenizer::from_gguf(&content).unwrap()
+    }
+
+    #[test]
+    fn bos_comes_once_from_the_template_or_the_tokenizer_never_in_the_question() {
+        let tok = bos_tokenizer();
+        assert!(tok.add_bos());
+        let s = Sample::single("s", "ab", Turn::new(" ab", vec![]), "t", Metric::QaF1, 4);
+        let template = tok.template().unwrap();
+        let text = turn_text(&s, 0, Some(&template)).unwrap();
+        assert_eq!(text.context, "<s><|u|>ab");
+        let (c, q) = tokenize(&tok, &text).unwrap();
+        // One BOS (written by the template), not a second one from the post-processor.
+        assert_eq!(c, vec![0, 1, 5]);
+        assert_eq!(q, vec![7, 2]);
+        // Plain text: BOS as the tokenizer says; the question still without.
+        let plain = turn_text(&s, 0, None).unwrap();
+        let (c, q) = tokenize(&tok, &plain).unwrap();
+        assert_eq!(c, vec![0, 5]);
+        assert_eq!(q, vec![7]);
+    }
 }
