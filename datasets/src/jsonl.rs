@@ -15,6 +15,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
+use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -70,6 +71,10 @@ pub struct JsonlConfig {
     /// need.
     #[serde(default = "default_question_template")]
     pub question_template: String,
+    /// Whether prompts go through the model's chat template: `auto` (where the benchmark's
+    /// official code applies one), `true` or `false`. Applied by the harness.
+    #[serde(default, skip_serializing_if = "ChatTemplateMode::is_auto")]
+    pub chat_template: ChatTemplateMode,
 }
 
 fn default_metric() -> Metric {
@@ -93,6 +98,7 @@ impl JsonlConfig {
     /// A config with every default, reading `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         JsonlConfig {
+            chat_template: Default::default(),
             path: path.into(),
             fields: FieldMap::default(),
             limit: None,

@@ -27,7 +27,7 @@ pub use longbench_v2::LongBenchV2Config;
 pub use metrics::{score, Metric};
 pub use needle::matrix::{score_matrix, ScoreMatrix};
 pub use needle::{Haystack, NeedleConfig, NeedleError};
-pub use prompt::{build_prompt, turn_prompt, Plain, Prompt, PromptTemplate};
+pub use prompt::{build_prompt, turn_prompt, ChatTemplateMode, Plain, Prompt, PromptTemplate};
 pub use registry::{dataset_names, DatasetConfig, DatasetDescription, Source, DATASETS};
 pub use ruler::{RulerConfig, RulerError};
 pub use sample::{Sample, Turn, TurnMode};

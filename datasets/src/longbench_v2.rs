@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -43,6 +44,10 @@ pub struct LongBenchV2Config {
     pub max_length: Option<usize>,
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Whether prompts go through the model's chat template: `auto` (where the benchmark's
+    /// official code applies one), `true` or `false`. Applied by the harness.
+    #[serde(default, skip_serializing_if = "ChatTemplateMode::is_auto")]
+    pub chat_template: ChatTemplateMode,
 }
 
 fn default_repo() -> String {
@@ -52,6 +57,7 @@ fn default_repo() -> String {
 impl LongBenchV2Config {
     pub fn local(path: impl Into<PathBuf>) -> Self {
         LongBenchV2Config {
+            chat_template: Default::default(),
             source: DataSource::Path(path.into()),
             repo: default_repo(),
             revision: default_revision(),

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -52,6 +53,10 @@ pub struct NeedleConfig {
     pub seed: u64,
     #[serde(default)]
     pub haystack: Haystack,
+    /// Whether prompts go through the model's chat template: `auto` (where the benchmark's
+    /// official code applies one), `true` or `false`. Applied by the harness.
+    #[serde(default, skip_serializing_if = "ChatTemplateMode::is_auto")]
+    pub chat_template: ChatTemplateMode,
 }
 
 fn default_depths() -> Vec<f64> {
@@ -558,6 +563,7 @@ mod tests {
 
     fn config(lengths: &[usize], depths: &[f64], samples: usize, seed: u64) -> NeedleConfig {
         NeedleConfig {
+            chat_template: Default::default(),
             lengths: lengths.to_vec(),
             depths: depths.to_vec(),
             samples_per_cell: samples,
@@ -863,6 +869,7 @@ mod tests {
         assert_eq!(
             c,
             NeedleConfig {
+                chat_template: Default::default(),
                 lengths: vec![1024],
                 depths: default_depths(),
                 samples_per_cell: 1,

@@ -5,7 +5,82 @@
 //! should start answering. Everything before the question belongs in `context`, so that the
 //! compressed part is the same for every turn and every method.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::{Sample, Turn, TurnMode};
+
+/// A dataset's `chat_template:` option: whether prompts go through the model's chat template.
+///
+/// - `auto` (default): where the benchmark's official code applies one, i.e. every sample whose
+///   [`Sample::chat_template`] is true, if the model has a template;
+/// - `true`: every sample, and a model without a template is an error before any work;
+/// - `false`: never; plain text (completion style).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChatTemplateMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ChatTemplateMode {
+    pub fn is_auto(&self) -> bool {
+        *self == ChatTemplateMode::Auto
+    }
+
+    /// Whether `sample` is rendered through a template, given whether the model has one.
+    pub fn applies(&self, sample: &Sample, model_has_template: bool) -> bool {
+        match self {
+            ChatTemplateMode::Auto => sample.chat_template && model_has_template,
+            ChatTemplateMode::Always => true,
+            ChatTemplateMode::Never => false,
+        }
+    }
+
+    /// The YAML spelling: `auto`, `true` or `false`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChatTemplateMode::Auto => "auto",
+            ChatTemplateMode::Always => "true",
+            ChatTemplateMode::Never => "false",
+        }
+    }
+}
+
+impl Serialize for ChatTemplateMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ChatTemplateMode::Auto => s.serialize_str("auto"),
+            ChatTemplateMode::Always => s.serialize_bool(true),
+            ChatTemplateMode::Never => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ChatTemplateMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("`chat_template`: expected auto, true or false")
+        })? {
+            Raw::Bool(true) => Ok(ChatTemplateMode::Always),
+            Raw::Bool(false) => Ok(ChatTemplateMode::Never),
+            Raw::Str(s) => match s.as_str() {
+                "auto" => Ok(ChatTemplateMode::Auto),
+                "true" => Ok(ChatTemplateMode::Always),
+                "false" => Ok(ChatTemplateMode::Never),
+                other => Err(serde::de::Error::custom(format!(
+                    "`chat_template: {other}`: expected auto, true or false"
+                ))),
+            },
+        }
+    }
+}
 
 /// The two parts of one model input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +149,29 @@ pub fn turn_prompt(sample: &Sample, index: usize) -> Option<Prompt> {
 mod tests {
     use super::*;
     use crate::Metric;
+
+    #[test]
+    fn chat_template_mode_reads_auto_true_false() {
+        for (yaml, want) in [
+            ("\"auto\"", ChatTemplateMode::Auto),
+            ("true", ChatTemplateMode::Always),
+            ("false", ChatTemplateMode::Never),
+        ] {
+            let m: ChatTemplateMode = serde_json::from_str(yaml).unwrap();
+            assert_eq!(m, want);
+            assert_eq!(serde_json::to_string(&m).unwrap(), yaml);
+        }
+        let err = serde_json::from_str::<ChatTemplateMode>("\"maybe\"").unwrap_err();
+        assert!(err.to_string().contains("auto, true or false"), "{err}");
+        let turn = Turn::new("Q", vec![]);
+        let mut s = Sample::single("s", "C", turn, "t", Metric::QaF1, 4);
+        assert!(ChatTemplateMode::Auto.applies(&s, true));
+        assert!(!ChatTemplateMode::Auto.applies(&s, false));
+        s.chat_template = false;
+        assert!(!ChatTemplateMode::Auto.applies(&s, true));
+        assert!(ChatTemplateMode::Always.applies(&s, true));
+        assert!(!ChatTemplateMode::Never.applies(&s, true));
+    }
 
     #[test]
     fn plain_keeps_the_split() {

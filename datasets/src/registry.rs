@@ -7,7 +7,7 @@ use crate::longbench_v2::{self, LongBenchV2Config};
 use crate::ruler::RulerConfig;
 use crate::scbench::ScbenchConfig;
 use crate::{
-    needle, DatasetError, JsonlConfig, LoadOptions, Loaded, Metric, NeedleConfig, Sample,
+    needle, ChatTemplateMode, DatasetError, JsonlConfig, LoadOptions, Loaded, Metric, NeedleConfig, Sample,
     TokenCounter,
 };
 
@@ -33,6 +33,30 @@ impl DatasetConfig {
             DatasetConfig::LongbenchV2(_) => "longbench_v2",
             DatasetConfig::Scbench(_) => "scbench",
             DatasetConfig::Ruler(_) => "ruler",
+        }
+    }
+
+    /// The `chat_template:` option (`auto` unless the YAML says otherwise).
+    pub fn chat_template(&self) -> ChatTemplateMode {
+        match self {
+            DatasetConfig::Niah(c) => c.chat_template,
+            DatasetConfig::Jsonl(c) => c.chat_template,
+            DatasetConfig::Longbench(c) => c.chat_template,
+            DatasetConfig::LongbenchV2(c) => c.chat_template,
+            DatasetConfig::Scbench(c) => c.chat_template,
+            DatasetConfig::Ruler(c) => c.chat_template,
+        }
+    }
+
+    /// The explicit `max_length:` (prompt tokens), where the dataset has that option: the
+    /// dataset middle-truncates its prompts to it as the benchmark's own code does, and the
+    /// harness's default truncation to the model's context window stands aside.
+    pub fn max_length(&self) -> Option<usize> {
+        match self {
+            DatasetConfig::Longbench(c) => c.max_length,
+            DatasetConfig::LongbenchV2(c) => c.max_length,
+            DatasetConfig::Scbench(c) => c.max_length,
+            DatasetConfig::Niah(_) | DatasetConfig::Jsonl(_) | DatasetConfig::Ruler(_) => None,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kvbench_datasets::DatasetConfig;
+use kvbench_datasets::{ChatTemplateMode, DatasetConfig};
 use kvbench_methods::{method_names, Budget, MethodSpec};
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +166,37 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// `chat_template: true` on a dataset needs a model with a chat template: an error naming
+    /// the file, line and dataset otherwise. Call before any dataset work.
+    pub fn check_chat_templates(&self, model_has_template: bool) -> Result<()> {
+        if model_has_template {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        for d in &self.raw.datasets {
+            if d.chat_template() == ChatTemplateMode::Always {
+                let line = text
+                    .lines()
+                    .position(|l| {
+                        let l = l.split('#').next().unwrap_or("");
+                        l.contains("chat_template") && l.contains("true")
+                    })
+                    .map(|i| i + 1);
+                bail!(
+                    "{}: dataset `{}`, field `chat_template: true`: model `{}` has no chat \
+                     template (neither in its GGUF metadata nor in tokenizer_config.json or \
+                     chat_template.jinja); use `chat_template: auto` or `false`",
+                    at(&self.source, line),
+                    d.name(),
+                    self.raw.model
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +269,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sede") && err.contains("x.yaml:2"), "{err}");
+    }
+
+    #[test]
+    fn chat_template_option_is_read_and_checked_against_the_model() {
+        let yaml = GOOD.replace("    depths: [0.5]\n", "    depths: [0.5]\n    chat_template: true\n");
+        let dir = std::env::temp_dir().join(format!("kvbench-exp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ct.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let plan = Plan::load(&path).unwrap();
+        assert_eq!(plan.raw.datasets[0].chat_template(), ChatTemplateMode::Always);
+        plan.check_chat_templates(true).unwrap();
+        let err = plan.check_chat_templates(false).unwrap_err().to_string();
+        assert!(
+            err.contains("ct.yaml:7") && err.contains("chat_template: true") && err.contains("niah"),
+            "{err}"
+        );
+        let plan = Plan::parse(GOOD, Path::new("x.yaml")).unwrap();
+        assert_eq!(plan.raw.datasets[0].chat_template(), ChatTemplateMode::Auto);
+        plan.check_chat_templates(false).unwrap();
+        let bad = GOOD.replace("    depths: [0.5]\n", "    depths: [0.5]\n    chat_template: sometimes\n");
+        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        assert!(err.contains("auto, true or false"), "{err}");
     }
 
     #[test]

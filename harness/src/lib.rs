@@ -5,6 +5,8 @@
 //! Methods, datasets and reports live in their own crates and never see each other.
 
 pub mod bench;
+pub mod chat_template;
+mod chat_pycompat;
 pub mod device;
 pub mod experiment;
 pub mod fetch;
@@ -12,7 +14,9 @@ pub mod loader;
 pub mod manifest;
 pub mod memory;
 pub mod model;
+pub mod prompt;
 pub mod runner;
 pub mod testing;
 pub mod tokenizer;
 pub mod tokenizer_spm;
+pub mod truncation;

@@ -71,6 +71,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the model registry's aliases (pinned files `kvbench fetch` downloads) and the model
+    /// families kvbench runs.
+    Models {
+        #[arg(long)]
+        json: bool,
+    },
     /// List the registered datasets.
     Datasets {
         #[arg(long)]
@@ -191,6 +197,10 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Models { json } => {
+            print!("{}", models_listing(json)?);
+            Ok(())
+        }
         Command::Datasets { json } => {
             if json {
                 println!(
@@ -295,6 +305,7 @@ fn cmd_run(
         &plan.raw.model,
         &files,
         &kvbench::device::label(&device),
+        &kvbench::manifest::PromptFacts::new(&plan, &loaded),
     )?;
     let rows = kvbench_reports::summarize(&outcome.records);
     let md = kvbench_reports::to_markdown(&rows);
@@ -317,6 +328,44 @@ fn cmd_run(
         outcome.results.display()
     );
     Ok(())
+}
+
+/// `kvbench models`: aliases with size and first source, then the families.
+fn models_listing(json: bool) -> Result<String> {
+    let aliases = kvbench::fetch::aliases();
+    let families = kvbench::model::supported_families();
+    if json {
+        let v = serde_json::json!({
+            "aliases": aliases.iter().map(|a| serde_json::json!({
+                "name": a.name,
+                "file": a.file_name,
+                "bytes": a.size,
+                "sha256": a.sha256,
+                "description": a.description,
+                "sources": a.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "families": families.iter().map(|(types, what)| serde_json::json!({
+                "model_type": types,
+                "supports": what,
+            })).collect::<Vec<_>>(),
+        });
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    let mut out = String::from("registry aliases (kvbench fetch NAME, or `model: NAME`):\n");
+    for a in aliases {
+        out += &format!(
+            "  {:<28} {:>8.1} MB  {}\n",
+            a.name,
+            a.size as f64 / 1e6,
+            a.description
+        );
+    }
+    out += "\nmodel families (config.json model_type / GGUF general.architecture):\n";
+    for (types, what) in &families {
+        out += &format!("  {types:<28} {what}\n");
+    }
+    out += "\nany other checkpoint: `hf:ORG/REPO[@REV]` or a local path of one of these families\n";
+    Ok(out)
 }
 
 fn report_options(output: &std::path::Path) -> kvbench_reports::ReportOptions {

@@ -1,5 +1,7 @@
 //! `run.json`: what a run directory's report cites about the run itself: kvbench version and git
-//! commit, device, and the model files with their sha256.
+//! commit, device, the model files with their sha256, and how prompts were made: architecture,
+//! the chat template's sha256, the BOS/EOS ids, and per dataset the `chat_template` option and
+//! the truncation policy.
 
 use std::io::Read;
 use std::path::Path;
@@ -7,7 +9,72 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use serde::Serialize;
+
+use crate::experiment::Plan;
 use crate::fetch::ModelFiles;
+use crate::loader::LoadedModel;
+use crate::model::Architecture;
+use crate::truncation::TruncationPolicy;
+
+/// How the run turned samples into tokens, and the model facts behind it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PromptFacts {
+    pub architecture: Architecture,
+    pub max_position_embeddings: usize,
+    /// sha256 (hex) of the chat template source; `none` if the model has none or no dataset
+    /// applies it (`chat_template: false` everywhere).
+    pub chat_template_sha256: String,
+    /// BOS id, and whether plain-text contexts get it from the tokenizer (a rendered context
+    /// holds whatever BOS its template writes).
+    pub bos_id: Option<u32>,
+    pub add_bos: bool,
+    /// Every id that stops generation.
+    pub eos_ids: Vec<u32>,
+    pub datasets: Vec<DatasetPromptFacts>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetPromptFacts {
+    pub name: String,
+    /// `auto`, `true` or `false`, as the experiment says.
+    pub chat_template: String,
+    pub truncation: TruncationPolicy,
+}
+
+impl PromptFacts {
+    pub fn new(plan: &Plan, loaded: &LoadedModel) -> Self {
+        let cfg = loaded.model.config();
+        let tok = &loaded.tokenizer;
+        let template = tok.template();
+        let applied = plan
+            .raw
+            .datasets
+            .iter()
+            .any(|d| d.chat_template() != kvbench_datasets::ChatTemplateMode::Never);
+        Self {
+            architecture: cfg.architecture,
+            max_position_embeddings: cfg.max_position_embeddings,
+            chat_template_sha256: match template {
+                Some(t) if applied => t.sha256(),
+                _ => "none".into(),
+            },
+            bos_id: tok.bos_id(),
+            add_bos: tok.add_bos(),
+            eos_ids: tok.eos_ids().to_vec(),
+            datasets: plan
+                .raw
+                .datasets
+                .iter()
+                .map(|d| DatasetPromptFacts {
+                    name: d.name().to_string(),
+                    chat_template: d.chat_template().as_str().to_string(),
+                    truncation: TruncationPolicy::new(d.max_length(), cfg.max_position_embeddings),
+                })
+                .collect(),
+        }
+    }
+}
 
 /// The git commit kvbench was built from (`unknown` outside a git checkout).
 pub const GIT_COMMIT: &str = match option_env!("KVBENCH_GIT_COMMIT") {
@@ -65,7 +132,13 @@ pub fn file_sha256(path: &Path) -> Result<Option<String>> {
 }
 
 /// Write `dir/run.json`.
-pub fn write(dir: &Path, model: &str, files: &ModelFiles, device: &str) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    model: &str,
+    files: &ModelFiles,
+    device: &str,
+    prompts: &PromptFacts,
+) -> Result<()> {
     let paths: Vec<&Path> = match files {
         ModelFiles::Gguf { path } => vec![path],
         ModelFiles::HfCheckpoint {
@@ -94,6 +167,13 @@ pub fn write(dir: &Path, model: &str, files: &ModelFiles, device: &str) -> Resul
         "model": model,
         "model_files": model_files,
         "device": device,
+        "architecture": prompts.architecture,
+        "max_position_embeddings": prompts.max_position_embeddings,
+        "chat_template_sha256": prompts.chat_template_sha256,
+        "bos_id": prompts.bos_id,
+        "add_bos": prompts.add_bos,
+        "eos_ids": prompts.eos_ids,
+        "datasets": prompts.datasets,
     });
     let path = dir.join("run.json");
     std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")

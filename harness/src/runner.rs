@@ -12,16 +12,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use kvbench_datasets::{turn_prompt, Sample, TokenCounter};
+use kvbench_datasets::{ChatTemplateMode, Sample, TokenCounter};
 use kvbench_methods::sliding::on_compressible_layers;
 use kvbench_methods::{Budget, KvCache, Method, ObservationNeeds, Observations};
 use kvbench_reports::{read_results, Record, ResultsWriter};
 use sha2::{Digest, Sha256};
 
+use crate::chat_template::ChatTemplate;
 use crate::device::{label, timed};
 use crate::experiment::{MethodRun, Plan};
 use crate::loader::LoadedModel;
 use crate::model::{argmax, ForwardOptions, Logits};
+use crate::prompt::{tokenize, turn_text};
+use crate::truncation::TruncationPolicy;
 
 pub struct RunOptions {
     pub output: PathBuf,
@@ -216,6 +219,14 @@ impl Ctx<'_> {
     }
 }
 
+/// How one dataset's samples become tokens: the model's template (if any), the dataset's
+/// `chat_template:` option, and the truncation policy.
+struct Prompting<'a> {
+    template: Option<&'a ChatTemplate>,
+    mode: ChatTemplateMode,
+    truncation: TruncationPolicy,
+}
+
 struct TokenizerCounter<'a>(&'a crate::tokenizer::TextTokenizer);
 
 impl TokenCounter for TokenizerCounter<'_> {
@@ -272,6 +283,10 @@ pub fn run(
         chunk: plan.raw.attention_chunk,
     };
     let counter = TokenizerCounter(&loaded.tokenizer);
+    let template = loaded.tokenizer.template();
+    // Before any dataset work: `chat_template: true` needs a model with a template.
+    plan.check_chat_templates(template.is_some())?;
+    let window = loaded.model.config().max_position_embeddings;
 
     let mut datasets = Vec::new();
     for d in &plan.raw.datasets {
@@ -285,9 +300,14 @@ pub fn run(
         if let Some(n) = opts.limit {
             samples.truncate(n);
         }
-        datasets.push((d.name(), samples));
+        let prompting = Prompting {
+            template: template.as_ref(),
+            mode: d.chat_template(),
+            truncation: TruncationPolicy::new(d.max_length(), window),
+        };
+        datasets.push((d.name(), samples, prompting));
     }
-    let total: usize = datasets.iter().map(|(_, s)| s.len()).sum();
+    let total: usize = datasets.iter().map(|(_, s, _)| s.len()).sum();
 
     let methods: Vec<Box<dyn Method>> = plan.runs.iter().map(|r| r.config.build()).collect();
     let needs = plan
@@ -318,7 +338,7 @@ pub fn run(
         .expect("valid template"),
     );
     let (mut written, mut skipped) = (0, 0);
-    for (dataset, samples) in &datasets {
+    for (dataset, samples, prompting) in &datasets {
         for sample in samples {
             bar.set_message(sample.id.clone());
             let (w, s) = run_sample(
@@ -328,6 +348,7 @@ pub fn run(
                 &done,
                 dataset,
                 sample,
+                prompting,
                 &plan.runs,
                 &methods,
                 needs,
@@ -357,6 +378,7 @@ fn run_sample(
     done: &HashSet<String>,
     dataset: &str,
     sample: &Sample,
+    prompting: &Prompting,
     runs: &[MethodRun],
     methods: &[Box<dyn Method>],
     needs: ObservationNeeds,
@@ -374,16 +396,19 @@ fn run_sample(
             skipped += keys.len();
             continue;
         }
-        // datasets (issue 6): multi-turn samples (SCBench) append the gold history before the turn.
-        let prompt = turn_prompt(sample, turn_index).context("turn index")?;
+        // Multi-turn samples (SCBench) carry the gold history before the turn.
         let max_new_tokens = sample.turn_max_new_tokens(turn_index);
-        let context_ids = tok.encode(&prompt.context)?;
-        // The question continues the context: no BOS in the middle of the sequence.
-        let mut question_ids = tok.encode(&prompt.question)?;
-        if tok.add_bos() && tok.bos_id().is_some() && question_ids.first() == tok.bos_id().as_ref()
-        {
-            question_ids.remove(0);
-        }
+        let template = prompting
+            .mode
+            .applies(sample, prompting.template.is_some())
+            .then_some(prompting.template)
+            .flatten();
+        let text = turn_text(sample, turn_index, template)?;
+        let (mut context_ids, question_ids) = tokenize(tok, &text)?;
+        let truncated_tokens =
+            prompting
+                .truncation
+                .apply(&mut context_ids, question_ids.len(), max_new_tokens)?;
         anyhow::ensure!(
             !context_ids.is_empty() && !question_ids.is_empty(),
             "empty context or question after tokenization"
@@ -471,6 +496,7 @@ fn run_sample(
                 decode_ms_per_token: g.decode_ms_per_token,
                 context_tokens: context_ids.len(),
                 question_tokens: question_ids.len(),
+                truncated_tokens,
                 new_tokens: g.tokens.len(),
                 device: device_label.to_string(),
                 seed: plan.raw.seed,

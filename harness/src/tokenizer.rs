@@ -1,4 +1,4 @@
-//! Tokenizers from GGUF metadata or tokenizer.json, and chat templates.
+//! Tokenizers from GGUF metadata or tokenizer.json, with their stop ids and chat template source.
 //!
 //! Two sources give the same [`TextTokenizer`]:
 //!
@@ -11,15 +11,12 @@
 //!   tokens and `add_bos_token` from `tokenizer_config.json` and the stop ids from
 //!   `generation_config.json`.
 //!
-//! Chat templates are rendered with minijinja configured like transformers' jinja2 environment
-//! (`trim_blocks`, `lstrip_blocks`, python string methods, `raise_exception`, `tojson`).
+//! Chat templates are rendered by [`crate::chat_template`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
-use minijinja::value::{Kwargs, Value as JValue, ValueKind};
-use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -31,21 +28,7 @@ use tokenizers::{
     AddedToken, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
 };
 
-/// One chat turn, as chat templates expect it (`message['role']`, `message['content']`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
+pub use crate::chat_template::{ChatMessage, ChatTemplate};
 
 #[derive(thiserror::Error, Debug)]
 pub enum TokenizerError {
@@ -668,6 +651,14 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` without the post-processor (no BOS/EOS added), as transformers'
+    /// `encode(text, add_special_tokens=False)`; special tokens written in the text still map to
+    /// their ids.
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.inner.decode(ids, true).map_err(tk_err)
@@ -710,6 +701,17 @@ impl TextTokenizer {
         &self.inner
     }
 
+    /// The model's chat template with its bos/eos tokens, if it has one.
+    pub fn template(&self) -> Option<ChatTemplate> {
+        self.chat_template.as_ref().map(|source| {
+            ChatTemplate::new(
+                source.clone(),
+                self.bos_token.clone(),
+                self.eos_token.clone(),
+            )
+        })
+    }
+
     /// Render the model's own chat template, as transformers' `apply_chat_template(...,
     /// tokenize=False)` does. Errors if the model has no template or the template raises.
     pub fn render_chat(
@@ -717,27 +719,10 @@ impl TextTokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
-        let source = self
-            .chat_template
-            .as_deref()
-            .ok_or(TokenizerError::NoChatTemplate)?;
-        let mut env = minijinja::Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", raise_exception);
-        env.add_filter("tojson", tojson);
-        let tmpl = env
-            .template_from_str(source)
-            .map_err(|e| TokenizerError::Template(format!("{e:#}")))?;
-        let ctx = minijinja::context! {
-            messages => JValue::from_serialize(messages),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.as_deref().unwrap_or(""),
-            eos_token => self.eos_token.as_deref().unwrap_or(""),
-        };
-        tmpl.render(ctx)
-            .map_err(|e| TokenizerError::Template(format!("{e:#}")))
+        let template = self.template().ok_or(TokenizerError::NoChatTemplate)?;
+        template
+            .render(messages, add_generation_prompt, &serde_json::Map::new())
+            .map_err(|e| TokenizerError::Template(e.to_string()))
     }
 }
 
@@ -778,107 +763,6 @@ fn config_err(path: Option<&Path>, key: &str, problem: impl std::fmt::Display) -
         path: path.map(Path::to_path_buf).unwrap_or_default(),
         message: format!("`{key}`: {problem}"),
     }
-}
-
-fn raise_exception(msg: String) -> Result<String, minijinja::Error> {
-    Err(minijinja::Error::new(
-        minijinja::ErrorKind::InvalidOperation,
-        format!("raise_exception: {msg}"),
-    ))
-}
-
-/// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False, indent=indent)`, so
-/// python's separators (`", "`, `": "`) and insertion order.
-fn tojson(value: JValue, kwargs: Kwargs) -> Result<JValue, minijinja::Error> {
-    let indent: Option<usize> = kwargs.get("indent")?;
-    let _: Option<bool> = kwargs.get("ensure_ascii")?;
-    let _: Option<bool> = kwargs.get("sort_keys")?;
-    kwargs.assert_all_used()?;
-    let mut out = String::new();
-    py_json(&value, indent, 0, &mut out)?;
-    Ok(JValue::from_safe_string(out))
-}
-
-fn py_json(
-    v: &JValue,
-    indent: Option<usize>,
-    level: usize,
-    out: &mut String,
-) -> Result<(), minijinja::Error> {
-    let json_str = |s: &str, out: &mut String| {
-        // serde_json escapes exactly what python's json does with ensure_ascii=False.
-        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
-    };
-    let newline = |out: &mut String, level: usize| {
-        if let Some(n) = indent {
-            out.push('\n');
-            out.push_str(&" ".repeat(n * level));
-        }
-    };
-    let item_sep = if indent.is_some() { "," } else { ", " };
-    match v.kind() {
-        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
-        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
-        ValueKind::Number => {
-            if let Ok(i) = i64::try_from(v.clone()) {
-                out.push_str(&i.to_string());
-            } else if let Ok(f) = f64::try_from(v.clone()) {
-                if f.is_finite() {
-                    out.push_str(&format!("{f:?}"));
-                } else if f.is_nan() {
-                    out.push_str("NaN");
-                } else if f > 0.0 {
-                    out.push_str("Infinity");
-                } else {
-                    out.push_str("-Infinity");
-                }
-            } else {
-                out.push_str(&v.to_string());
-            }
-        }
-        ValueKind::String => json_str(v.as_str().unwrap_or_default(), out),
-        ValueKind::Map => {
-            let keys: Vec<JValue> = v.try_iter()?.collect();
-            if keys.is_empty() {
-                out.push_str("{}");
-                return Ok(());
-            }
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, level + 1);
-                match k.as_str() {
-                    Some(s) => json_str(s, out),
-                    None => json_str(&k.to_string(), out),
-                }
-                out.push_str(": ");
-                py_json(&v.get_item(k)?, indent, level + 1, out)?;
-            }
-            newline(out, level);
-            out.push('}');
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
-            let items: Vec<JValue> = v.try_iter()?.collect();
-            if items.is_empty() {
-                out.push_str("[]");
-                return Ok(());
-            }
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, level + 1);
-                py_json(item, indent, level + 1, out)?;
-            }
-            newline(out, level);
-            out.push(']');
-        }
-        _ => json_str(&v.to_string(), out),
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -987,19 +871,71 @@ mod tests {
         }
     }
 
+    /// `tiny_content` plus the end-of-turn tokens of several families (control tokens, ids 6..).
+    fn content_with_turn_ends(template: &str) -> gguf_file::Content {
+        use gguf_file::Value as V;
+        let mut c = tiny_content("smollm");
+        let extra = ["<|eot_id|>", "<end_of_turn>", "<|end|>", "<|eom_id|>"];
+        for (key, push) in [
+            ("tokenizer.ggml.tokens", true),
+            ("tokenizer.ggml.token_type", false),
+        ] {
+            let Some(V::Array(a)) = c.metadata.get_mut(key) else {
+                unreachable!()
+            };
+            for t in extra {
+                a.push(if push {
+                    V::String(t.into())
+                } else {
+                    V::I32(3)
+                });
+            }
+        }
+        c.metadata
+            .insert("tokenizer.chat_template".into(), V::String(template.into()));
+        c
+    }
+
     #[test]
-    fn tojson_is_python_style() {
-        let mut env = minijinja::Environment::new();
-        env.add_filter("tojson", tojson);
-        let out = env
-            .render_str(
-                "{{ {'a': [true, 'é\\n', none, 1.5], 'b': 1} | tojson }}|{{ [1] | tojson(indent=2) }}",
-                minijinja::context! {},
-            )
-            .unwrap();
-        assert_eq!(
-            out,
-            "{\"a\": [true, \"é\\n\", null, 1.5], \"b\": 1}|[\n  1\n]"
+    fn gguf_stop_ids_are_eos_eot_and_the_template_turn_ends() {
+        use gguf_file::Value as V;
+        // Gemma-style template: <end_of_turn> ends turns; <|end|> is special but unused.
+        let mut c = content_with_turn_ends("{% for m in messages %}{{ m.content }}<end_of_turn>{% endfor %}");
+        c.metadata
+            .insert("tokenizer.ggml.eot_token_id".into(), V::U32(6));
+        let tok = TextTokenizer::from_gguf(&c).unwrap();
+        // eos (0), eot (6: <|eot_id|>), <end_of_turn> (7) from the template; not <|end|> (8).
+        assert_eq!(tok.eos_ids(), &[0, 6, 7]);
+    }
+
+    #[test]
+    fn hf_stop_ids_include_generation_config_lists_and_turn_ends() {
+        let c = content_with_turn_ends(
+            "{% for m in messages %}<|start_header_id|>{{ m.content }}<|eot_id|>{% endfor %}",
         );
+        let gguf = TextTokenizer::from_gguf(&c).unwrap();
+        let dir = std::env::temp_dir().join(format!("kvbench-tok-stop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tj = dir.join("tokenizer.json");
+        gguf.inner().save(&tj, false).unwrap();
+        let tc = dir.join("tokenizer_config.json");
+        std::fs::write(
+            &tc,
+            serde_json::json!({
+                "eos_token": "<|im_end|>",
+                "chat_template": gguf.chat_template().unwrap(),
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let gc = dir.join("generation_config.json");
+        // Llama 3.1 style: a list of eos ids (here <|end|> = 8 and <|eom_id|> = 9).
+        std::fs::write(&gc, r#"{"eos_token_id": [8, 9]}"#).unwrap();
+        let tok = TextTokenizer::from_hf_files(&tj, Some(&tc), Some(&gc)).unwrap();
+        assert_eq!(tok.eos_ids(), &[0, 8, 9, 6]);
+        // An int instead of a list works too.
+        std::fs::write(&gc, r#"{"eos_token_id": 7}"#).unwrap();
+        let tok = TextTokenizer::from_hf_files(&tj, Some(&tc), Some(&gc)).unwrap();
+        assert_eq!(tok.eos_ids(), &[0, 7, 6]);
     }
 }

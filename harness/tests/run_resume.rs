@@ -108,11 +108,34 @@ fn rerun_skips_and_killed_run_resumes_without_duplicates() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 record(s) written, 12 already done"));
 
     // The run directory has its summary and the resolved experiment.
-    for f in ["summary.md", "summary.csv", "experiment.yaml"] {
+    for f in ["summary.md", "summary.csv", "experiment.yaml", "run.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    // run.json says how prompts were made, checked against the model's own tokenizer.
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let tok = {
+        let mut f = std::fs::File::open(kvbench::testing::smollm2_gguf()).unwrap();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        kvbench::tokenizer::TextTokenizer::from_gguf(&content).unwrap()
+    };
+    assert_eq!(run["architecture"], "llama");
+    assert_eq!(
+        run["chat_template_sha256"],
+        tok.template().unwrap().sha256(),
+        "niah runs with `chat_template: auto`, so SmolLM2's template applies"
+    );
+    assert_eq!(run["eos_ids"], serde_json::json!(tok.eos_ids()));
+    assert_eq!(run["bos_id"], serde_json::json!(tok.bos_id()));
+    assert_eq!(run["datasets"][0]["name"], "niah");
+    assert_eq!(run["datasets"][0]["chat_template"], "auto");
+    assert_eq!(
+        run["datasets"][0]["truncation"],
+        serde_json::json!({"policy": "middle", "window": run["max_position_embeddings"]})
+    );
     let records = read_results(&results).unwrap();
     for r in &records {
+        assert_eq!(r.truncated_tokens, 0, "160-token contexts fit the window");
         assert!(r.kv_bytes <= r.kv_bytes_full && r.kv_bytes > 0);
         if r.method == "full" {
             assert_eq!(r.agreement_with_full, 1.0);

@@ -45,6 +45,11 @@ pub struct Record {
     pub decode_ms_per_token: f64,
     pub context_tokens: usize,
     pub question_tokens: usize,
+    /// Context tokens the harness cut from the middle so the prompt and the decode budget fit
+    /// the model's context window (0 when nothing was cut, or when the dataset's own
+    /// `max_length` truncated the text instead); absent in older results.
+    #[serde(default)]
+    pub truncated_tokens: usize,
     pub new_tokens: usize,
     pub device: String,
     pub seed: u64,

@@ -117,6 +117,17 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_truncated_tokens_existed_still_load() {
+        // The line above has no `truncated_tokens`, as results from older kvbench versions.
+        let r = record("old");
+        assert_eq!(r.truncated_tokens, 0);
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["truncated_tokens"] = 7.into();
+        let r: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(r.truncated_tokens, 7);
+    }
+
+    #[test]
     fn partial_last_line_is_dropped_and_overwritten() {
         let dir = std::env::temp_dir().join(format!("kvbench-results-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

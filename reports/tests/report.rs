@@ -134,6 +134,7 @@ fn synthetic() -> Vec<Record> {
                     decode_ms_per_token: 8.0 + kept / 400.0 + uniform(),
                     context_tokens: *len,
                     question_tokens: 12,
+                    truncated_tokens: 0,
                     new_tokens: 8,
                     device: "cuda:0 (synthetic)".into(),
                     seed: 0,

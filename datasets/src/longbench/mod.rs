@@ -15,6 +15,7 @@ pub mod prompts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -110,6 +111,10 @@ pub struct LongBenchConfig {
     /// At most this many samples per task (the first good ones).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Whether prompts go through the model's chat template: `auto` (where the benchmark's
+    /// official code applies one), `true` or `false`. Applied by the harness.
+    #[serde(default, skip_serializing_if = "ChatTemplateMode::is_auto")]
+    pub chat_template: ChatTemplateMode,
 }
 
 fn default_tasks() -> Vec<String> {
@@ -128,6 +133,7 @@ impl LongBenchConfig {
     /// Every task, from a local directory of `{task}.jsonl` files.
     pub fn local(dir: impl Into<PathBuf>, tasks: &[&str]) -> Self {
         LongBenchConfig {
+            chat_template: Default::default(),
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
             source: DataSource::Path(dir.into()),
             repo: default_repo(),

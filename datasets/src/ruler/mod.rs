@@ -29,6 +29,7 @@ use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{self, HubError};
@@ -117,6 +118,10 @@ pub struct RulerConfig {
     /// HotpotQA `hotpot_dev_distractor_v1.json`, for qa_2.
     #[serde(default)]
     pub hotpotqa: Option<InputFile>,
+    /// Whether prompts go through the model's chat template: `auto` (where the benchmark's
+    /// official code applies one), `true` or `false`. Applied by the harness.
+    #[serde(default, skip_serializing_if = "ChatTemplateMode::is_auto")]
+    pub chat_template: ChatTemplateMode,
 }
 
 fn default_tasks() -> Vec<String> {

@@ -5,6 +5,7 @@ use crate::WhitespaceTokens;
 fn config(tasks: &[&str], lengths: &[usize], samples: usize) -> RulerConfig {
     let data = shared_data();
     RulerConfig {
+        chat_template: Default::default(),
         tasks: tasks.iter().map(|t| t.to_string()).collect(),
         lengths: lengths.to_vec(),
         samples,

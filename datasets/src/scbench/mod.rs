@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use regex::Regex;
+use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -115,6 +116,10 @@ pub struct ScbenchConfig {
     /// At most this many samples per task.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Whether prompts go through the model's chat template: `auto` (where the benchmark's
+    /// official code applies one), `true` or `false`. Applied by the harness.
+    #[serde(default, skip_serializing_if = "ChatTemplateMode::is_auto")]
+    pub chat_template: ChatTemplateMode,
 }
 
 fn default_tasks() -> Vec<String> {
@@ -128,6 +133,7 @@ fn default_repo() -> String {
 impl ScbenchConfig {
     pub fn local(dir: impl Into<PathBuf>, tasks: &[&str], mode: ScbenchMode) -> Self {
         ScbenchConfig {
+            chat_template: Default::default(),
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
             mode,
             source: DataSource::Path(dir.into()),
