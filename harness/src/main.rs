@@ -106,8 +106,9 @@ enum Command {
         #[arg(long, default_value = "bench.json")]
         output: PathBuf,
     },
-    /// Download a model (alias, hf:ORG/REPO[@REV] or path) into the cache and print its files.
-    Fetch { model: String },
+    /// Download a model (alias, hf:ORG/REPO[@REV] or path) into the cache and print its files;
+    /// without a model, list the registry aliases and the families kvbench runs.
+    Fetch { model: Option<String> },
 }
 
 fn main() -> ExitCode {
@@ -251,7 +252,11 @@ fn real_main() -> Result<()> {
             eprintln!("wrote {}", output.display());
             Ok(())
         }
-        Command::Fetch { model } => {
+        Command::Fetch { model: None } => {
+            print!("{}", models_listing(false)?);
+            Ok(())
+        }
+        Command::Fetch { model: Some(model) } => {
             let spec: ModelSpec = model.parse()?;
             let files = resolve(&spec, &FetchOptions::from_env())?;
             println!("{files:#?}");

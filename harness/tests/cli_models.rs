@@ -19,6 +19,8 @@ fn models_lists_aliases_and_families() {
     for (types, _) in kvbench::model::supported_families() {
         assert!(text.contains(types), "{types} missing:\n{text}");
     }
+    // `kvbench fetch` without a model prints the same listing.
+    assert_eq!(run(&["fetch"]), text);
     let json: serde_json::Value = serde_json::from_str(&run(&["models", "--json"])).unwrap();
     let names: Vec<&str> = json["aliases"]
         .as_array()

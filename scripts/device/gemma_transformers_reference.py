@@ -34,6 +34,16 @@ PROMPTS = [
 
 tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
 result = {"producer": None, "prompts": []}
+# The same prompts as kvbench samples (context | question split at the last space), for the
+# end-to-end comparison with `kvbench run` on the GPU: jsonl beside OUT, greedy text per line.
+jsonl_path = out_path.replace(".json", ".jsonl")
+splits = []
+with open(jsonl_path, "w") as f:
+    for i, text in enumerate(PROMPTS):
+        k = text.rfind(" ")
+        ctx, q = text[:k], text[k:]
+        f.write(json.dumps({"id": f"p{i}", "context": ctx, "question": q, "answers": ["-"]}) + "\n")
+        splits.append(tok(ctx).input_ids + tok(q, add_special_tokens=False).input_ids)
 for dtype in (torch.float32, torch.bfloat16):
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(
@@ -59,6 +69,13 @@ for dtype in (torch.float32, torch.bfloat16):
         else:
             result["prompts"][i]["bf16"] = entry
         print(i, len(ids[0]), repr(tok.decode(greedy)), flush=True)
+        if dtype == torch.bfloat16:
+            sids = torch.tensor([splits[i]], device="cuda")
+            with torch.no_grad():
+                g = model.generate(sids, max_new_tokens=16, do_sample=False)[0, sids.shape[1]:]
+            result["prompts"][i]["split_ids"] = splits[i]
+            result["prompts"][i]["split_greedy_bf16"] = g.tolist()
+            result["prompts"][i]["split_greedy_bf16_text"] = tok.decode(g, skip_special_tokens=True)
     del model
     torch.cuda.empty_cache()
 json.dump(result, open(out_path, "w"))
