@@ -2,9 +2,17 @@
 //! row), `{"context", "question", "answers"}`.
 //!
 //! `answers` is a string or a list of strings. Optional per-line fields: `id` (string or integer;
-//! default `{file stem}-{line}`), `task`, `metric` (a [`Metric`] name) and `max_new_tokens`; lines
-//! without them take the config's defaults. Field names of the three required fields and of the id
-//! can be remapped ([`FieldMap`]); every other field is kept in the sample's `meta`.
+//! default `{file stem}-{line}`), `task`, `metric` (a [`Metric`] name), `max_new_tokens` and
+//! `answer_prefix`; lines without them take the config's defaults. Field names of the three
+//! required fields and of the id can be remapped ([`FieldMap`]); every other field is kept in the
+//! sample's `meta`.
+//!
+//! `answer_prefix` (a string, as in kvpress's datasets) is the start of the answer, the turn's
+//! [`Turn::answer_prefix`]: with a chat template it begins the assistant's message, after the
+//! generation prompt; in plain text it follows the formatted question directly, with nothing in
+//! between. The default `question_template` ends in its own `"\nAnswer:"` cue; data that brings
+//! its answer prefix usually wants `question_template: "\n\nQuestion: {question}\n"` (kvpress's
+//! plain-text layout: question, newline, answer prefix).
 //!
 //! Errors name the file, the line and the field, and say what was expected. [`JsonlConfig::load`]
 //! stops at the first one; [`JsonlConfig::load_lenient`] returns the good samples with the per-line
@@ -379,10 +387,16 @@ impl JsonlConfig {
                 None => return Err(invalid("max_new_tokens", &v, "a positive integer")),
             },
         };
+        let answer_prefix = match optional(&mut object, "answer_prefix") {
+            None => String::new(),
+            Some(Value::String(s)) => s,
+            Some(v) => return Err(invalid("answer_prefix", &v, "a string")),
+        };
         let turn = Turn::new(
             self.question_template.replace("{question}", &question),
             answers,
-        );
+        )
+        .with_answer_prefix(answer_prefix);
         let context = self.context_template.replace("{context}", &context);
         let mut sample = Sample::single(id, context, turn, task, metric, max_new_tokens);
         sample.meta = object;
@@ -522,6 +536,31 @@ mod tests {
         assert!(
             err.starts_with("unknown field `answer_field`, expected one of `context_field`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn answer_prefix_field_follows_the_question() {
+        let text = concat!(
+            r#"{"context": "C", "question": "Who?", "answers": "A", "answer_prefix": "Answer: It was"}"#,
+            "\n",
+            r#"{"context": "C", "question": "Who?", "answers": "A", "answer_prefix": ""}"#,
+            "\n",
+            r#"{"context": "C", "question": "Who?", "answers": "A", "answer_prefix": 1}"#,
+        );
+        let mut config = JsonlConfig::new("kv.jsonl");
+        config.question_template = "\n\nQuestion: {question}\n".into();
+        let loaded = config.parse_lenient(text.as_bytes()).unwrap();
+        let t = &loaded.samples[0].turns[0];
+        assert_eq!(t.question, "\n\nQuestion: Who?\n");
+        assert_eq!(t.answer_prefix.as_deref(), Some("Answer: It was"));
+        assert!(loaded.samples[0].meta.is_empty(), "the field is used, not kept in meta");
+        let plain = crate::turn_prompt(&loaded.samples[0], 0).unwrap();
+        assert_eq!(plain.question, "\n\nQuestion: Who?\nAnswer: It was");
+        assert_eq!(loaded.samples[1].turns[0].answer_prefix, None);
+        assert_eq!(
+            messages(&loaded),
+            ["kv.jsonl line 3: field `answer_prefix` is a number; expected a string"]
         );
     }
 

@@ -3,9 +3,13 @@
 //!
 //! Completion-style on purpose: small instruct models such as SmolLM2-135M-Instruct answer
 //! retrieval questions when the prompt ends in an answer prefix (90-100% with
-//! `"...\nAnswer: Anna lives in"`) and almost never when asked chat-style. The question is therefore
-//! `"\n\nQuestion: Where does Anna live?\nAnswer: Anna lives in"`, scored with
-//! [`Metric::StringMatchAll`] against `["Paris"]`.
+//! `"...\nAnswer: Anna lives in"`) and almost never when asked chat-style. The turn is therefore
+//! the question `"\n\nQuestion: Where does Anna live?\n"` with the answer prefix
+//! `"Answer: Anna lives in"` ([`Turn::answer_prefix`]), scored with [`Metric::StringMatchAll`]
+//! against `["Paris"]`. In plain text the two follow each other
+//! (`"...live?\nAnswer: Anna lives in"`); with a chat template the prefix starts the assistant's
+//! message, as kvpress's needle-in-a-haystack puts its `answer_prefix` after the generation
+//! prompt, and the newline that ends the line in plain text stays at the end of the question.
 //!
 //! Grid: every `length x depth` cell gets `samples_per_cell` samples. Sample `i` of every cell draws
 //! its needle and its generated haystack from the same seeded stream, so across the grid the cells
@@ -529,12 +533,10 @@ impl<'a> Stream<'a> {
         meta.insert("needle_depth".into(), fit.needle_depth.into());
         meta.insert("needle".into(), self.needle().into());
         let turn = Turn::new(
-            format!(
-                "\n\nQuestion: Where does {0} live?\nAnswer: {0} lives in",
-                self.name
-            ),
+            format!("\n\nQuestion: Where does {} live?\n", self.name),
             vec![self.city.to_string()],
-        );
+        )
+        .with_answer_prefix(format!("Answer: {} lives in", self.name));
         let id = format!("{TASK}-L{length}-D{}-{index}", depth_label(depth));
         let mut sample = Sample::single(
             id,
@@ -736,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn question_ends_with_the_answer_prefix() {
+    fn plain_prompt_is_question_then_answer_prefix() {
         for s in config(&[300], &[0.5], 5, 2)
             .generate(&WhitespaceTokens)
             .unwrap()
@@ -747,12 +749,20 @@ mod tests {
             assert_eq!(s.turns.len(), 1);
             assert_eq!(
                 s.turns[0].question,
-                format!("\n\nQuestion: Where does {name} live?\nAnswer: {name} lives in")
+                format!("\n\nQuestion: Where does {name} live?\n")
+            );
+            assert_eq!(
+                s.turns[0].answer_prefix.as_deref(),
+                Some(format!("Answer: {name} lives in").as_str())
             );
             assert_eq!(s.turns[0].answers, [city]);
+            // The plain prompt is the documented completion prompt, byte for byte.
             let p = build_prompt(&s, &s.turns[0]);
             assert_eq!(p.context, s.context);
-            assert!(p.question.ends_with(&format!("Answer: {name} lives in")));
+            assert_eq!(
+                p.question,
+                format!("\n\nQuestion: Where does {name} live?\nAnswer: {name} lives in")
+            );
             // the expected completion scores 1
             assert_eq!(
                 s.metric.score(&format!(" {city}."), &s.turns[0].answers),

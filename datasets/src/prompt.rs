@@ -87,7 +87,7 @@ impl<'de> Deserialize<'de> for ChatTemplateMode {
 pub struct Prompt {
     /// Prefilled once and compressed before the question is seen.
     pub context: String,
-    /// Appended after compression; ends with the answer prefix, if the task has one.
+    /// Appended after compression: the turn's question, then its answer prefix if it has one.
     pub question: String,
 }
 
@@ -100,7 +100,8 @@ pub trait PromptTemplate {
 }
 
 /// The sample's text verbatim: datasets in this crate format their questions at load time
-/// (`"\n\nQuestion: ...\nAnswer:"`), so completion-style models need nothing more.
+/// (`"\n\nQuestion: ...\nAnswer:"`), so completion-style models need nothing more. A turn's
+/// [`Turn::answer_prefix`] follows its question directly ([`Turn::plain_text`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Plain;
 
@@ -108,7 +109,7 @@ impl PromptTemplate for Plain {
     fn build(&self, sample: &Sample, turn: &Turn) -> Prompt {
         Prompt {
             context: sample.context.clone(),
-            question: turn.question.clone(),
+            question: turn.plain_text(),
         }
     }
 }
@@ -123,21 +124,21 @@ pub fn build_prompt(sample: &Sample, turn: &Turn) -> Prompt {
 ///
 /// - [`TurnMode::Independent`]: the sample's context and this turn's question;
 /// - [`TurnMode::MultiTurn`]: the context, then the questions of turns `0..=index` in order.
-///   Each follow-up question already begins with the previous turn's gold answer, so this is
+///   Each follow-up question already begins with the previous turn's gold answer (after the
+///   previous turn's answer prefix, if any, as the model's reply would), so this is
 ///   the conversation SCBench's multi-turn mode builds (gold history, the model's own answers
 ///   dropped). A runner that keeps the conversation's cache between turns can instead append
 ///   only `turns[index].question`; this form lets a runner that forks the compressed context
 ///   per turn get the same tokens, the history prefilled with full attention.
 ///
+/// Every question is followed by its turn's answer prefix ([`Turn::plain_text`]).
+///
 /// `None` if the sample has no such turn.
 pub fn turn_prompt(sample: &Sample, index: usize) -> Option<Prompt> {
     let turn = sample.turns.get(index)?;
     let question = match sample.mode {
-        TurnMode::Independent => turn.question.clone(),
-        TurnMode::MultiTurn => sample.turns[..=index]
-            .iter()
-            .map(|t| t.question.as_str())
-            .collect(),
+        TurnMode::Independent => turn.plain_text(),
+        TurnMode::MultiTurn => sample.turns[..=index].iter().map(Turn::plain_text).collect(),
     };
     Some(Prompt {
         context: sample.context.clone(),
@@ -187,6 +188,31 @@ mod tests {
     }
 
     #[test]
+    fn plain_text_puts_the_answer_prefix_right_after_the_question() {
+        let turn = Turn::new("\nQ?", vec![]).with_answer_prefix(" The answer is");
+        assert_eq!(turn.answer_prefix.as_deref(), Some(" The answer is"));
+        let sample = Sample::single("s", "C", turn, "t", Metric::QaF1, 4);
+        let p = build_prompt(&sample, &sample.turns[0]);
+        assert_eq!(p.question, "\nQ? The answer is");
+        assert_eq!(turn_prompt(&sample, 0).unwrap(), p);
+        // An empty prefix is no prefix.
+        assert_eq!(Turn::new("Q", vec![]).with_answer_prefix("").answer_prefix, None);
+    }
+
+    #[test]
+    fn answer_prefix_round_trips_and_is_omitted_when_absent() {
+        let turn = Turn::new("Q", vec![]);
+        let json = serde_json::to_string(&turn).unwrap();
+        assert!(!json.contains("answer_prefix"), "{json}");
+        let back: Turn = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.answer_prefix, None);
+        let turn = turn.with_answer_prefix("A:");
+        let json = serde_json::to_string(&turn).unwrap();
+        assert!(json.contains(r#""answer_prefix":"A:""#), "{json}");
+        assert_eq!(serde_json::from_str::<Turn>(&json).unwrap(), turn);
+    }
+
+    #[test]
     fn multi_turn_prompts_carry_the_history() {
         let turns = vec![
             Turn::new("\n\nQ1", vec!["a1".into()]),
@@ -203,5 +229,9 @@ mod tests {
         );
         assert_eq!(turn_prompt(&s, 0).unwrap().question, "\n\nQ1");
         assert_eq!(turn_prompt(&s, 2), None);
+        // Each turn's answer prefix sits between its question and the next turn's gold answer.
+        s.turns[0].answer_prefix = Some("\nA:".into());
+        s.turns[1].answer_prefix = Some("\nA:".into());
+        assert_eq!(turn_prompt(&s, 1).unwrap().question, "\n\nQ1\nA:a1\n\nQ2\nA:");
     }
 }

@@ -222,8 +222,8 @@ pub static DATASETS: &[DatasetDescription] = &[
         name: "niah",
         summary:
             "Needle in a haystack: \"Anna lives in Paris.\" at a chosen depth of filler text of \
-                  a chosen token length, asked completion-style; a length x depth grid \
-                  (needle::score_matrix for the heatmap).",
+                  a chosen token length, asked with an answer prefix (\"Answer: Anna lives in\"); \
+                  a length x depth grid (needle::score_matrix for the heatmap).",
         tasks: &[t(needle::TASK, StringMatchAll, needle::MAX_NEW_TOKENS)],
         metric: StringMatchAll,
         max_new_tokens: needle::MAX_NEW_TOKENS,

@@ -8,8 +8,9 @@ use crate::Metric;
 /// One context and the turns that share it.
 ///
 /// Single-question tasks have one turn; multi-turn tasks (SCBench) ask several questions of the
-/// same prefilled, compressed context. `context` and each turn's `question` are the text the model
-/// sees, already formatted (see [`crate::prompt`]): the runner only concatenates them.
+/// same prefilled, compressed context. `context`, each turn's `question` and its `answer_prefix`
+/// are the text the model sees, already formatted (see [`crate::prompt`]): the runner only
+/// concatenates them, or places them around a chat template's markup.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Unique within its dataset; part of the record key that makes re-runs skip finished work.
@@ -72,9 +73,19 @@ impl TurnMode {
 /// One question about a sample's context, and the answers that score as correct.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
-    /// Appended after the compressed context; for completion-style tasks it ends with the answer
-    /// prefix (`"...\nAnswer: Anna lives in"`).
+    /// Appended after the compressed context: the user's text of the turn. Where the benchmark's
+    /// official code ends the *user* message with an answer cue (LongBench's `"\nAnswer:"`,
+    /// SCBench's), the cue is part of the question; an answer prefix that the official code puts
+    /// after the chat template's generation prompt is [`Turn::answer_prefix`] instead.
     pub question: String,
+    /// The start of the answer, written for the model (kvpress's and RULER's `answer_prefix`):
+    /// with a chat template it goes after the generation prompt, so the assistant's message
+    /// begins with it (`question + end of user turn + generation prompt + answer_prefix`); in
+    /// plain text it follows `question` directly, byte for byte (RULER's base template
+    /// `task_template + answer_prefix`). Whatever separates the two in plain text belongs to one of
+    /// them: RULER's prefixes start with a space, the needle question ends with a newline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_prefix: Option<String>,
     /// Reference answers; how they combine depends on the turn's [`Metric`].
     pub answers: Vec<String>,
     /// This turn's metric, where it differs from the sample's (SCBench's mixed tasks).
@@ -84,7 +95,9 @@ pub struct Turn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_new_tokens: Option<usize>,
     /// [`TurnMode::MultiTurn`] only: the gold answer of the previous turn, which `question`
-    /// starts with. A runner that renders chat messages shows it as the assistant's reply.
+    /// starts with. A runner that renders chat messages shows it as the assistant's reply, after
+    /// the previous turn's [`Turn::answer_prefix`] if it has one (the reply the model was steered
+    /// to write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_answer: Option<String>,
     /// Facts the turn's metric needs (SCBench choice options, repoqa function names).
@@ -101,8 +114,21 @@ impl Turn {
             metric: None,
             max_new_tokens: None,
             previous_answer: None,
+            answer_prefix: None,
             meta: Map::new(),
         }
+    }
+
+    /// This turn with `prefix` as its [`Turn::answer_prefix`] (`None` if empty).
+    pub fn with_answer_prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.answer_prefix = (!prefix.is_empty()).then_some(prefix);
+        self
+    }
+
+    /// The turn as plain text: the question, then the answer prefix if any.
+    pub fn plain_text(&self) -> String {
+        format!("{}{}", self.question, self.answer_prefix.as_deref().unwrap_or(""))
     }
 }
 

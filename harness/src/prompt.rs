@@ -5,17 +5,24 @@
 //! the conversation whose first user message is `context + SEP` (`SEP` a marker that cannot
 //! occur in the text) with `add_generation_prompt=True` and `enable_thinking=False`, and cut the
 //! rendering at `SEP`. The context part is everything before it, so it ends inside the user
-//! message and compression never sees the question; the question part is the turn's question
-//! followed by everything after `SEP` (the rest of the user message and the generation prompt).
-//! Datasets already end their questions with the answer prefix (`...\nAnswer:`), which thus sits
-//! inside the user message, where LongBench's `pred.py` puts it too.
+//! message and compression never sees the question; the question part is kvpress's
+//! `question + question_suffix + answer_prefix`: the turn's question, everything after `SEP` (the
+//! rest of the user message and the generation prompt), then the turn's
+//! [`Turn::answer_prefix`], so the assistant's message starts with it (RULER's `prepare.py` does
+//! the same: `model_template.format(task_template) + answer_prefix`). The question itself is not
+//! passed through the template (kvpress), so a template that trims message content does not trim
+//! it. An answer cue that a benchmark keeps in the user message (LongBench's `pred.py`,
+//! SCBench's `...\nAnswer:`) is part of the question and stays there.
 //!
 //! Multi-turn samples (SCBench's multi-turn mode) render the gold history as chat: the first user
 //! message carries the context and the first question, each later turn is the previous gold
 //! answer as the assistant's message and the follow-up as a user message, without the
 //! `{pre_ans}\n\n` the plain-text follow-up starts with (SCBench's
 //! `multiturn_follow_up_templates_in_chat_tempate`). The question part is then everything after
-//! `SEP`.
+//! `SEP`, followed by the last turn's answer prefix. An earlier turn's answer prefix starts that
+//! turn's assistant message, before its gold answer: the reply the model was steered to write,
+//! and the order of the plain text (question, answer prefix, gold answer, next question).
+//! SCBench itself has no answer prefixes.
 //!
 //! Tokens: a rendered context already holds whatever BOS the template writes, so it is encoded
 //! without the tokenizer's post-processor (kvpress's `add_special_tokens=False`); plain text gets
@@ -120,15 +127,17 @@ pub fn turn_text(
     let sep = separator(
         std::iter::once(sample.context.as_str())
             .chain(sample.turns.iter().map(|t| t.question.as_str()))
-            .chain(sample.turns.iter().flat_map(|t| t.previous_answer.as_deref())),
+            .chain(sample.turns.iter().flat_map(|t| t.previous_answer.as_deref()))
+            .chain(sample.turns.iter().flat_map(|t| t.answer_prefix.as_deref())),
     );
+    let answer_prefix = turn.answer_prefix.as_deref().unwrap_or("");
     if sample.mode == TurnMode::Independent || index == 0 {
-        // kvpress: render the context alone, the question goes before the template's suffix.
+        // kvpress: render the context alone; question + the template's suffix + answer prefix.
         let user = ChatMessage::new("user", format!("{}{sep}", sample.context));
         let (context, suffix) = render_split(template, &[user], &sep)?;
         return Ok(TurnText {
             context,
-            question: format!("{}{suffix}", turn.question),
+            question: format!("{}{suffix}{answer_prefix}", turn.question),
             templated: true,
         });
     }
@@ -144,13 +153,18 @@ pub fn turn_text(
                 sample: sample.id.clone(),
                 turn: k,
             })?;
-        messages.push(ChatMessage::new("assistant", previous));
+        // the previous turn's reply: its answer prefix, then its gold answer
+        let reply = match &sample.turns[k - 1].answer_prefix {
+            Some(prefix) => format!("{prefix}{previous}"),
+            None => previous.to_string(),
+        };
+        messages.push(ChatMessage::new("assistant", reply));
         messages.push(ChatMessage::new("user", follow_up_text(t, previous)));
     }
-    let (context, question) = render_split(template, &messages, &sep)?;
+    let (context, history) = render_split(template, &messages, &sep)?;
     Ok(TurnText {
         context,
-        question,
+        question: format!("{history}{answer_prefix}"),
         templated: true,
     })
 }
@@ -225,6 +239,37 @@ mod tests {
             turn_text(&s, 1, Some(&chatml())),
             Err(PromptError::NoPreviousAnswer { turn: 1, .. })
         ));
+    }
+
+    #[test]
+    fn the_answer_prefix_starts_the_assistant_message() {
+        let turn = Turn::new("\nQ?\n", vec![]).with_answer_prefix("Answer: It is");
+        let s = Sample::single("s", "C", turn, "t", Metric::QaF1, 4);
+        let t = turn_text(&s, 0, Some(&chatml())).unwrap();
+        assert_eq!(t.context, "<|im_start|>user\nC");
+        assert_eq!(
+            t.question,
+            "\nQ?\n<|im_end|>\n<|im_start|>assistant\nAnswer: It is"
+        );
+        // plain: right after the question
+        assert_eq!(turn_text(&s, 0, None).unwrap().question, "\nQ?\nAnswer: It is");
+    }
+
+    #[test]
+    fn multi_turn_prefixes_start_each_reply_and_end_the_question() {
+        let t0 = Turn::new("\n\nQ0", vec!["a0".into()]).with_answer_prefix(" A:");
+        let mut t1 = Turn::new("a0\n\nQ1", vec!["a1".into()]).with_answer_prefix(" A:");
+        t1.previous_answer = Some("a0".into());
+        let mut s = Sample::single("s", "C", t0, "t", Metric::Substring, 4);
+        s.turns.push(t1);
+        s.mode = TurnMode::MultiTurn;
+        let t = turn_text(&s, 1, Some(&chatml())).unwrap();
+        assert_eq!(
+            t.question,
+            "\n\nQ0<|im_end|>\n<|im_start|>assistant\n A:a0<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n\
+             <|im_start|>assistant\n A:"
+        );
+        assert_eq!(turn_text(&s, 1, None).unwrap().question, "\n\nQ0 A:a0\n\nQ1 A:");
     }
 
     #[test]

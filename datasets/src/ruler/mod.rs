@@ -7,8 +7,11 @@
 //!   one-shot example), `fwe` (frequent coded words, zeta-distributed) ([`synthetic`]);
 //! - `qa_1` (SQuAD v2 dev) and `qa_2` (HotpotQA dev distractor) ([`qa`]).
 //!
-//! Prompts are RULER's task templates and answer prefixes (`constants.py`, base model template):
-//! the text up to the question line is compressed, the question and the answer prefix appended.
+//! Prompts are RULER's task templates and answer prefixes (`constants.py`): the text up to the
+//! question line is compressed, the question appended; the answer prefix is the turn's
+//! [`Turn::answer_prefix`], which RULER (`prepare.py`: `model_template.format(task_template) +
+//! answer_prefix`) writes after the chat template's generation prompt and, with the base template,
+//! right after the question (it starts with a space).
 //! Sizing as `prepare.py`: a binary search over the haystack size (sentences, words, documents)
 //! for the largest prompt whose tokens plus the tokens to generate fit the target length (its
 //! upper bound doubled while it still fits), then per sample the size shrinks by RULER's
@@ -158,12 +161,14 @@ pub enum RulerError {
     },
 }
 
-/// One generated prompt: the compressed part, the appended part (ending with the answer prefix)
-/// and the references.
+/// One generated prompt: the compressed part, the appended question, the answer prefix and the
+/// references.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Built {
     pub context: String,
     pub question: String,
+    /// RULER's answer prefix, formatted; it starts with a space.
+    pub answer_prefix: String,
     pub answers: Vec<String>,
 }
 
@@ -240,7 +245,7 @@ impl RulerConfig {
             let mut s = Sample::single(
                 format!("{task}-L{length}-{index}"),
                 built.context,
-                Turn::new(built.question, built.answers),
+                Turn::new(built.question, built.answers).with_answer_prefix(built.answer_prefix),
                 task.as_str(),
                 g.metric(),
                 g.tokens_to_generate(),
@@ -256,7 +261,7 @@ impl RulerConfig {
 }
 
 fn prompt_tokens(counter: &dyn TokenCounter, b: &Built) -> usize {
-    counter.count_tokens(&format!("{}{}", b.context, b.question))
+    counter.count_tokens(&format!("{}{}{}", b.context, b.question, b.answer_prefix))
 }
 
 /// `prepare.py`'s search: estimate the tokens per unit from a prompt of `incremental` units,
@@ -452,11 +457,18 @@ fn make(
     })
 }
 
-/// Splits a RULER prompt (task template + answer prefix, formatted) into the compressed part and
-/// the appended part: at the start of the line holding `{query}` in the template, never before
-/// the end of `{context}`; after `{context}` if the template has no `{query}`. `template` is the
-/// unformatted template, `values` its fields.
-pub(crate) fn split_prompt(template: &str, values: &[(&str, &str)]) -> (String, String) {
+/// The three parts of a formatted RULER prompt: the compressed part, the appended question and the
+/// answer prefix.
+pub(crate) struct Parts {
+    pub context: String,
+    pub question: String,
+    pub answer_prefix: String,
+}
+
+/// Formats a RULER task template and its answer prefix with `values` and splits the template at
+/// the start of the line holding `{query}`, never before the end of `{context}`; after
+/// `{context}` if the template has no `{query}`.
+pub(crate) fn split_prompt(template: &str, answer_prefix: &str, values: &[(&str, &str)]) -> Parts {
     let ctx_end = template
         .find("{context}")
         .map_or(0, |a| a + "{context}".len());
@@ -465,7 +477,11 @@ pub(crate) fn split_prompt(template: &str, values: &[(&str, &str)]) -> (String, 
         None => ctx_end,
     };
     let fill = |t: &str| crate::scbench::prompts::fill(t, values);
-    (fill(&template[..at]), fill(&template[at..]))
+    Parts {
+        context: fill(&template[..at]),
+        question: fill(&template[at..]),
+        answer_prefix: fill(answer_prefix),
+    }
 }
 
 #[cfg(test)]

@@ -259,9 +259,10 @@ impl Generator for Niah {
             Some((last, rest)) if !rest.is_empty() => format!("{}, and {last}", rest.join(", ")),
             _ => queries[0].to_string(),
         };
-        let mut template = format!("{TEMPLATE}{ANSWER_PREFIX}");
+        let (mut template, mut prefix) = (TEMPLATE.to_string(), ANSWER_PREFIX.to_string());
         let mut type_v = type_v.to_string();
         if a.num_q * a.num_v == 1 {
+            // RULER rewrites `template + answer_prefix`; no pattern spans the two
             for (from, to) in [
                 ("Some", "A"),
                 ("are all", "is"),
@@ -269,11 +270,13 @@ impl Generator for Niah {
                 ("answers", "answer"),
             ] {
                 template = template.replace(from, to);
+                prefix = prefix.replace(from, to);
             }
             type_v.pop();
         }
-        let (context, question) = split_prompt(
+        let parts = split_prompt(
             &template,
+            &prefix,
             &[
                 ("type_needle_v", &type_v),
                 ("context", &context),
@@ -281,8 +284,9 @@ impl Generator for Niah {
             ],
         );
         Ok(Built {
-            context,
-            question,
+            context: parts.context,
+            question: parts.question,
+            answer_prefix: parts.answer_prefix,
             answers,
         })
     }

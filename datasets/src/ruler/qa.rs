@@ -239,12 +239,15 @@ impl Generator for Qa {
             .map(|(i, d)| format!("Document {}:\n{}", i + 1, self.docs[*d]))
             .collect::<Vec<_>>()
             .join("\n\n");
-        let template = format!("{TEMPLATE}{ANSWER_PREFIX}");
-        let (context, question) =
-            split_prompt(&template, &[("context", &context), ("query", &q.query)]);
+        let parts = split_prompt(
+            TEMPLATE,
+            ANSWER_PREFIX,
+            &[("context", &context), ("query", &q.query)],
+        );
         Ok(Built {
-            context,
-            question,
+            context: parts.context,
+            question: parts.question,
+            answer_prefix: parts.answer_prefix,
             answers: q.outputs.clone(),
         })
     }

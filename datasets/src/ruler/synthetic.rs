@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::niah::NOISE;
-use super::{seeded, split_prompt, Built, Generator, Inputs, RulerError, WordLists};
+use super::{seeded, split_prompt, Built, Generator, Inputs, Parts, RulerError, WordLists};
 use crate::{Metric, TokenCounter};
 
 pub const VT_TEMPLATE: &str = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{context}\nQuestion: Find all variables that are assigned the value {query} in the text above.";
@@ -54,7 +54,13 @@ impl VariableTracking {
             let mut rng = seeded(seed, "vt-icl", 500, 0);
             let (context, names, _) = chains_in_noise(n, 3, true, &mut rng);
             let prompt = fill_vt(&context, "12345");
-            let text = format!("{}{} {}\n", prompt.0, prompt.1, names.join(" "));
+            let text = format!(
+                "{}{}{} {}\n",
+                prompt.context,
+                prompt.question,
+                prompt.answer_prefix,
+                names.join(" ")
+            );
             (text, names)
         };
         let (mut lo, mut hi, mut best) = (5usize, 400usize, None);
@@ -127,11 +133,11 @@ fn chains_in_noise(
     (context, names[..HOPS + 1].to_vec(), value)
 }
 
-fn fill_vt(context: &str, value: &str) -> (String, String) {
-    let template = format!("{VT_TEMPLATE}{VT_ANSWER_PREFIX}");
+fn fill_vt(context: &str, value: &str) -> Parts {
     let num_v = (HOPS + 1).to_string();
     split_prompt(
-        &template,
+        VT_TEMPLATE,
+        VT_ANSWER_PREFIX,
         &[("context", context), ("query", value), ("num_v", &num_v)],
     )
 }
@@ -155,12 +161,13 @@ impl Generator for VariableTracking {
     }
     fn build(&self, size: usize, rng: &mut ChaCha8Rng) -> Result<Built, RulerError> {
         let (context, names, value) = chains_in_noise(size.max(1), 5, false, rng);
-        let (head, question) = fill_vt(&context, &value);
+        let parts = fill_vt(&context, &value);
         // the example goes before the task template, followed by a newline
         let icl = self.randomized_icl(rng);
         Ok(Built {
-            context: format!("{icl}\n{head}"),
-            question,
+            context: format!("{icl}\n{}", parts.context),
+            question: parts.question,
+            answer_prefix: parts.answer_prefix,
             answers: names,
         })
     }
@@ -240,6 +247,7 @@ impl Generator for CommonWords {
         10
     }
     fn build(&self, size: usize, rng: &mut ChaCha8Rng) -> Result<Built, RulerError> {
+        // the solved example is part of the context: template, answer prefix and answer
         let template = format!("{CWE_TEMPLATE}{CWE_ANSWER_PREFIX}");
         let ((ex, ex_answer), (r1, r2)) = if self.small {
             (self.example(20, 3, 1, rng), (6, 1))
@@ -252,10 +260,15 @@ impl Generator for CommonWords {
             numbered(&ex_answer)
         );
         let (context, answers) = self.example(size.max(11), r1, r2, rng);
-        let (head, question) = split_prompt(&template, &[("context", &context), ("query", "")]);
+        let parts = split_prompt(
+            CWE_TEMPLATE,
+            CWE_ANSWER_PREFIX,
+            &[("context", &context), ("query", "")],
+        );
         Ok(Built {
-            context: format!("{shot}\n{head}"),
-            question,
+            context: format!("{shot}\n{}", parts.context),
+            question: parts.question,
+            answer_prefix: parts.answer_prefix,
             answers,
         })
     }
@@ -304,12 +317,15 @@ impl Generator for FrequentWords {
             words.extend(std::iter::repeat(w.as_str()).take(count));
         }
         words.shuffle(rng);
-        let template = format!("{FWE_TEMPLATE}{FWE_ANSWER_PREFIX}");
-        let (context, question) =
-            split_prompt(&template, &[("context", &words.join(" ")), ("query", "")]);
+        let parts = split_prompt(
+            FWE_TEMPLATE,
+            FWE_ANSWER_PREFIX,
+            &[("context", &words.join(" ")), ("query", "")],
+        );
         Ok(Built {
-            context,
-            question,
+            context: parts.context,
+            question: parts.question,
+            answer_prefix: parts.answer_prefix,
             answers: vocab[1..4].to_vec(),
         })
     }

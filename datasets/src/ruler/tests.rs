@@ -1,6 +1,6 @@
 use super::*;
 use crate::testutil::shared_data;
-use crate::WhitespaceTokens;
+use crate::{turn_prompt, WhitespaceTokens};
 
 fn config(tasks: &[&str], lengths: &[usize], samples: usize) -> RulerConfig {
     let data = shared_data();
@@ -22,6 +22,17 @@ fn generate(c: &RulerConfig) -> Vec<Sample> {
         .unwrap()
 }
 
+/// The plain-text question of a sample's only turn: question, then answer prefix.
+fn plain(s: &Sample) -> String {
+    turn_prompt(s, 0).unwrap().question
+}
+
+/// RULER's own prompt (`prepare.py` with the base template: `task_template + answer_prefix`,
+/// formatted) from its `constants.py` strings, for comparison with the sample's plain text.
+fn ruler_prompt(template: &str, prefix: &str, values: &[(&str, &str)]) -> String {
+    crate::scbench::prompts::fill(&format!("{template}{prefix}"), values)
+}
+
 #[test]
 fn every_task_fits_its_length_and_answers_are_in_the_context() {
     let tasks: Vec<&str> = TASKS.iter().copied().filter(|t| *t != "qa_2").collect();
@@ -29,8 +40,7 @@ fn every_task_fits_its_length_and_answers_are_in_the_context() {
     assert_eq!(samples.len(), tasks.len() * 2 * 2);
     for s in &samples {
         let length = s.meta["length"].as_u64().unwrap() as usize;
-        let tokens =
-            WhitespaceTokens.count_tokens(&format!("{}{}", s.context, s.turns[0].question));
+        let tokens = WhitespaceTokens.count_tokens(&format!("{}{}", s.context, plain(s)));
         assert_eq!(
             s.meta["tokens"].as_u64().unwrap() as usize,
             tokens + s.max_new_tokens
@@ -52,6 +62,10 @@ fn every_task_fits_its_length_and_answers_are_in_the_context() {
             }
         }
         assert_eq!(s.meta["ruler"], true);
+        // every task has RULER's answer prefix, which starts with a space
+        let prefix = s.turns[0].answer_prefix.as_deref().unwrap_or_default();
+        assert!(prefix.starts_with(" ") && prefix.len() > 1, "{}: {prefix:?}", s.id);
+        assert!(!s.turns[0].question.contains(prefix.trim()), "{}", s.id);
     }
 }
 
@@ -71,19 +85,24 @@ fn niah_templates_and_answer_prefixes() {
     // one query and one value: RULER's singular rewrite
     assert!(s.context.starts_with("A special magic number is hidden within the following text. Make sure to memorize it. I will quiz you about the number afterwards.\nThe grass is green."));
     let q = &s.turns[0].question;
-    assert!(
-        q.starts_with("What is the special magic number for "),
-        "{q}"
+    let key = q
+        .strip_prefix("What is the special magic number for ")
+        .and_then(|k| k.strip_suffix(" mentioned in the provided text?"))
+        .unwrap_or_else(|| panic!("{q}"));
+    assert_eq!(
+        s.turns[0].answer_prefix.as_deref(),
+        Some(format!(" The special magic number for {key} mentioned in the provided text is").as_str())
     );
-    assert!(
-        q.ends_with(
-            " mentioned in the provided text? The special magic number for "
-                .to_string()
-                .as_str()
-        ) || q.contains("mentioned in the provided text? The special magic number for "),
-        "{q}"
+    // plain text: RULER's singular rewrite of `template + answer_prefix`, from the question line
+    let mut whole = format!("{}{}", niah::TEMPLATE, niah::ANSWER_PREFIX);
+    for (from, to) in [("Some", "A"), ("are all", "is"), ("are", "is"), ("answers", "answer")] {
+        whole = whole.replace(from, to);
+    }
+    let whole = crate::scbench::prompts::fill(
+        &whole,
+        &[("type_needle_v", "number"), ("context", "\u{0}"), ("query", key)],
     );
-    assert!(q.ends_with(" mentioned in the provided text is"), "{q}");
+    assert_eq!(plain(s), whole.split("\u{0}\n").nth(1).unwrap());
     let value = &s.turns[0].answers[0];
     assert_eq!(value.len(), 7);
     assert!(s.context.contains(&format!("is: {value}.")));
@@ -97,11 +116,17 @@ fn niah_templates_and_answer_prefixes() {
         .starts_with("Some special magic numbers are hidden"));
     assert!(s.turns[0]
         .question
+        .ends_with(" mentioned in the provided text?"));
+    assert!(plain(s).contains("mentioned in the provided text? The special magic numbers for "));
+    assert!(s.turns[0]
+        .answer_prefix
+        .as_deref()
+        .unwrap()
         .ends_with(" mentioned in the provided text are"));
     assert_eq!(s.turns[0].answers.len(), 4);
     // multi-query: "k1, k2, k3, and k4"
     let s = &generate(&config(&["niah_multiquery"], &[1500], 1))[0];
-    assert_eq!(s.turns[0].question.matches(", and ").count(), 2);
+    assert_eq!(plain(s).matches(", and ").count(), 2);
     assert_eq!(s.turns[0].answers.len(), 4);
     // uuids: 8-4-4-4-12, version 4
     let s = &generate(&config(&["niah_single_3"], &[1500], 1))[0];
@@ -122,10 +147,18 @@ fn vt_cwe_fwe_prompts() {
         .starts_with("Memorize and track the chain(s) of variable assignment"));
     assert_eq!(s.context.matches("Memorize and track").count(), 2);
     assert_eq!(s.turns[0].answers.len(), 5);
-    assert!(s.turns[0]
-        .question
-        .starts_with("Question: Find all variables that are assigned the value "));
-    assert!(s.turns[0].question.contains(" Answer: According to the chain(s) of variable assignment in the text above, 5 variables are assigned the value "));
+    let q = &s.turns[0].question;
+    let value = q
+        .strip_prefix("Question: Find all variables that are assigned the value ")
+        .and_then(|v| v.strip_suffix(" in the text above."))
+        .unwrap_or_else(|| panic!("{q}"));
+    let values = [("context", ""), ("query", value), ("num_v", "5")];
+    let whole = ruler_prompt(synthetic::VT_TEMPLATE, synthetic::VT_ANSWER_PREFIX, &values);
+    assert!(whole.ends_with(&plain(s)), "{}", plain(s));
+    assert_eq!(
+        s.turns[0].answer_prefix.as_deref(),
+        Some(format!(" Answer: According to the chain(s) of variable assignment in the text above, 5 variables are assigned the value {value}, they are: ").as_str())
+    );
     let first = &s.turns[0].answers[0];
     assert!(s.context.contains(&format!("VAR {first} = ")));
     let s = &generate(&config(&["cwe"], &[2048], 1))[0];
@@ -134,8 +167,15 @@ fn vt_cwe_fwe_prompts() {
     assert!(s
         .context
         .contains(" Answer: The top 10 words that appear most often in the list are: 1. "));
-    assert_eq!(s.turns[0].question, "\nQuestion: What are the 10 most common words in the above list? Answer: The top 10 words that appear most often in the list are:");
+    assert_eq!(s.turns[0].question, "\nQuestion: What are the 10 most common words in the above list?");
+    assert_eq!(
+        s.turns[0].answer_prefix.as_deref(),
+        Some(" Answer: The top 10 words that appear most often in the list are:")
+    );
+    assert_eq!(plain(s), "\nQuestion: What are the 10 most common words in the above list? Answer: The top 10 words that appear most often in the list are:");
     let s = &generate(&config(&["fwe"], &[2048], 1))[0];
+    assert_eq!(plain(s), "\nQuestion: Do not provide any explanation. Please ignore the dots '....'. What are the three most frequently appeared words in the above coded text? Answer: According to the coded text above, the three most frequently appeared words are:");
+    assert_eq!(s.turns[0].answer_prefix.as_deref(), Some(synthetic::FWE_ANSWER_PREFIX));
     assert_eq!(s.turns[0].answers.len(), 3);
     for a in &s.turns[0].answers {
         assert!(s.context.matches(a.as_str()).count() > 5, "{a}");
@@ -147,8 +187,10 @@ fn qa_uses_the_gold_document() {
     let s = &generate(&config(&["qa_1"], &[1024], 2));
     assert_eq!(
         s[0].turns[0].question,
-        "Question: In what country is Normandy located? Answer:"
+        "Question: In what country is Normandy located?"
     );
+    assert_eq!(s[0].turns[0].answer_prefix.as_deref(), Some(" Answer:"));
+    assert_eq!(plain(&s[0]), "Question: In what country is Normandy located? Answer:");
     assert!(s[0].context.contains("Document 1:\n"));
     assert!(s[0].context.contains("Normandy"));
     assert_eq!(s[0].metric, Metric::StringMatchPart);
