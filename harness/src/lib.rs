@@ -18,5 +18,4 @@ pub mod prompt;
 pub mod runner;
 pub mod testing;
 pub mod tokenizer;
-pub mod tokenizer_spm;
 pub mod truncation;

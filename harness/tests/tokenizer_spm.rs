@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::quantized::gguf_file::{self, Value as V};
 use kvbench::testing::gemma3_gguf;
+use kvbench::tokenizer::gguf_spm::SpmVocab;
 use kvbench::tokenizer::{TextTokenizer, TokenizerError};
-use kvbench::tokenizer_spm::SpmVocab;
 
 // ---------------------------------------------------------------------------------------------
 // A hand-made vocabulary

@@ -44,7 +44,7 @@ use tokenizers::normalizers::replace::Replace;
 use tokenizers::normalizers::utils::Sequence as NormalizerSequence;
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, Tokenizer};
 
-use crate::tokenizer::{
+use super::{
     dedup, int_value, post_processor, tk_err, Meta, TextTokenizer, TokenizerError, STOP_CANDIDATES,
     TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,
 };
