@@ -17,6 +17,7 @@ join_model() {  # name sha256 file
 join_model gemma a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 gemma-3-270m-q4_k_m.gguf
 join_model smol b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 SmolLM2-135M-Instruct.Q4_1.gguf
 for b in new old; do
+  [ -f /tmp/stage/kvbench-$b.xz ] || continue
   [ -x /tmp/kvbench-$b ] || { xz -dc /tmp/stage/kvbench-$b.xz > /tmp/kvbench-$b; chmod +x /tmp/kvbench-$b; }
 done
 if [ ! -d /tmp/site/gguf ]; then
