@@ -572,11 +572,15 @@ fn serve_hub_file(s: &Server, repo: &str, rev: &str, file: &str, body: &[u8], lf
     r
 }
 
+/// A config.json kvbench accepts (the shape of a tiny Llama).
+const TINY_CONFIG: &[u8] = br#"{"model_type":"llama","hidden_size":8,"intermediate_size":16,
+"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":32,"rms_norm_eps":1e-6}"#;
+
 #[test]
 fn hub_checkpoint_via_hf_hub() {
     let mut s = Server::start();
     let dir = TempDir::new("hub");
-    let config = br#"{"model_type":"llama","hidden_size":8}"#.to_vec();
+    let config = TINY_CONFIG.to_vec();
     let tokenizer = br#"{"version":"1.0","model":{"type":"BPE"}}"#.to_vec();
     let tok_cfg = br#"{"chat_template":"x"}"#.to_vec();
     let weights = bytes(200_000, 1);
@@ -634,7 +638,7 @@ fn hub_sharded_checkpoint_and_gguf_file() {
     let shard1 = bytes(50_000, 2);
     let shard2 = bytes(40_000, 3);
     let index = br#"{"metadata":{"total_size":90000},"weight_map":{"a":"model-00002-of-00002.safetensors","b":"model-00001-of-00002.safetensors","c":"model-00001-of-00002.safetensors"}}"#;
-    serve_hub_file(&s, repo, rev, "config.json", b"{}", false);
+    serve_hub_file(&s, repo, rev, "config.json", TINY_CONFIG, false);
     serve_hub_file(&s, repo, rev, "tokenizer.json", b"{\"t\":1}", false);
     serve_hub_file(&s, repo, rev, "generation_config.json", b"{\"g\":1}", false);
     serve_hub_file(&s, repo, rev, "model.safetensors.index.json", index, false);
@@ -684,11 +688,19 @@ fn hub_sharded_checkpoint_and_gguf_file() {
     assert_eq!(std::fs::read(path).unwrap(), gguf);
 
     // A repo with no weights at all says so.
-    serve_hub_file(&s, "org/empty", "main", "config.json", b"{}", false);
+    serve_hub_file(&s, "org/empty", "main", "config.json", TINY_CONFIG, false);
     serve_hub_file(&s, "org/empty", "main", "tokenizer.json", b"{}", false);
     let e = resolve(&"hf:org/empty".parse().unwrap(), &o).unwrap_err();
     assert!(matches!(e, FetchError::HubLayout { .. }), "{e:?}");
     assert!(e.to_string().contains("model.safetensors"), "{e}");
+
+    // An architecture kvbench does not run is refused from config.json, before any weights:
+    // this repo serves none, and the error is about the model type, not the missing weights.
+    serve_hub_file(&s, "org/mamba", "main", "config.json", br#"{"model_type":"mamba"}"#, false);
+    let e = resolve(&"hf:org/mamba".parse().unwrap(), &o).unwrap_err();
+    assert!(matches!(e, FetchError::UnsupportedModel(_)), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("config.json") && msg.contains("model_type") && msg.contains("mamba"), "{msg}");
 
     // A missing repo names the URL.
     let e = resolve(&"hf:org/missing".parse().unwrap(), &o).unwrap_err();

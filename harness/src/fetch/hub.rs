@@ -162,6 +162,9 @@ pub(crate) fn fetch_checkpoint(
 ) -> Result<ModelFiles, FetchError> {
     let hub = Hub::new(repo, revision, opts)?;
     let config = hub.required("config.json")?;
+    // Refuse an architecture kvbench does not run before gigabytes of weights are downloaded.
+    crate::model::hf_config::from_hf_config(&config)
+        .map_err(|e| FetchError::UnsupportedModel(format!("{e:#}")))?;
     let tokenizer = hub.required("tokenizer.json")?;
     let tokenizer_config = hub.optional("tokenizer_config.json")?;
     let generation_config = hub.optional("generation_config.json")?;

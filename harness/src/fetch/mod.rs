@@ -260,6 +260,11 @@ pub enum FetchError {
     #[error("local model {path}: {reason}")]
     Local { path: PathBuf, reason: String },
 
+    /// The checkpoint's config.json names something kvbench does not run; raised before the
+    /// weights are downloaded.
+    #[error("{0}")]
+    UnsupportedModel(String),
+
     #[error("GET {url} failed: {reason}\n{hint}")]
     Http {
         url: String,
