@@ -320,6 +320,19 @@ mod tests {
     }
 
     #[test]
+    fn gguf_frequency_factors_divide_each_pair() {
+        let s = RopeSpec {
+            theta: 10_000.0,
+            rotary_dim: 4,
+            scaling: RopeScaling::FreqFactors {
+                factors: vec![1.0, 8.0],
+            },
+        };
+        let base = RopeSpec::plain(10_000.0, 4).inv_freq(1);
+        assert_eq!(s.inv_freq(1), vec![base[0], base[1] / 8.0]);
+    }
+
+    #[test]
     fn unsupported_types_name_the_field() {
         let e = parse(json!({"rope_type": "longrope", "short_factor": [1.0]})).unwrap_err();
         assert!(e.to_string().contains("rope_scaling") && e.to_string().contains("longrope"));
