@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 
 use kvbench::experiment::Plan;
-use kvbench::runner::{run, RunOptions};
+use kvbench::run::{run, RunOptions};
 use serde_json::Value;
 
 const EXPERIMENT: &str = "experiment: golden
@@ -89,9 +89,7 @@ fn same(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
         }
         _ => a == b,
     }
