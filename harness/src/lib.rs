@@ -1,7 +1,8 @@
 //! kvbench: measure KV-cache compression for LLM inference.
 //!
 //! The harness owns everything that touches a model: fetching weights, tokenizing, the
-//! Llama-family runtime over the compressible cache, the experiment plan and the runner.
+//! Llama-family runtime over the compressible cache, the experiment plan and the runner
+//! (`run`: plan -> prefill -> fork -> compress -> decode -> score -> record).
 //! Methods, datasets and reports live in their own crates and never see each other.
 
 pub mod bench;
@@ -15,7 +16,9 @@ pub mod manifest;
 pub mod memory;
 pub mod model;
 pub mod prompt;
-pub mod runner;
+pub mod run;
+/// The runner's former path (`kvbench::runner::{run, RunOptions, ...}`).
+pub use run as runner;
 pub mod testing;
 pub mod tokenizer;
 pub mod truncation;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kvbench::experiment::Plan;
 use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
-use kvbench::runner::{run, RunOptions};
+use kvbench::run::{run, RunOptions};
 
 #[derive(Parser)]
 #[command(

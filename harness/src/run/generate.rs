@@ -1,0 +1,184 @@
+//! Fork, compress and decode stages: one method run on one turn forks the shared context cache,
+//! compresses it, appends the question and decodes greedily, calling the method's decode hook
+//! after every token.
+//!
+//! Query-agnostic and query-aware runs take the same path; the one difference is where the
+//! question enters the cache: after compression (the default: the method never sees the
+//! question, as kvpress does) or before it (`query_aware`: the question is prefilled with full
+//! attention and the method compresses context + question).
+//!
+//! Every method hook runs through `on_compressible_layers`, so methods skip sliding-window layers.
+
+use anyhow::{Context, Result};
+use candle_core::Tensor;
+use kvbench_methods::sliding::on_compressible_layers;
+use kvbench_methods::{Budget, KvCache, Method, ObservationNeeds, Observations};
+
+use crate::device::timed;
+use crate::model::{argmax, Logits};
+
+use super::prefill::{Engine, Forward, Prefilled};
+use super::score::log_softmax;
+
+/// One method run on one turn: what to compress with, how much, and when.
+pub(super) struct Request<'a> {
+    pub method: &'a dyn Method,
+    pub budget: Budget,
+    /// Compress after the question is in the cache instead of before.
+    pub query_aware: bool,
+    pub max_new_tokens: usize,
+}
+
+impl Request<'static> {
+    /// The full-cache reference: no compression, query-agnostic.
+    pub fn reference(max_new_tokens: usize) -> Self {
+        Request {
+            method: &kvbench_methods::full::Full,
+            budget: Budget::CompressionRatio(0.0),
+            query_aware: false,
+            max_new_tokens,
+        }
+    }
+}
+
+/// What one method run produced on one turn.
+pub(super) struct Generation {
+    pub tokens: Vec<u32>,
+    /// Log-probabilities of the first generated token, f64.
+    pub first_logprobs: Vec<f64>,
+    pub compress_ms: f64,
+    pub question_ms: f64,
+    pub decode_ms_per_token: f64,
+    /// The cache as stored right after compression.
+    pub stored: StoredCache,
+    /// Device memory high-water mark from the fork to the last token (None on CPU).
+    pub peak_bytes: Option<u64>,
+}
+
+/// Size and form of a compressed cache, measured from its tensors.
+pub(super) struct StoredCache {
+    pub kv_bytes: usize,
+    pub kept_entries: usize,
+    pub kv_storage: serde_json::Value,
+}
+
+impl StoredCache {
+    fn measure(cache: &KvCache) -> Self {
+        Self {
+            kv_bytes: cache.bytes(),
+            kept_entries: cache.entries(),
+            kv_storage: cache.storage_report(),
+        }
+    }
+}
+
+/// Fork the prefilled context, compress, ask the question and decode greedily.
+pub(super) fn generate(
+    engine: &Engine,
+    prefilled: &Prefilled,
+    question: &[u32],
+    request: &Request,
+) -> Result<Generation> {
+    crate::memory::reset_peak(engine.device);
+    let mut cache = prefilled.cache.fork();
+    let method = request.method;
+    // Query-aware: the question goes in first, recording what the method needs, and the method
+    // compresses context + question with the question's observations.
+    let asked_first = if request.query_aware {
+        Some(engine.forward(question, &mut cache, Logits::Last, method.needs())?)
+    } else {
+        None
+    };
+    let observations = asked_first
+        .as_ref()
+        .map_or(&prefilled.observations, |f| &f.observations);
+    let compress_ms = compress(engine, &mut cache, observations, request)?;
+    let stored = StoredCache::measure(&cache);
+    // Query-agnostic: the question goes in after compression; nothing to record.
+    let asked = match asked_first {
+        Some(f) => f,
+        None => engine.forward(
+            question,
+            &mut cache,
+            Logits::Last,
+            ObservationNeeds::default(),
+        )?,
+    };
+    let first_logits = asked.logits.context("question logits")?;
+    let decoded = decode(engine, &mut cache, &first_logits, request)?;
+    engine.device.synchronize()?;
+    let peak_bytes = crate::memory::peak_bytes(engine.device);
+    let steps = decoded.tokens.len().saturating_sub(1).max(1);
+    Ok(Generation {
+        tokens: decoded.tokens,
+        first_logprobs: log_softmax(&first_logits)?,
+        compress_ms,
+        question_ms: asked.ms,
+        decode_ms_per_token: if decoded.ms > 0.0 {
+            decoded.ms / steps as f64
+        } else {
+            0.0
+        },
+        stored,
+        peak_bytes,
+    })
+}
+
+/// The method's prefill hook on the compressible layers, timed.
+fn compress(
+    engine: &Engine,
+    cache: &mut KvCache,
+    observations: &Observations,
+    request: &Request,
+) -> Result<f64> {
+    let ((), ms) = timed(engine.device, || {
+        Ok(on_compressible_layers(cache, observations, |c, o| {
+            request.method.on_prefill(c, o, &request.budget)
+        })?)
+    })?;
+    Ok(ms)
+}
+
+/// Greedy tokens (end token dropped) and the summed time of the decode forwards and hooks.
+struct Decoded {
+    tokens: Vec<u32>,
+    ms: f64,
+}
+
+/// Decode greedily from the question's logits until an end token or `max_new_tokens`, calling
+/// the method's decode hook after every forward.
+fn decode(
+    engine: &Engine,
+    cache: &mut KvCache,
+    first_logits: &Tensor,
+    request: &Request,
+) -> Result<Decoded> {
+    let eos = engine.loaded.tokenizer.eos_ids();
+    let method = request.method;
+    let mut next = argmax(first_logits)?;
+    let mut tokens = vec![next];
+    let mut ms = 0.0;
+    // Decode hooks (issue 4): each decode forward records what the method's decode hook needs
+    // (the new token's query for H2O's decode variant and `decoding`).
+    let decode_needs = method.decode_needs();
+    while tokens.len() < request.max_new_tokens && !eos.contains(&next) {
+        let Forward {
+            logits,
+            observations,
+            ms: step_ms,
+        } = engine.forward(&[next], cache, Logits::Last, decode_needs)?;
+        let step = tokens.len();
+        let ((), hook_ms) = timed(engine.device, || {
+            Ok(on_compressible_layers(cache, &observations, |c, o| {
+                method.on_decode_observed(c, step, o, &request.budget)
+            })?)
+        })?;
+        ms += step_ms + hook_ms;
+        next = argmax(&logits.context("decode logits")?)?;
+        tokens.push(next);
+    }
+    if tokens.last().is_some_and(|t| eos.contains(t)) {
+        tokens.pop();
+    }
+    Ok(Decoded { tokens, ms })
+}

@@ -1,0 +1,209 @@
+//! Plan stage: what a run will do, resolved against the loaded model before the first sample:
+//! each dataset's samples and how they become prompts, each method run of the grid with its built
+//! method and its role, and the observations the shared prefill must record.
+
+use anyhow::{Context, Result};
+use kvbench_datasets::{ChatTemplateMode, Sample, TokenCounter};
+use kvbench_methods::{Budget, MethodConfig, MethodSpec, ObservationNeeds};
+
+use crate::chat_template::ChatTemplate;
+use crate::experiment::{MethodRun, Plan};
+use crate::loader::LoadedModel;
+use crate::truncation::TruncationPolicy;
+
+use super::generate::Request;
+
+/// How one dataset's samples become tokens: the model's template (if any), the dataset's
+/// `chat_template:` option, and the truncation policy.
+pub(super) struct Prompting {
+    pub template: Option<ChatTemplate>,
+    pub mode: ChatTemplateMode,
+    pub truncation: TruncationPolicy,
+}
+
+/// One dataset's samples (after `--limit`) and its prompting.
+pub(super) struct DatasetWork {
+    pub name: &'static str,
+    pub samples: Vec<Sample>,
+    pub prompting: Prompting,
+}
+
+/// What a method run is to the runner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// No compression, query-agnostic: its generation is the full-cache reference that every
+    /// run's fidelity is measured against, computed once per turn.
+    Reference,
+    /// Everything else: its own fork, compression and decode.
+    Compressed,
+}
+
+/// One cell of the grid with its built method.
+pub(super) struct PlannedRun<'a> {
+    pub run: &'a MethodRun,
+    pub method: Box<dyn kvbench_methods::Method>,
+    pub role: Role,
+}
+
+impl PlannedRun<'_> {
+    /// The generation request for this run on a turn that allows `max_new_tokens`.
+    pub fn request(&self, max_new_tokens: usize) -> Request<'_> {
+        Request {
+            method: self.method.as_ref(),
+            budget: self.run.budget.unwrap_or(Budget::CompressionRatio(0.0)),
+            query_aware: self.run.query_aware,
+            max_new_tokens,
+        }
+    }
+}
+
+/// The run's work, resolved.
+pub(super) struct RunPlan<'a> {
+    pub datasets: Vec<DatasetWork>,
+    pub runs: Vec<PlannedRun<'a>>,
+    /// What the shared prefill records: the union of the query-agnostic runs' needs.
+    pub needs: ObservationNeeds,
+}
+
+impl<'a> RunPlan<'a> {
+    pub fn new(plan: &'a Plan, loaded: &LoadedModel, limit: Option<usize>) -> Result<Self> {
+        let template = loaded.tokenizer.template();
+        // Before any dataset work: `chat_template: true` needs a model with a template.
+        plan.check_chat_templates(template.is_some())?;
+        let window = loaded.model.config().max_position_embeddings;
+        let counter = TokenizerCounter(&loaded.tokenizer);
+        let mut datasets = Vec::new();
+        for d in &plan.raw.datasets {
+            let loaded_set = d
+                .build_lenient(&counter)
+                .with_context(|| format!("{}: dataset `{}`", plan.source.display(), d.name()))?;
+            for e in &loaded_set.errors {
+                eprintln!("warning: skipped {e}");
+            }
+            let mut samples = loaded_set.samples;
+            if let Some(n) = limit {
+                samples.truncate(n);
+            }
+            let prompting = Prompting {
+                template: template.clone(),
+                mode: d.chat_template(),
+                truncation: TruncationPolicy::new(d.max_length(), window),
+            };
+            datasets.push(DatasetWork {
+                name: d.name(),
+                samples,
+                prompting,
+            });
+        }
+        let runs: Vec<PlannedRun> = plan.runs.iter().map(plan_run).collect();
+        let needs = runs
+            .iter()
+            .filter(|p| !p.run.query_aware)
+            .fold(ObservationNeeds::default(), |acc, p| {
+                acc.union(p.method.needs())
+            });
+        Ok(Self {
+            datasets,
+            runs,
+            needs,
+        })
+    }
+
+    pub fn total_samples(&self) -> usize {
+        self.datasets.iter().map(|d| d.samples.len()).sum()
+    }
+}
+
+fn plan_run(run: &MethodRun) -> PlannedRun<'_> {
+    let role = if is_uncompressed(&run.config) && !run.query_aware {
+        Role::Reference
+    } else {
+        Role::Compressed
+    };
+    PlannedRun {
+        run,
+        method: run.config.build(),
+        role,
+    }
+}
+
+/// `full`, alone or as the only part of a composition (which builds the same method).
+fn is_uncompressed(spec: &MethodSpec) -> bool {
+    match spec {
+        MethodSpec::One(c) => matches!(c, MethodConfig::Full),
+        MethodSpec::Composed(parts) => matches!(parts.as_slice(), [MethodConfig::Full]),
+    }
+}
+
+struct TokenizerCounter<'a>(&'a crate::tokenizer::TextTokenizer);
+
+impl TokenCounter for TokenizerCounter<'_> {
+    fn count_tokens(&self, text: &str) -> usize {
+        self.0
+            .encode(text)
+            .map(|ids| ids.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    // datasets (issue 6): LongBench / LongBench v2 / SCBench middle truncation cuts token ids.
+    fn encode(&self, text: &str) -> Option<Vec<u32>> {
+        self.0.encode(text).ok()
+    }
+
+    fn decode(&self, ids: &[u32]) -> Option<String> {
+        self.0.decode(ids).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(yaml_methods: &str, query_aware: &str) -> Vec<(String, Option<Budget>, bool, Role)> {
+        let text = format!(
+            "experiment: t\nmodel: smollm2-135m-instruct-q4_1\ndatasets:\n  - name: niah\n    lengths: [100]\nmethods:\n{yaml_methods}budgets:\n  - compression_ratio: 0.5\nquery_aware: {query_aware}\n"
+        );
+        let plan = Plan::parse(&text, std::path::Path::new("t.yaml")).unwrap();
+        plan.runs
+            .iter()
+            .map(plan_run)
+            .map(|p| {
+                (
+                    p.method.name().to_string(),
+                    p.run.budget,
+                    p.run.query_aware,
+                    p.role,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_uncompressed_query_agnostic_run_is_the_reference() {
+        let got = runs(
+            "  - method: full\n  - method: snapkv\n  - method: kivi\n  - [{method: full}]\n",
+            "[false, true]",
+        );
+        let roles: Vec<(&str, bool, Role)> = got
+            .iter()
+            .map(|(m, _, qa, r)| (m.as_str(), *qa, *r))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("full", false, Role::Reference),
+                ("snapkv", false, Role::Compressed),
+                ("snapkv", true, Role::Compressed),
+                ("kivi", false, Role::Compressed),
+                ("full", false, Role::Reference),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_composition_with_full_is_compressed() {
+        let got = runs("  - [{method: full}, {method: snapkv}]\n", "[false]");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].3, Role::Compressed);
+    }
+}

@@ -1,0 +1,141 @@
+//! Prompt and prefill stages: one turn of a sample becomes context and question tokens (chat
+//! template, truncation), and the context is prefilled once with full attention, recording what
+//! the methods need. Every method run of the turn forks this cache.
+//!
+//! Sharing the prefill is exact for methods that compress after prefill (kvpress semantics): each
+//! layer's compression happens after its attention, and the hidden states passed on are those of
+//! full attention, so compressing all layers afterwards gives the same cache.
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use kvbench_methods::{KvCache, ObservationNeeds, Observations};
+
+use crate::device::timed;
+use crate::loader::LoadedModel;
+use crate::model::{ForwardOptions, Logits};
+use crate::prompt::{tokenize, turn_text};
+
+use super::plan::Prompting;
+use super::TurnRef;
+
+/// The model on its device, with the run's attention chunking: every forward of the run goes
+/// through here.
+pub(super) struct Engine<'a> {
+    pub loaded: &'a LoadedModel,
+    pub device: &'a Device,
+    chunk: usize,
+}
+
+/// What one timed forward returns.
+pub(super) struct Forward {
+    pub logits: Option<Tensor>,
+    pub observations: Observations,
+    pub ms: f64,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(loaded: &'a LoadedModel, device: &'a Device, chunk: usize) -> Self {
+        Self {
+            loaded,
+            device,
+            chunk,
+        }
+    }
+
+    /// Append `ids` to `cache`, timed with device synchronisation.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        observe: ObservationNeeds,
+    ) -> Result<Forward> {
+        let opts = ForwardOptions {
+            logits,
+            observe,
+            attention_chunk: self.chunk,
+        };
+        let (out, ms) = timed(self.device, || self.loaded.model.forward(ids, cache, &opts))?;
+        Ok(Forward {
+            logits: out.logits,
+            observations: out.observations,
+            ms,
+        })
+    }
+
+    /// One throw-away forward so the first sample's timings do not include one-off
+    /// initialisation.
+    pub fn warm_up(&self, needs: ObservationNeeds) -> Result<()> {
+        let mut warm = self.loaded.model.new_cache();
+        self.forward(&[0u32; 8], &mut warm, Logits::Last, needs)?;
+        Ok(())
+    }
+
+    /// Prefill the turn's context with full attention, recording `needs`.
+    pub fn prefill(&self, prompt: &TurnPrompt, needs: ObservationNeeds) -> Result<Prefilled> {
+        let mut cache = self.loaded.model.new_cache();
+        crate::memory::reset_peak(self.device);
+        let f = self.forward(&prompt.context_ids, &mut cache, Logits::None, needs)?;
+        Ok(Prefilled {
+            // A request's peak is the larger of the shared prefill's and its own
+            // compress+decode's.
+            peak_bytes: crate::memory::peak_bytes(self.device),
+            kv_bytes: cache.bytes(),
+            entries: cache.entries(),
+            cache,
+            observations: f.observations,
+            prefill_ms: f.ms,
+        })
+    }
+}
+
+/// One turn as tokens.
+pub(super) struct TurnPrompt {
+    pub context_ids: Vec<u32>,
+    pub question_ids: Vec<u32>,
+    /// Context tokens removed to fit the window or the dataset's `max_length`.
+    pub truncated_tokens: usize,
+    pub max_new_tokens: usize,
+}
+
+impl TurnPrompt {
+    /// Render the turn (with the model's template where the dataset's mode says so; multi-turn
+    /// samples carry the gold history before the turn), split and tokenize it, and truncate the
+    /// context.
+    pub fn new(engine: &Engine, prompting: &Prompting, turn: &TurnRef) -> Result<Self> {
+        let (sample, index) = (turn.sample, turn.index);
+        let max_new_tokens = sample.turn_max_new_tokens(index);
+        let template = prompting
+            .template
+            .as_ref()
+            .filter(|_| prompting.mode.applies(sample, true));
+        let text = turn_text(sample, index, template)?;
+        let (mut context_ids, question_ids) = tokenize(&engine.loaded.tokenizer, &text)?;
+        let truncated_tokens =
+            prompting
+                .truncation
+                .apply(&mut context_ids, question_ids.len(), max_new_tokens)?;
+        anyhow::ensure!(
+            !context_ids.is_empty() && !question_ids.is_empty(),
+            "empty context or question after tokenization"
+        );
+        Ok(Self {
+            context_ids,
+            question_ids,
+            truncated_tokens,
+            max_new_tokens,
+        })
+    }
+}
+
+/// The context's cache after the shared prefill, and what was measured on the way.
+pub(super) struct Prefilled {
+    pub cache: KvCache,
+    pub observations: Observations,
+    pub prefill_ms: f64,
+    /// Device memory high-water mark of the prefill (None on CPU).
+    pub peak_bytes: Option<u64>,
+    /// Bytes and entries of the uncompressed context cache.
+    pub kv_bytes: usize,
+    pub entries: usize,
+}

@@ -1,0 +1,119 @@
+//! Record stage: one results line per sample x turn x method run, and the key that lets a re-run
+//! skip it.
+
+use kvbench_methods::Method;
+use kvbench_reports::Record;
+use sha2::{Digest, Sha256};
+
+use crate::experiment::{MethodRun, Plan};
+
+use super::generate::Generation;
+use super::plan::PlannedRun;
+use super::prefill::{Prefilled, TurnPrompt};
+use super::score::Scored;
+use super::TurnRef;
+
+/// What every record of a run shares.
+pub(super) struct RunFacts<'a> {
+    pub plan: &'a Plan,
+    pub device_label: String,
+    /// Cache entries one token adds: layers x KV heads.
+    pub entries_per_token: usize,
+}
+
+/// One turn after the prompt and prefill stages.
+pub(super) struct TurnFacts<'a> {
+    pub turn: TurnRef<'a>,
+    pub prompt: &'a TurnPrompt,
+    pub prefilled: &'a Prefilled,
+}
+
+/// One method run's outcome on the turn.
+pub(super) struct Outcome<'a> {
+    pub planned: &'a PlannedRun<'a>,
+    pub generation: &'a Generation,
+    pub scored: Scored,
+    pub key: String,
+}
+
+/// The key of a record: a digest of everything that identifies it (not of what it measured).
+pub(super) fn record_key(plan: &Plan, turn: &TurnRef, run: &MethodRun) -> String {
+    let ident = serde_json::json!({
+        "experiment": plan.raw.experiment,
+        "model": plan.raw.model,
+        "dataset": turn.dataset,
+        "sample": turn.sample.id,
+        "turn": turn.index,
+        "method": run.config,
+        "budget": run.budget,
+        "query_aware": run.query_aware,
+        "seed": plan.raw.seed,
+    });
+    let digest = Sha256::digest(ident.to_string().as_bytes());
+    hex::encode(&digest[..12])
+}
+
+pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Record {
+    let (plan, sample, index) = (run.plan, facts.turn.sample, facts.turn.index);
+    let (prompt, prefilled) = (facts.prompt, facts.prefilled);
+    let Outcome {
+        planned,
+        generation: g,
+        scored,
+        key,
+    } = outcome;
+    let (method_run, method): (&MethodRun, &dyn Method) = (planned.run, planned.method.as_ref());
+    // Query-aware runs compress the question's entries too.
+    let total_entries = if method_run.query_aware {
+        prefilled.entries + prompt.question_ids.len() * run.entries_per_token
+    } else {
+        prefilled.entries
+    };
+    Record {
+        experiment: plan.raw.experiment.clone(),
+        model: plan.raw.model.clone(),
+        dataset: facts.turn.dataset.to_string(),
+        task: sample.task.clone(),
+        sample_id: sample.id.clone(),
+        turn: index,
+        method: method.name().to_string(),
+        method_params: method.params(),
+        budget: method_run
+            .budget
+            .map(|b| serde_json::to_value(b).expect("budget serializes")),
+        budget_label: method_run.budget.map_or("-".to_string(), |b| b.label()),
+        query_aware: method_run.query_aware,
+        target_ratio: method_run
+            .budget
+            .map_or(0.0, |b| b.target_ratio(prompt.context_ids.len())),
+        achieved_ratio: 1.0 - g.stored.kept_entries as f64 / total_entries as f64,
+        score: scored.score,
+        prediction: scored.prediction,
+        answers: sample.turns[index].answers.clone(),
+        metric: sample.turn_metric(index).name().to_string(),
+        agreement_with_full: scored.agreement_with_full,
+        kl_first_token: scored.kl_first_token,
+        kv_bytes: g.stored.kv_bytes as u64,
+        kv_bytes_full: prefilled.kv_bytes as u64,
+        peak_device_bytes: prefilled.peak_bytes.max(g.peak_bytes),
+        prefill_ms: prefilled.prefill_ms,
+        compress_ms: g.compress_ms,
+        question_ms: g.question_ms,
+        ttft_ms: prefilled.prefill_ms + g.compress_ms + g.question_ms,
+        decode_ms_per_token: g.decode_ms_per_token,
+        context_tokens: prompt.context_ids.len(),
+        question_tokens: prompt.question_ids.len(),
+        truncated_tokens: prompt.truncated_tokens,
+        new_tokens: g.tokens.len(),
+        device: run.device_label.clone(),
+        seed: plan.raw.seed,
+        kvbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        key,
+        meta: if sample.meta.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::Object(sample.meta.clone())
+        },
+        kv_storage: g.stored.kv_storage.clone(),
+    }
+}
