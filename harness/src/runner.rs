@@ -142,6 +142,8 @@ impl Ctx<'_> {
     ) -> Result<Generation> {
         crate::memory::reset_peak(self.device);
         let mut cache = context_cache.fork();
+        // This request's state: lives from the compression to the last decoded token.
+        let mut session = method.session();
         let (first_logits, compress_ms, question_ms, kv_bytes, kept_entries, kv_storage);
         if query_aware {
             // Prefill the question with full attention, then compress context + question.
@@ -149,7 +151,7 @@ impl Ctx<'_> {
                 self.forward(question, &mut cache, Logits::Last, method.needs())?;
             let ((), c_ms) = timed(self.device, || {
                 Ok(on_compressible_layers(&mut cache, &obs, |c, o| {
-                    method.on_prefill(c, o, budget)
+                    session.on_prefill(c, o, budget)
                 })?)
             })?;
             first_logits = logits.context("question logits")?;
@@ -160,7 +162,7 @@ impl Ctx<'_> {
         } else {
             let ((), c_ms) = timed(self.device, || {
                 Ok(on_compressible_layers(&mut cache, context_obs, |c, o| {
-                    method.on_prefill(c, o, budget)
+                    session.on_prefill(c, o, budget)
                 })?)
             })?;
             kv_bytes = cache.bytes();
@@ -188,7 +190,7 @@ impl Ctx<'_> {
             let step = tokens.len();
             let ((), hook_ms) = timed(self.device, || {
                 Ok(on_compressible_layers(&mut cache, &step_obs, |c, o| {
-                    method.on_decode_observed(c, step, o, budget)
+                    session.on_decode(c, step, o, budget)
                 })?)
             })?;
             decode_ms += ms + hook_ms;
