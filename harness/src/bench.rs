@@ -197,7 +197,8 @@ impl Bench<'_> {
         budget: &Budget,
     ) -> Result<()> {
         let mut c = cache.fork();
-        on_compressible_layers(&mut c, obs, |c, o| method.on_prefill(c, o, budget))?;
+        let mut session = method.session();
+        on_compressible_layers(&mut c, obs, |c, o| session.on_prefill(c, o, budget))?;
         let (l, _) = self.fwd(question, &mut c, Logits::Last, ObservationNeeds::default())?;
         let mut next = argmax(&l.expect("last logits"))?;
         for _ in 1..8 {
@@ -253,9 +254,10 @@ impl Bench<'_> {
             let mut ratio = 0.0;
             for rep in 0..self.opts.repeats + 1 {
                 let mut c = cache.fork();
+                let mut session = m.session();
                 let run = timed(self.device, || {
                     Ok(on_compressible_layers(&mut c, &obs, |c, o| {
-                        m.on_prefill(c, o, &budget)
+                        session.on_prefill(c, o, &budget)
                     })?)
                 });
                 // A method whose defaults do not fit this model (quant's group of 64 channels on

@@ -131,6 +131,7 @@ fn kivi_kl_follows_the_quantization_step() {
                     .unwrap();
             let mut c = prefilled.fork();
             m.build()
+                .session()
                 .on_prefill(
                     &mut c,
                     &Observations::default(),

@@ -49,7 +49,8 @@ fn methods_compress_global_layers_and_leave_sliding_ones() {
         let name = method.name();
         let budget = Budget::CompressionRatio(0.5);
         let mut cache = context.fork();
-        on_compressible_layers(&mut cache, &obs, |c, o| method.on_prefill(c, o, &budget))
+        let mut session = method.session();
+        on_compressible_layers(&mut cache, &obs, |c, o| session.on_prefill(c, o, &budget))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for l in 0..cfg.n_layers {
             if cfg.window(l).is_some() {
@@ -72,7 +73,7 @@ fn methods_compress_global_layers_and_leave_sliding_ones() {
                 .forward(&[next], &mut cache, &ForwardOptions::default())
                 .unwrap_or_else(|e| panic!("{name}: decode: {e:#}"));
             on_compressible_layers(&mut cache, &out.observations, |c, o| {
-                method.on_decode_observed(c, step, o, &budget)
+                session.on_decode(c, step, o, &budget)
             })
             .unwrap_or_else(|e| panic!("{name}: decode hook: {e}"));
             next = argmax(&out.logits.unwrap()).unwrap();

@@ -84,7 +84,7 @@ pub fn adaptive_keep(scores: &[Vec<f32>], targets: &[usize], floors: &[usize]) -
 }
 
 impl Method for AdaKv {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "adakv"
     }
     fn params(&self) -> serde_json::Value {
@@ -93,7 +93,7 @@ impl Method for AdaKv {
     fn needs(&self) -> ObservationNeeds {
         self.scorer.scorer().observation_needs()
     }
-    fn on_prefill(
+    fn compress(
         &self,
         cache: &mut KvCache,
         obs: &Observations,
@@ -150,7 +150,7 @@ mod tests {
             floor: 0.25,
             scorer: ScorerConfig::Knorm(Knorm::default()),
         };
-        m.on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(4))
+        m.compress(&mut cache, &Observations::default(), &Budget::Tokens(4))
             .unwrap();
         // Floors: 1 per head (head 0 keeps 0, head 1 keeps 6); the other 6 of the layer's 8 go
         // to head 0.

@@ -156,7 +156,7 @@ impl Cam {
 }
 
 impl Method for Cam {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "cam"
     }
     fn params(&self) -> serde_json::Value {
@@ -171,7 +171,7 @@ impl Method for Cam {
                 ..Default::default()
             })
     }
-    fn on_prefill(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
         for l in 0..cache.n_layers() {
             let lens = cache.layer(l).head_lens();
             let targets: Vec<usize> = lens.iter().map(|&len| budget.kept(len)).collect();
@@ -290,7 +290,7 @@ mod tests {
             ..Default::default()
         };
         assert!(m.needs().accumulated_attention);
-        m.on_prefill(&mut cache, &obs, &Budget::Tokens(3)).unwrap();
+        m.compress(&mut cache, &obs, &Budget::Tokens(3)).unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 4, 5]]);
         let (k, v) = cache.layer(0).dense().unwrap();
         let k: Vec<Vec<f32>> = k.get(0).unwrap().to_vec2().unwrap();
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(cache.bytes(), 3 * 2 * 2 * 4);
         // Within budget: nothing changes.
         let (mut full, obs) = cache_and_obs(&keys, &values, &[1.0; 6]);
-        m.on_prefill(&mut full, &obs, &Budget::Tokens(6)).unwrap();
+        m.compress(&mut full, &obs, &Budget::Tokens(6)).unwrap();
         let v: Vec<Vec<f32>> = full
             .layer(0)
             .dense()
@@ -356,7 +356,7 @@ mod tests {
                 seed,
                 ..Default::default()
             }
-            .on_prefill(&mut c, &obs, &Budget::Tokens(10))
+            .compress(&mut c, &obs, &Budget::Tokens(10))
             .unwrap();
             c.layer(0)
                 .dense()

@@ -7,37 +7,21 @@
 //! entries still stored, and accumulated attention is looked up by original position. Decode hooks
 //! run in the same order. Recorded as `method: a+b`, `method_params` the list of the parts' configs.
 
-use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
-
-use crate::{Budget, KvCache, Method, MethodConfig, MethodError, ObservationNeeds, Observations};
+use crate::{
+    Budget, KvCache, Method, MethodConfig, MethodError, ObservationNeeds, Observations, Session,
+};
 
 pub struct Composed {
     parts: Vec<Box<dyn Method>>,
     configs: Vec<MethodConfig>,
-    name: &'static str,
-}
-
-/// A `&'static str` for a name built at run time (one allocation per distinct name, kept for the
-/// life of the process: compositions are few).
-fn intern(name: String) -> &'static str {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(&n) = names.get(name.as_str()) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(name.into_boxed_str());
-    names.insert(leaked);
-    leaked
+    /// The parts' names joined by `+`, built once with the composition.
+    name: String,
 }
 
 impl Composed {
     pub fn new(configs: &[MethodConfig]) -> Self {
         let parts: Vec<Box<dyn Method>> = configs.iter().map(|c| c.build()).collect();
-        let name = intern(parts.iter().map(|p| p.name()).collect::<Vec<_>>().join("+"));
+        let name = parts.iter().map(|p| p.name()).collect::<Vec<_>>().join("+");
         Self {
             parts,
             configs: configs.to_vec(),
@@ -47,8 +31,8 @@ impl Composed {
 }
 
 impl Method for Composed {
-    fn name(&self) -> &'static str {
-        self.name
+    fn name(&self) -> &str {
+        &self.name
     }
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(&self.configs).unwrap_or_default()
@@ -66,26 +50,48 @@ impl Method for Composed {
             a.union(p.decode_needs())
         })
     }
-    fn on_prefill(
+    /// A one-shot request: a fresh session's prefill.
+    fn compress(
         &self,
         cache: &mut KvCache,
         obs: &Observations,
         budget: &Budget,
     ) -> Result<(), MethodError> {
+        self.session().on_prefill(cache, obs, budget)
+    }
+    fn session(&self) -> Box<dyn Session + '_> {
+        Box::new(ComposedSession {
+            parts: self.parts.iter().map(|p| p.session()).collect(),
+        })
+    }
+}
+
+/// One request of a composition: one session per part, hooks run in the parts' order.
+struct ComposedSession<'a> {
+    parts: Vec<Box<dyn Session + 'a>>,
+}
+
+impl Session for ComposedSession<'_> {
+    fn on_prefill(
+        &mut self,
+        cache: &mut KvCache,
+        obs: &Observations,
+        budget: &Budget,
+    ) -> Result<(), MethodError> {
         self.parts
-            .iter()
+            .iter_mut()
             .try_for_each(|p| p.on_prefill(cache, obs, budget))
     }
-    fn on_decode_observed(
-        &self,
+    fn on_decode(
+        &mut self,
         cache: &mut KvCache,
         step: usize,
         obs: &Observations,
         budget: &Budget,
     ) -> Result<(), MethodError> {
         self.parts
-            .iter()
-            .try_for_each(|p| p.on_decode_observed(cache, step, obs, budget))
+            .iter_mut()
+            .try_for_each(|p| p.on_decode(cache, step, obs, budget))
     }
 }
 
@@ -109,16 +115,11 @@ mod tests {
         assert_eq!(m.name(), "snapkv+knorm");
         assert_eq!(m.needs().window_queries, 2);
         let (mut cache, obs) = one_hot_cache(16, 2, &[(3, 5.0)]);
-        m.on_prefill(&mut cache, &obs, &Budget::CompressionRatio(0.5))
+        m.session()
+            .on_prefill(&mut cache, &obs, &Budget::CompressionRatio(0.5))
             .unwrap();
         // 16 -> 8 -> 4: the achieved ratio 0.75 = 1 - 0.5 x 0.5.
         assert_eq!(cache.entries(), 4);
         assert_eq!(m.params()[1]["method"], "knorm");
-        // The same name is interned once.
-        let again = Composed::new(&[
-            MethodConfig::Snapkv(SnapKv::default()),
-            MethodConfig::Knorm(Knorm::default()),
-        ]);
-        assert!(std::ptr::eq(m.name(), again.name()));
     }
 }

@@ -12,8 +12,6 @@
 //! Defaults: `interval = 512`, `target_size = 2048`, `buffer = 256` (kvpress's defaults); scorer
 //! `knorm` (the scorer of kvpress's decoding examples; it needs no queries).
 
-use std::sync::Mutex;
-
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +20,7 @@ use crate::registry::ScorerConfig;
 use crate::scoring::window_attention;
 use crate::select::evict_layer;
 use crate::{
-    Budget, KvCache, LayerObservation, Method, MethodError, ObservationNeeds, Observations,
+    Budget, KvCache, LayerObservation, Method, MethodError, ObservationNeeds, Observations, Session,
 };
 
 type Result<T> = std::result::Result<T, MethodError>;
@@ -106,28 +104,6 @@ impl Decoding {
         let n = self.scorer.scorer().observation_needs();
         n.window_queries > 0 || n.accumulated_attention
     }
-}
-
-#[derive(Default)]
-struct State {
-    steps: usize,
-    /// Per layer, the queries of the latest generated tokens, `[q_heads, 1, head_dim]` each.
-    queries: Vec<Vec<Tensor>>,
-}
-
-/// `decoding` as run: the configuration plus its step counter and query buffer (reset by every prefill).
-pub struct DecodingMethod {
-    pub config: Decoding,
-    state: Mutex<State>,
-}
-
-impl DecodingMethod {
-    pub fn new(config: Decoding) -> Self {
-        Self {
-            config,
-            state: Mutex::new(State::default()),
-        }
-    }
 
     /// What the scorer would have recorded, rebuilt from the buffered decode queries.
     fn observations(
@@ -136,7 +112,7 @@ impl DecodingMethod {
         queries: &[Vec<Tensor>],
         q_per_kv: usize,
     ) -> Result<Observations> {
-        let needs = self.config.scorer.scorer().observation_needs();
+        let needs = self.scorer.scorer().observation_needs();
         let mut layers = Vec::with_capacity(cache.n_layers());
         for (l, buffered) in queries.iter().enumerate() {
             let mut o = LayerObservation::default();
@@ -177,43 +153,60 @@ impl DecodingMethod {
     }
 }
 
-impl Method for DecodingMethod {
-    fn name(&self) -> &'static str {
+impl Method for Decoding {
+    fn name(&self) -> &str {
         "decoding"
     }
     fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).unwrap_or_default()
+        serde_json::to_value(self).unwrap_or_default()
     }
     fn uses_budget(&self) -> bool {
         false
     }
     fn decode_needs(&self) -> ObservationNeeds {
         ObservationNeeds {
-            window_queries: usize::from(self.config.wants_queries()),
+            window_queries: usize::from(self.wants_queries()),
             ..Default::default()
         }
     }
+    /// The prefilled context is left alone.
+    fn compress(&self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<()> {
+        Ok(())
+    }
+    fn session(&self) -> Box<dyn Session + '_> {
+        Box::new(DecodingSession {
+            config: self,
+            steps: 0,
+            queries: Vec::new(),
+        })
+    }
+}
 
-    fn on_prefill(
-        &self,
-        _cache: &mut KvCache,
-        _obs: &Observations,
-        _budget: &Budget,
-    ) -> Result<()> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::default();
+/// One request of `decoding`: its step counter and query buffer.
+struct DecodingSession<'a> {
+    config: &'a Decoding,
+    /// Generated tokens since the last compression.
+    steps: usize,
+    /// Per layer, the queries of the latest generated tokens, `[q_heads, 1, head_dim]` each.
+    queries: Vec<Vec<Tensor>>,
+}
+
+impl Session for DecodingSession<'_> {
+    fn on_prefill(&mut self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<()> {
+        self.steps = 0;
+        self.queries.clear();
         Ok(())
     }
 
-    fn on_decode_observed(
-        &self,
+    fn on_decode(
+        &mut self,
         cache: &mut KvCache,
         _step: usize,
         obs: &Observations,
         _budget: &Budget,
     ) -> Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let n_layers = cache.n_layers();
-        st.queries.resize(n_layers, Vec::new());
+        self.queries.resize(n_layers, Vec::new());
         if self.config.wants_queries() {
             for l in 0..n_layers {
                 let q = obs
@@ -225,19 +218,20 @@ impl Method for DecodingMethod {
                         message: format!("layer {l}: the decode step recorded no query"),
                     })?;
                 let w = q.dim(1)?;
-                let buf = &mut st.queries[l];
+                let buf = &mut self.queries[l];
                 buf.push(q.narrow(1, w - 1, 1)?);
                 let excess = buf.len().saturating_sub(self.config.buffer.max(1));
                 buf.drain(..excess);
             }
         }
-        st.steps += 1;
-        if st.steps < self.config.interval {
+        self.steps += 1;
+        if self.steps < self.config.interval {
             return Ok(());
         }
-        st.steps = 0;
+        self.steps = 0;
         let synthetic = if self.config.wants_queries() {
-            self.observations(cache, &st.queries, obs.q_per_kv)?
+            self.config
+                .observations(cache, &self.queries, obs.q_per_kv)?
         } else {
             Observations::default()
         };
@@ -250,7 +244,7 @@ impl Method for DecodingMethod {
                 .collect();
             evict_layer(cache, l, &synthetic, self.config.scorer.scorer(), &targets)?;
         }
-        for buf in &mut st.queries {
+        for buf in &mut self.queries {
             buf.clear();
         }
         Ok(())
@@ -264,7 +258,7 @@ mod tests {
     use crate::testing::{cache_with_keys, keep_of};
     use candle_core::Device;
 
-    fn step(m: &DecodingMethod, cache: &mut KvCache, key: Vec<f32>, query: Vec<f32>) {
+    fn step(m: &mut dyn Session, cache: &mut KvCache, key: Vec<f32>, query: Vec<f32>) {
         let d = key.len();
         let p = cache.next_position() as u32;
         let k = Tensor::from_vec(key, (1, 1, d), &Device::Cpu).unwrap();
@@ -279,7 +273,7 @@ mod tests {
             q_per_kv: 1,
             rope: None,
         };
-        m.on_decode_observed(
+        m.on_decode(
             cache,
             cache.next_position(),
             &obs,
@@ -293,23 +287,24 @@ mod tests {
         // Knorm; keys' norm = index + 1, so the oldest (smallest) survive. Prefill of 6 is left
         // alone; after 2 generated tokens (8 entries) the head is cut to 5; then it grows again.
         let mut cache = cache_with_keys(&[(0..6).map(|i| vec![i as f32 + 1.0]).collect()]);
-        let m = DecodingMethod::new(Decoding {
+        let m = Decoding {
             interval: 2,
             target_size: 5,
             ..Default::default()
-        });
-        m.on_prefill(
+        };
+        let mut s = m.session();
+        s.on_prefill(
             &mut cache,
             &Observations::default(),
             &Budget::CompressionRatio(0.5),
         )
         .unwrap();
         assert_eq!(cache.entries(), 6);
-        step(&m, &mut cache, vec![0.5], vec![0.0]);
+        step(s.as_mut(), &mut cache, vec![0.5], vec![0.0]);
         assert_eq!(cache.entries(), 7);
-        step(&m, &mut cache, vec![100.0], vec![0.0]);
+        step(s.as_mut(), &mut cache, vec![100.0], vec![0.0]);
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 1, 2, 3, 6]]);
-        step(&m, &mut cache, vec![1.0], vec![0.0]);
+        step(s.as_mut(), &mut cache, vec![1.0], vec![0.0]);
         assert_eq!(cache.entries(), 6);
         assert_eq!(cache.next_position(), 9);
     }
@@ -334,9 +329,9 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let m = DecodingMethod::new(cfg);
-        assert_eq!(m.decode_needs().window_queries, 1);
-        m.on_prefill(
+        assert_eq!(cfg.decode_needs().window_queries, 1);
+        let mut s = cfg.session();
+        s.on_prefill(
             &mut cache,
             &Observations::default(),
             &Budget::CompressionRatio(0.0),
@@ -345,7 +340,7 @@ mod tests {
         let mut q = vec![0.0; d];
         q[2] = 30.0;
         q[4] = 20.0;
-        step(&m, &mut cache, e(5), q);
+        step(s.as_mut(), &mut cache, e(5), q);
         // Window (the new token, position 5) + entries 2 and 4.
         assert_eq!(keep_of(&cache, 0), vec![vec![2, 4, 5]]);
     }

@@ -205,7 +205,7 @@ mod tests {
 
     fn keep(m: &ExpectedAttention, o: &Observations, k: usize) -> Vec<u32> {
         let mut cache = cache_with_keys(&[keys()]);
-        m.on_prefill(&mut cache, o, &Budget::Tokens(k)).unwrap();
+        m.compress(&mut cache, o, &Budget::Tokens(k)).unwrap();
         keep_of(&cache, 0).remove(0)
     }
 

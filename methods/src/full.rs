@@ -6,7 +6,7 @@ use crate::{Budget, KvCache, Method, MethodError, Observations};
 pub struct Full;
 
 impl Method for Full {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "full"
     }
     fn params(&self) -> serde_json::Value {
@@ -15,7 +15,7 @@ impl Method for Full {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(&self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<(), MethodError> {
+    fn compress(&self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<(), MethodError> {
         Ok(())
     }
 }

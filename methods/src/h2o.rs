@@ -18,13 +18,11 @@
 //! scores over all queries as here; kvpress's `ObservedAttentionPress` keeps no recent window and
 //! divides each key's sum by the number of queries that could see it.
 
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
 
 use crate::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
 use crate::select::{evict_uniform, score_layer, top_k_sorted};
-use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
+use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -110,6 +108,34 @@ impl Scorer for H2o {
     }
 }
 
+impl Method for H2o {
+    fn name(&self) -> &str {
+        "h2o"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn needs(&self) -> ObservationNeeds {
+        self.observation_needs()
+    }
+    fn decode_needs(&self) -> ObservationNeeds {
+        ObservationNeeds {
+            window_queries: if self.decode { 1 } else { 0 },
+            ..Default::default()
+        }
+    }
+    /// A one-shot request: a fresh session's prefill.
+    fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
+        self.session().on_prefill(cache, obs, budget)
+    }
+    fn session(&self) -> Box<dyn Session + '_> {
+        Box::new(H2oSession {
+            config: self,
+            state: None,
+        })
+    }
+}
+
 /// Running scores of the decode variant.
 #[derive(Default)]
 struct DecodeState {
@@ -119,43 +145,23 @@ struct DecodeState {
     limits: Option<Vec<Vec<usize>>>,
 }
 
-/// `h2o` as run: the configuration plus the decode variant's running scores (reset by every prefill).
-pub struct H2oMethod {
-    pub config: H2o,
-    state: Mutex<Option<DecodeState>>,
+/// One request of `h2o`: the decode variant's running scores (`None` until a prefill compressed,
+/// and always without the decode variant).
+struct H2oSession<'a> {
+    config: &'a H2o,
+    state: Option<DecodeState>,
 }
 
-impl H2oMethod {
-    pub fn new(config: H2o) -> Self {
-        Self {
-            config,
-            state: Mutex::new(None),
-        }
-    }
-}
-
-impl Method for H2oMethod {
-    fn name(&self) -> &'static str {
-        "h2o"
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).unwrap_or_default()
-    }
-    fn needs(&self) -> ObservationNeeds {
-        self.config.observation_needs()
-    }
-    fn decode_needs(&self) -> ObservationNeeds {
-        ObservationNeeds {
-            window_queries: if self.config.decode { 1 } else { 0 },
-            ..Default::default()
-        }
-    }
-
-    fn on_prefill(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *state = None;
+impl Session for H2oSession<'_> {
+    fn on_prefill(
+        &mut self,
+        cache: &mut KvCache,
+        obs: &Observations,
+        budget: &Budget,
+    ) -> Result<()> {
+        self.state = None;
         if !self.config.decode {
-            return evict_uniform(cache, obs, &self.config, budget);
+            return evict_uniform(cache, obs, self.config, budget);
         }
         let mut st = DecodeState::default();
         let mut compressed = false;
@@ -175,7 +181,7 @@ impl Method for H2oMethod {
                 continue;
             }
             compressed = true;
-            let pinned = score_layer(cache, l, obs, &self.config, &targets)?;
+            let pinned = score_layer(cache, l, obs, self.config, &targets)?;
             let keep: Vec<Vec<u32>> = pinned
                 .iter()
                 .zip(&targets)
@@ -190,20 +196,19 @@ impl Method for H2oMethod {
             );
         }
         if compressed {
-            *state = Some(st);
+            self.state = Some(st);
         }
         Ok(())
     }
 
-    fn on_decode_observed(
-        &self,
+    fn on_decode(
+        &mut self,
         cache: &mut KvCache,
         _step: usize,
         obs: &Observations,
         _budget: &Budget,
     ) -> Result<()> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(st) = guard.as_mut() else {
+        let Some(st) = self.state.as_mut() else {
             return Ok(());
         };
         let limits = st.limits.get_or_insert_with(|| {
@@ -296,8 +301,8 @@ mod tests {
             vec![0.1, 0.5, 0.9, 0.0, 0.4, 0.0, 0.0, 0.0],
             vec![0.1, 0.5, 0.0, 0.1, 0.5, 0.2, 0.0, 0.0],
         ]);
-        H2oMethod::new(H2o::default())
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(4))
+        H2o::default()
+            .compress(&mut cache, &obs, &Budget::Tokens(4))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![1, 4, 6, 7]]);
     }
@@ -316,10 +321,11 @@ mod tests {
         };
         let mut cache = cache_with_keys(&[(0..6).map(e).collect()]);
         let obs = obs_acc(vec![vec![3.0, 0.5, 0.1, 0.2, 0.0, 0.0]; 2]);
-        let m = H2oMethod::new(H2o {
+        let m = H2o {
             recent_fraction: 0.5,
             decode: true,
-        });
+        };
+        let mut m = m.session();
         m.on_prefill(&mut cache, &obs, &Budget::Tokens(4)).unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 1, 4, 5]]);
         let k = Tensor::from_vec(e(6), (1, 1, d), &Device::Cpu).unwrap();
@@ -336,16 +342,17 @@ mod tests {
             q_per_kv: 2,
             rope: None,
         };
-        m.on_decode_observed(&mut cache, 1, &dobs, &Budget::Tokens(4))
+        m.on_decode(&mut cache, 1, &dobs, &Budget::Tokens(4))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 4, 5, 6]]);
         // Without the decode variant nothing happens after the prefill.
         let mut plain = cache_with_keys(&[(0..6).map(e).collect()]);
-        let m = H2oMethod::new(H2o::default());
+        let plain_method = H2o::default();
+        let mut m = plain_method.session();
         m.on_prefill(&mut plain, &obs, &Budget::Tokens(4)).unwrap();
         plain.layer_mut(0).append(&k, &k, &[6]).unwrap();
         plain.advance(1);
-        m.on_decode_observed(&mut plain, 1, &dobs, &Budget::Tokens(4))
+        m.on_decode(&mut plain, 1, &dobs, &Budget::Tokens(4))
             .unwrap();
         assert_eq!(keep_of(&plain, 0), vec![vec![0, 1, 4, 5, 6]]);
     }

@@ -60,7 +60,7 @@ mod tests {
         ];
         let mut cache = cache_with_keys(&[keys]);
         KeyDiff::default()
-            .on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(2))
+            .compress(&mut cache, &Observations::default(), &Budget::Tokens(2))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![2, 4]]);
     }

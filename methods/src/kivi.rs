@@ -110,7 +110,7 @@ impl Kivi {
 }
 
 impl Method for Kivi {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "kivi"
     }
     fn params(&self) -> serde_json::Value {
@@ -119,7 +119,7 @@ impl Method for Kivi {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(
+    fn compress(
         &self,
         cache: &mut KvCache,
         _obs: &Observations,
@@ -174,7 +174,7 @@ mod tests {
         let mut cache = cache_with_keys(&keys);
         let (original, _) = cache.layer(0).dense().unwrap();
         let m = small();
-        m.on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(1))
+        m.compress(&mut cache, &Observations::default(), &Budget::Tokens(1))
             .unwrap();
         // Keys: 16 quantized (two blocks of 8), 5 in full precision; values: the last 8 in full
         // precision.
@@ -219,11 +219,11 @@ mod tests {
         };
         let (mut alone, obs) = one_hot_cache(32, 2, &[(3, 8.0), (20, 6.0)]);
         let mut composed = alone.fork();
-        crate::Method::on_prefill(&snap, &mut alone, &obs, &Budget::CompressionRatio(0.5)).unwrap();
+        crate::Method::compress(&snap, &mut alone, &obs, &Budget::CompressionRatio(0.5)).unwrap();
         let m = Composed::new(&[MethodConfig::Snapkv(snap), MethodConfig::Kivi(small())]);
         assert_eq!(m.name(), "snapkv+kivi");
         assert!(m.uses_budget());
-        m.on_prefill(&mut composed, &obs, &Budget::CompressionRatio(0.5))
+        m.compress(&mut composed, &obs, &Budget::CompressionRatio(0.5))
             .unwrap();
         // Halved by snapkv, then quantized: the same entries, kivi's size for 16 entries.
         assert_eq!(composed.entries(), 16);
@@ -254,7 +254,7 @@ mod tests {
             (Kivi::default(), "group (32) must divide head_dim (8)"),
         ] {
             let err = m
-                .on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(1))
+                .compress(&mut cache, &Observations::default(), &Budget::Tokens(1))
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with("kivi: ") && err.contains(field), "{err}");

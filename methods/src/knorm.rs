@@ -55,7 +55,7 @@ mod tests {
         ];
         let mut cache = cache_with_keys(&[head0, head1]);
         Knorm::default()
-            .on_prefill(
+            .compress(
                 &mut cache,
                 &Observations::default(),
                 &Budget::CompressionRatio(0.4),

@@ -65,7 +65,7 @@ impl KvHeadMerge {
 }
 
 impl Method for KvHeadMerge {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "kv_head_merge"
     }
     fn params(&self) -> serde_json::Value {
@@ -74,7 +74,7 @@ impl Method for KvHeadMerge {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         if self.group_size == 0 {
             return Err(MethodError::Config {
                 method: "kv_head_merge",
@@ -135,7 +135,7 @@ mod tests {
     }
 
     fn run(m: &KvHeadMerge, cache: &mut KvCache) {
-        m.on_prefill(cache, &Observations::default(), &Budget::Tokens(0))
+        m.compress(cache, &Observations::default(), &Budget::Tokens(0))
             .unwrap();
     }
 
@@ -167,7 +167,7 @@ mod tests {
         run(&KvHeadMerge { group_size: 1 }, &mut c);
         assert_eq!(c.bytes(), before);
         assert!(KvHeadMerge { group_size: 0 }
-            .on_prefill(&mut c, &Observations::default(), &Budget::Tokens(0))
+            .compress(&mut c, &Observations::default(), &Budget::Tokens(0))
             .is_err());
     }
 

@@ -284,7 +284,7 @@ fn rebuild(g: &HeadGroup, heads: Vec<HeadRows>, like: &Tensor) -> Result<Vec<Hea
 }
 
 impl Method for KvMerger {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "kvmerger"
     }
     fn params(&self) -> serde_json::Value {
@@ -299,7 +299,7 @@ impl Method for KvMerger {
                 ..Default::default()
             })
     }
-    fn on_prefill(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
         if self.threshold.is_nan() {
             return Err(config(
                 "kvmerger",
@@ -438,7 +438,7 @@ mod tests {
     fn a_run_of_similar_keys_becomes_one_gaussian_weighted_entry() {
         let (mut cache, obs) = cache_and_obs(&KEYS, &VALUES, &ACC);
         merging_only()
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(4))
+            .compress(&mut cache, &obs, &Budget::Tokens(4))
             .unwrap();
         // The run 1..=3 merges at the pivot's position 2; nothing else needs to go.
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 2, 4, 5]]);
@@ -471,14 +471,14 @@ mod tests {
         // pivot 2 (attention 0.5 > 0.3).
         let (mut cache, obs) = cache_and_obs(&KEYS, &VALUES, &ACC);
         merging_only()
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(5))
+            .compress(&mut cache, &obs, &Budget::Tokens(5))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 1, 2, 4, 5]]);
         // Budget 3: the run merges (4 entries), then h2o keeps the most recent (5) and the best
         // score of the rest: entry 0 (1.0) over the set (its best member 0.5) and entry 4 (0.4).
         let (mut cache, obs) = cache_and_obs(&KEYS, &VALUES, &ACC);
         merging_only()
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(3))
+            .compress(&mut cache, &obs, &Budget::Tokens(3))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 2, 5]]);
         assert_eq!(cache.layer(0).head_lens(), vec![3]);
@@ -489,7 +489,7 @@ mod tests {
             ..merging_only()
         };
         strict
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(4))
+            .compress(&mut cache, &obs, &Budget::Tokens(4))
             .unwrap();
         let kept = keep_of(&cache, 0)[0].clone();
         assert_eq!(kept.len(), 4);
@@ -507,7 +507,7 @@ mod tests {
         // Default: layer 0 of a one-layer model is among the first two, so h2o alone decides.
         let (mut cache, obs) = cache_and_obs(&KEYS, &VALUES, &ACC);
         KvMerger::default()
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(4))
+            .compress(&mut cache, &obs, &Budget::Tokens(4))
             .unwrap();
         // h2o: recent 2 (4, 5), then the best two of the rest: 0 (1.0) and 2 (0.5).
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 2, 4, 5]]);
@@ -516,7 +516,7 @@ mod tests {
         // Within budget nothing changes.
         let (mut cache, obs) = cache_and_obs(&KEYS, &VALUES, &ACC);
         merging_only()
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(6))
+            .compress(&mut cache, &obs, &Budget::Tokens(6))
             .unwrap();
         assert_eq!(stored(&cache).1, VALUES.map(|r| r.to_vec()).to_vec());
     }

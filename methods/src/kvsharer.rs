@@ -148,7 +148,7 @@ impl KvSharer {
 }
 
 impl Method for KvSharer {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "kvsharer"
     }
     fn params(&self) -> serde_json::Value {
@@ -157,7 +157,7 @@ impl Method for KvSharer {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         for (layer, source) in self.plan(cache)?.into_iter().enumerate() {
             if source != layer {
                 cache.share_layer(layer, source)?;
@@ -187,7 +187,7 @@ mod tests {
     }
 
     fn run(m: &KvSharer, cache: &mut KvCache) -> Result<()> {
-        m.on_prefill(cache, &Observations::default(), &Budget::Tokens(0))
+        m.compress(cache, &Observations::default(), &Budget::Tokens(0))
     }
 
     #[test]

@@ -138,7 +138,7 @@ mod tests {
             lag_size: 4,
         };
         // Keep sink + tail (5, score 1) + the top rank of each chunk (3/4).
-        m.on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(7))
+        m.compress(&mut cache, &Observations::default(), &Budget::Tokens(7))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 2, 8, 9, 10, 11, 12]]);
     }
@@ -151,7 +151,7 @@ mod tests {
             sink: 2,
             lag_size: 8,
         }
-        .on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(5))
+        .compress(&mut cache, &Observations::default(), &Budget::Tokens(5))
         .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 1, 7, 8, 9]]);
     }

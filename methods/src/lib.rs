@@ -45,7 +45,9 @@ mod testing;
 
 pub use budget::Budget;
 pub use cache::{HeadGroup, KvCache, LayerKv, Storage};
-pub use method::{LayerObservation, Method, ObservationNeeds, Observations, Rope};
+pub use method::{
+    LayerObservation, Method, ObservationNeeds, Observations, Rope, Session, Stateless,
+};
 pub use registry::{
     method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
 };

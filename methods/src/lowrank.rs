@@ -147,7 +147,7 @@ impl LowRankMethod {
 }
 
 impl Method for LowRankMethod {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "lowrank"
     }
     fn params(&self) -> serde_json::Value {
@@ -156,7 +156,7 @@ impl Method for LowRankMethod {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         let d = cache.head_dim();
         self.validate(d)?;
         for l in 0..cache.n_layers() {
@@ -238,7 +238,7 @@ mod tests {
             rank: Some(3),
             ..Default::default()
         };
-        m.on_prefill(
+        m.compress(
             &mut cache,
             &Observations::default(),
             &Budget::CompressionRatio(0.0),
@@ -254,7 +254,7 @@ mod tests {
             rank: Some(1),
             ..Default::default()
         }
-        .on_prefill(
+        .compress(
             &mut c2,
             &Observations::default(),
             &Budget::CompressionRatio(0.0),
@@ -273,7 +273,7 @@ mod tests {
             values: true,
             ..Default::default()
         }
-        .on_prefill(
+        .compress(
             &mut cache,
             &Observations::default(),
             &Budget::CompressionRatio(0.0),
@@ -298,7 +298,7 @@ mod tests {
             rank: Some(2),
             ..Default::default()
         }
-        .on_prefill(
+        .compress(
             &mut cache,
             &Observations::default(),
             &Budget::CompressionRatio(0.0),
@@ -334,7 +334,7 @@ mod tests {
             },
         ] {
             let e = m
-                .on_prefill(
+                .compress(
                     &mut cache,
                     &Observations::default(),
                     &Budget::CompressionRatio(0.0),

@@ -63,11 +63,13 @@ pub struct Observations {
     pub rope: Option<Rope>,
 }
 
-/// A KV-cache compression method. Implementations state their paper and defaults in their `//!`
-/// header.
+/// A KV-cache compression method: immutable configuration, shared by every request (and by
+/// parallel workers, hence `Send + Sync`). Everything that changes during one request lives in the
+/// [`Session`] the method opens for it. Implementations state their paper and defaults in their
+/// `//!` header.
 pub trait Method: Send + Sync {
     /// Registered name (`streaming_llm`); compositions are named `a+b`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
 
     /// Parameters as recorded in results (`method_params`).
     fn params(&self) -> serde_json::Value;
@@ -77,44 +79,72 @@ pub trait Method: Send + Sync {
         true
     }
 
+    /// What the shared prefill must record for the session's `on_prefill`.
     fn needs(&self) -> ObservationNeeds {
         ObservationNeeds::default()
     }
 
-    /// Compress the cache after the shared prefill of the context.
-    fn on_prefill(
+    /// What each decode forward must record for the session's `on_decode` (the new token's query
+    /// for H2O's decode variant and `decoding`). Nothing by default.
+    fn decode_needs(&self) -> ObservationNeeds {
+        ObservationNeeds::default()
+    }
+
+    /// Compress the cache after the shared prefill of the context, for a method without
+    /// per-request state: what the default [`Session`] does at `on_prefill`. Methods with state
+    /// override [`Method::session`] and implement this as a one-shot request (a fresh session's
+    /// `on_prefill`), never the other way round.
+    fn compress(
         &self,
         cache: &mut KvCache,
         obs: &Observations,
         budget: &Budget,
     ) -> Result<(), MethodError>;
 
-    /// Called after every decoded token; methods that keep compressing during generation act here.
-    fn on_decode_step(
-        &self,
+    /// Open the state of one request. The session lives from the compression after prefill to
+    /// the last decoded token; several sessions of one method may be alive at once. By default a
+    /// [`Stateless`] session: `compress` after prefill, nothing while decoding.
+    fn session(&self) -> Box<dyn Session + '_> {
+        Box::new(Stateless(self))
+    }
+}
+
+/// One request's run of a method: owns all its mutable state and gets the hooks, in order:
+/// `on_prefill` once, then `on_decode` after every decoded token.
+pub trait Session: Send {
+    /// Compress the cache after the shared prefill of the context (or of context + question, for
+    /// query-aware runs).
+    fn on_prefill(
+        &mut self,
+        cache: &mut KvCache,
+        obs: &Observations,
+        budget: &Budget,
+    ) -> Result<(), MethodError>;
+
+    /// Called after every decoded token with what that token's forward recorded
+    /// (`Method::decode_needs`); `step` counts the generated tokens now in the cache. Methods that
+    /// keep compressing during generation act here; nothing by default.
+    fn on_decode(
+        &mut self,
         _cache: &mut KvCache,
         _step: usize,
+        _obs: &Observations,
         _budget: &Budget,
     ) -> Result<(), MethodError> {
         Ok(())
     }
+}
 
-    /// What each decode forward must record for `on_decode_observed` (the new token's query for
-    /// H2O's decode variant and `decoding`). Nothing by default.
-    fn decode_needs(&self) -> ObservationNeeds {
-        ObservationNeeds::default()
-    }
+/// The session of a method without per-request state: `Method::compress` after prefill.
+pub struct Stateless<'a, M: ?Sized>(pub &'a M);
 
-    /// Called by the runner after every decoded token with what that token's forward recorded
-    /// (`decode_needs`); `step` counts the generated tokens now in the cache. Defaults to
-    /// `on_decode_step`, so methods that need no observation implement that instead.
-    fn on_decode_observed(
-        &self,
+impl<M: Method + ?Sized> Session for Stateless<'_, M> {
+    fn on_prefill(
+        &mut self,
         cache: &mut KvCache,
-        step: usize,
-        _obs: &Observations,
+        obs: &Observations,
         budget: &Budget,
     ) -> Result<(), MethodError> {
-        self.on_decode_step(cache, step, budget)
+        self.0.compress(cache, obs, budget)
     }
 }

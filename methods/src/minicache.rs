@@ -154,7 +154,7 @@ impl MiniCache {
 }
 
 impl Method for MiniCache {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "minicache"
     }
     fn params(&self) -> serde_json::Value {
@@ -163,7 +163,7 @@ impl Method for MiniCache {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         let n_layers = cache.n_layers();
         let start = self.check(n_layers)?;
         for a in (start..n_layers.saturating_sub(1)).step_by(2) {
@@ -229,7 +229,7 @@ mod tests {
         let mut c = cache(&[OTHER, OTHER, A, B, OTHER]);
         let dense_bytes = c.bytes();
         MiniCache::default()
-            .on_prefill(&mut c, &Observations::default(), &Budget::Tokens(0))
+            .compress(&mut c, &Observations::default(), &Budget::Tokens(0))
             .unwrap();
         // Layers 0, 1 (first half) and 4 (unpaired) untouched.
         for l in [0, 1, 4] {
@@ -277,7 +277,7 @@ mod tests {
         c.layer_mut(3).retain(&[vec![0, 1, 2]]).unwrap();
         let before = c.bytes();
         MiniCache::default()
-            .on_prefill(&mut c, &Observations::default(), &Budget::Tokens(0))
+            .compress(&mut c, &Observations::default(), &Budget::Tokens(0))
             .unwrap();
         assert_eq!(c.bytes(), before);
         assert!(c.layer(2).groups()[0].storage.is_dense());
@@ -286,7 +286,7 @@ mod tests {
             ..Default::default()
         };
         assert!(bad
-            .on_prefill(&mut c, &Observations::default(), &Budget::Tokens(0))
+            .compress(&mut c, &Observations::default(), &Budget::Tokens(0))
             .is_err());
     }
 

@@ -41,7 +41,7 @@ fn ratios_in_range<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error
 }
 
 impl Method for PerLayer {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "per_layer"
     }
     fn params(&self) -> serde_json::Value {
@@ -53,7 +53,7 @@ impl Method for PerLayer {
     fn needs(&self) -> ObservationNeeds {
         self.scorer.scorer().observation_needs()
     }
-    fn on_prefill(
+    fn compress(
         &self,
         cache: &mut KvCache,
         obs: &Observations,
@@ -112,7 +112,7 @@ mod tests {
             ratios: vec![0.25, 0.75],
             scorer: ScorerConfig::Knorm(Knorm::default()),
         };
-        m.on_prefill(
+        m.compress(
             &mut cache,
             &Observations::default(),
             &Budget::CompressionRatio(0.0),
@@ -125,7 +125,7 @@ mod tests {
             scorer: ScorerConfig::default(),
         };
         assert!(bad
-            .on_prefill(
+            .compress(
                 &mut cache,
                 &Observations::default(),
                 &Budget::CompressionRatio(0.0)

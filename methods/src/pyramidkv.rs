@@ -74,7 +74,7 @@ pub fn pyramid_budgets(
 }
 
 impl Method for PyramidKv {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "pyramidkv"
     }
     fn params(&self) -> serde_json::Value {
@@ -83,7 +83,7 @@ impl Method for PyramidKv {
     fn needs(&self) -> ObservationNeeds {
         self.scorer.scorer().observation_needs()
     }
-    fn on_prefill(
+    fn compress(
         &self,
         cache: &mut KvCache,
         obs: &Observations,
@@ -151,7 +151,7 @@ mod tests {
             beta: 20.0,
             scorer: ScorerConfig::Knorm(Knorm::default()),
         };
-        m.on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(4))
+        m.compress(&mut cache, &Observations::default(), &Budget::Tokens(4))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![(0..8).collect::<Vec<u32>>()]);
         assert_eq!(keep_of(&cache, 1), vec![vec![0, 1, 2, 3]]);

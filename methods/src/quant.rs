@@ -114,7 +114,7 @@ pub(crate) fn quantize_cache(
 }
 
 impl Method for Quant {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "quant"
     }
     fn params(&self) -> serde_json::Value {
@@ -123,7 +123,7 @@ impl Method for Quant {
     fn uses_budget(&self) -> bool {
         false
     }
-    fn on_prefill(
+    fn compress(
         &self,
         cache: &mut KvCache,
         _obs: &Observations,
@@ -178,7 +178,7 @@ mod tests {
             residual: 3,
             symmetric: false,
         };
-        m.on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(1))
+        m.compress(&mut cache, &Observations::default(), &Budget::Tokens(1))
             .unwrap();
         // Everything quantized: 2 x 10 x 8 / 2 code bytes, 2 x 10 x 2 groups x (scale + zero) x 2
         // bytes, for keys and values.
@@ -239,7 +239,7 @@ mod tests {
             ),
         ] {
             let err = m
-                .on_prefill(&mut cache, &Observations::default(), &Budget::Tokens(1))
+                .compress(&mut cache, &Observations::default(), &Budget::Tokens(1))
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with("quant: ") && err.contains(field), "{err}");

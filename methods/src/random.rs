@@ -56,7 +56,7 @@ mod tests {
         let run = |seed| {
             let mut c = base.fork();
             Random { seed }
-                .on_prefill(&mut c, &Observations::default(), &Budget::Tokens(16))
+                .compress(&mut c, &Observations::default(), &Budget::Tokens(16))
                 .unwrap();
             keep_of(&c, 0)
         };

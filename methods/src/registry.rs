@@ -8,9 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::adakv::AdaKv;
 use crate::cam::Cam;
 use crate::composed::Composed;
-use crate::decoding::{Decoding, DecodingMethod};
+use crate::decoding::Decoding;
 use crate::expected_attention::ExpectedAttention;
-use crate::h2o::{H2o, H2oMethod};
+use crate::h2o::H2o;
 use crate::keydiff::KeyDiff;
 use crate::kivi::Kivi;
 use crate::knorm::Knorm;
@@ -64,7 +64,7 @@ impl MethodConfig {
         match self {
             MethodConfig::Full => Box::new(Full),
             MethodConfig::StreamingLlm(m) => Box::new(m.clone()),
-            MethodConfig::H2o(m) => Box::new(H2oMethod::new(m.clone())),
+            MethodConfig::H2o(m) => Box::new(m.clone()),
             MethodConfig::Snapkv(m) => Box::new(m.clone()),
             MethodConfig::Tova(m) => Box::new(m.clone()),
             MethodConfig::Knorm(m) => Box::new(m.clone()),
@@ -75,7 +75,7 @@ impl MethodConfig {
             MethodConfig::Pyramidkv(m) => Box::new(m.clone()),
             MethodConfig::Adakv(m) => Box::new(m.clone()),
             MethodConfig::PerLayer(m) => Box::new(m.clone()),
-            MethodConfig::Decoding(m) => Box::new(DecodingMethod::new(m.clone())),
+            MethodConfig::Decoding(m) => Box::new(m.clone()),
             MethodConfig::Cam(m) => Box::new(m.clone()),
             MethodConfig::Kvmerger(m) => Box::new(m.clone()),
             MethodConfig::Minicache(m) => Box::new(m.clone()),

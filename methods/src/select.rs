@@ -177,7 +177,7 @@ mod tests {
 macro_rules! uniform_scorer_method {
     ($ty:ty, $name:literal) => {
         impl $crate::Method for $ty {
-            fn name(&self) -> &'static str {
+            fn name(&self) -> &str {
                 $name
             }
             fn params(&self) -> serde_json::Value {
@@ -186,7 +186,7 @@ macro_rules! uniform_scorer_method {
             fn needs(&self) -> $crate::ObservationNeeds {
                 $crate::scoring::Scorer::observation_needs(self)
             }
-            fn on_prefill(
+            fn compress(
                 &self,
                 cache: &mut $crate::KvCache,
                 obs: &$crate::Observations,

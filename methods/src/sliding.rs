@@ -45,7 +45,7 @@ pub fn on_compressible_layers<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Budget, Method};
+    use crate::Budget;
     use candle_core::{DType, Device, Tensor};
 
     /// Three layers, the middle one sliding with window 4; 10 positions prefilled.
@@ -83,7 +83,7 @@ mod tests {
         };
         on_compressible_layers(&mut c, &obs, |part, o| {
             assert_eq!(part.n_layers(), 2);
-            method.on_prefill(part, o, &Budget::CompressionRatio(0.5))
+            method.compress(part, o, &Budget::CompressionRatio(0.5))
         })
         .unwrap();
         assert_eq!(c.layer(1).positions(), before);

@@ -95,7 +95,7 @@ mod tests {
             kernel: 1,
             pooling: Pooling::Max,
         };
-        m.on_prefill(&mut cache, &obs, &Budget::Tokens(4)).unwrap();
+        m.compress(&mut cache, &obs, &Budget::Tokens(4)).unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![2, 5, 10, 11]]);
     }
 
@@ -107,7 +107,7 @@ mod tests {
             kernel: 3,
             pooling: Pooling::Max,
         };
-        m.on_prefill(&mut cache, &obs, &Budget::Tokens(5)).unwrap();
+        m.compress(&mut cache, &obs, &Budget::Tokens(5)).unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![4, 5, 6, 10, 11]]);
     }
 }

@@ -68,13 +68,13 @@ impl Scorer for StreamingLlm {
 }
 
 impl Method for StreamingLlm {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "streaming_llm"
     }
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "sinks": self.sinks })
     }
-    fn on_prefill(
+    fn compress(
         &self,
         cache: &mut KvCache,
         _: &Observations,

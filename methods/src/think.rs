@@ -80,7 +80,7 @@ impl Think {
 }
 
 impl Method for Think {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "think"
     }
     fn params(&self) -> serde_json::Value {
@@ -95,7 +95,7 @@ impl Method for Think {
             ..Default::default()
         }
     }
-    fn on_prefill(&self, cache: &mut KvCache, obs: &Observations, _budget: &Budget) -> Result<()> {
+    fn compress(&self, cache: &mut KvCache, obs: &Observations, _budget: &Budget) -> Result<()> {
         if !(0.0..1.0).contains(&self.key_channel_ratio) {
             return Err(MethodError::Config {
                 method: "think",
@@ -163,7 +163,7 @@ mod tests {
             key_channel_ratio: 0.5,
             window: 2,
         };
-        m.on_prefill(&mut cache, &obs, &Budget::CompressionRatio(0.0))
+        m.compress(&mut cache, &obs, &Budget::CompressionRatio(0.0))
             .unwrap();
         let g = &cache.layer(0).groups()[0];
         let Stored::ChannelPruned(f) = &g.storage.k else {
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(t(0.0).kept_channels(64), 64);
         let mut cache = cache_with_keys(&[vec![vec![1.0, 2.0]; 4]]);
         let err = t(1.0)
-            .on_prefill(
+            .compress(
                 &mut cache,
                 &Observations::default(),
                 &Budget::CompressionRatio(0.0),

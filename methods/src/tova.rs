@@ -87,7 +87,7 @@ mod tests {
         let obs = obs_with_queries(&[vec![q0], vec![q1]], 1);
         let mut cache = cache0.fork();
         Tova::default()
-            .on_prefill(&mut cache, &obs, &Budget::Tokens(3))
+            .compress(&mut cache, &obs, &Budget::Tokens(3))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![1, 3, 5], vec![1, 3, 5]]);
     }

@@ -16,7 +16,7 @@
 use candle_core::{DType, Device, Tensor};
 use kvbench_methods::{
     Budget, KvCache, LayerObservation, Method, MethodConfig, MethodSpec, ObservationNeeds,
-    Observations, Rope, METHODS,
+    Observations, Rope, Session, METHODS,
 };
 use rand::{Rng, SeedableRng};
 
@@ -361,8 +361,16 @@ fn check_storage(name: &str, cache: &KvCache, original: &[(Tensor, Tensor)], tol
     }
 }
 
-/// Generate `steps` tokens: append a random entry at the next position, then run the decode hook.
-fn decode(rng: &mut Rand, method: &dyn Method, cache: &mut KvCache, budget: &Budget, steps: usize) {
+/// Generate `steps` tokens: append a random entry at the next position, then run the decode hook
+/// of `session` (opened by `method`).
+fn decode(
+    rng: &mut Rand,
+    method: &dyn Method,
+    session: &mut dyn Session,
+    cache: &mut KvCache,
+    budget: &Budget,
+    steps: usize,
+) {
     for step in 1..=steps {
         let p = cache.next_position() as u32;
         for l in 0..LAYERS {
@@ -387,8 +395,8 @@ fn decode(rng: &mut Rand, method: &dyn Method, cache: &mut KvCache, budget: &Bud
             1,
             cache.next_position(),
         );
-        method
-            .on_decode_observed(cache, step, &obs, budget)
+        session
+            .on_decode(cache, step, &obs, budget)
             .unwrap_or_else(|e| panic!("{}: decode: {e}", method.name()));
     }
 }
@@ -396,10 +404,10 @@ fn decode(rng: &mut Rand, method: &dyn Method, cache: &mut KvCache, budget: &Bud
 #[test]
 fn every_registered_method_meets_the_cache_contract() {
     let specs = specs();
-    let names: Vec<&str> = specs.iter().map(|s| s.build().name()).collect();
+    let names: Vec<String> = specs.iter().map(|s| s.build().name().to_string()).collect();
     for d in METHODS {
         assert!(
-            names.contains(&d.name),
+            names.iter().any(|n| n == d.name),
             "{} is registered but not exercised",
             d.name
         );
@@ -437,7 +445,8 @@ fn every_registered_method_meets_the_cache_contract() {
             continue;
         }
         let mut c = full.fork();
-        method
+        let mut session = method.session();
+        session
             .on_prefill(&mut c, &obs, &Budget::CompressionRatio(0.0))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
@@ -457,6 +466,7 @@ fn every_registered_method_meets_the_cache_contract() {
             decode(
                 &mut Rand(rand::rngs::StdRng::seed_from_u64(9)),
                 &kvbench_methods::full::Full,
+                kvbench_methods::full::Full.session().as_mut(),
                 &mut reference,
                 &Budget::CompressionRatio(0.0),
                 3,
@@ -464,6 +474,7 @@ fn every_registered_method_meets_the_cache_contract() {
             decode(
                 &mut Rand(rand::rngs::StdRng::seed_from_u64(9)),
                 method.as_ref(),
+                session.as_mut(),
                 &mut c,
                 &Budget::CompressionRatio(0.0),
                 3,
@@ -529,7 +540,8 @@ fn check_budgets(
     for budget in budgets {
         {
             let mut c = full.fork();
-            method
+            let mut session = method.session();
+            session
                 .on_prefill(&mut c, obs, budget)
                 .unwrap_or_else(|e| panic!("{name} {budget:?}: {e}"));
             if name == "full" {
@@ -544,7 +556,7 @@ fn check_budgets(
                 "{name}: eviction must not move the next position"
             );
             let after_prefill = c.entries();
-            decode(rng, method, &mut c, budget, 4);
+            decode(rng, method, session.as_mut(), &mut c, budget, 4);
             check_storage(name, &c, original, lossy(method));
             assert_eq!(c.next_position(), LEN + 4, "{name}");
             let per_head: Vec<usize> = c.layers().iter().flat_map(|l| l.head_lens()).collect();
@@ -582,7 +594,8 @@ fn check_storage_method(
     let mut bytes = Vec::new();
     for budget in budgets {
         let mut c = full.fork();
-        method
+        let mut session = method.session();
+        session
             .on_prefill(&mut c, obs, budget)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for l in 0..LAYERS {
@@ -606,7 +619,7 @@ fn check_storage_method(
             full.bytes()
         );
         bytes.push(c.bytes());
-        decode(rng, method, &mut c, budget, 4);
+        decode(rng, method, session.as_mut(), &mut c, budget, 4);
         assert_eq!(c.next_position(), LEN + 4, "{name}");
         for l in 0..LAYERS {
             assert_eq!(

@@ -12,6 +12,7 @@
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use kvbench_methods::sliding::on_compressible_layers;
+use kvbench_methods::Session;
 use kvbench_methods::{Budget, KvCache, Method, ObservationNeeds, Observations};
 
 use crate::device::timed;
@@ -92,7 +93,9 @@ pub(super) fn generate(
     let observations = asked_first
         .as_ref()
         .map_or(&prefilled.observations, |f| &f.observations);
-    let compress_ms = compress(engine, &mut cache, observations, request)?;
+    // This request's method state: lives from the compression to the last decoded token.
+    let mut session = method.session();
+    let compress_ms = compress(engine, &mut cache, observations, session.as_mut(), request)?;
     let stored = StoredCache::measure(&cache);
     // Query-agnostic: the question goes in after compression; nothing to record.
     let asked = match asked_first {
@@ -105,7 +108,7 @@ pub(super) fn generate(
         )?,
     };
     let first_logits = asked.logits.context("question logits")?;
-    let decoded = decode(engine, &mut cache, &first_logits, request)?;
+    let decoded = decode(engine, &mut cache, &first_logits, session.as_mut(), request)?;
     engine.device.synchronize()?;
     let peak_bytes = crate::memory::peak_bytes(engine.device);
     let steps = decoded.tokens.len().saturating_sub(1).max(1);
@@ -124,16 +127,17 @@ pub(super) fn generate(
     })
 }
 
-/// The method's prefill hook on the compressible layers, timed.
+/// The session's prefill hook on the compressible layers, timed.
 fn compress(
     engine: &Engine,
     cache: &mut KvCache,
     observations: &Observations,
+    session: &mut dyn Session,
     request: &Request,
 ) -> Result<f64> {
     let ((), ms) = timed(engine.device, || {
         Ok(on_compressible_layers(cache, observations, |c, o| {
-            request.method.on_prefill(c, o, &request.budget)
+            session.on_prefill(c, o, &request.budget)
         })?)
     })?;
     Ok(ms)
@@ -146,11 +150,12 @@ struct Decoded {
 }
 
 /// Decode greedily from the question's logits until an end token or `max_new_tokens`, calling
-/// the method's decode hook after every forward.
+/// the session's decode hook after every forward.
 fn decode(
     engine: &Engine,
     cache: &mut KvCache,
     first_logits: &Tensor,
+    session: &mut dyn Session,
     request: &Request,
 ) -> Result<Decoded> {
     let eos = engine.loaded.tokenizer.eos_ids();
@@ -170,7 +175,7 @@ fn decode(
         let step = tokens.len();
         let ((), hook_ms) = timed(engine.device, || {
             Ok(on_compressible_layers(cache, &observations, |c, o| {
-                method.on_decode_observed(c, step, o, &request.budget)
+                session.on_decode(c, step, o, &request.budget)
             })?)
         })?;
         ms += step_ms + hook_ms;
