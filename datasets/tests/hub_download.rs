@@ -1,216 +1,19 @@
 //! Dataset downloads against a local HTTP/1.1 server in the hub's URL layout
 //! (`/datasets/{repo}/resolve/{revision}/{path}`): no network is used.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::io::Write;
+use std::path::Path;
 
 use kvbench_datasets::hub::{dataset_file, HubError, HubOptions};
 use kvbench_datasets::{
     DataSource, LoadOptions, LongBenchConfig, ScbenchConfig, ScbenchMode, WhitespaceTokens,
 };
-use sha2::{Digest, Sha256};
+use kvbench_testkit::{dead_endpoint, sha256_hex, Route, Server, TempDir, COMMIT};
 
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-#[derive(Clone)]
-struct Route {
-    body: Vec<u8>,
-    headers: Vec<(String, String)>,
-    /// Announce the full length, send this many bytes, then close the connection.
-    cut_at: Option<usize>,
-}
-
-struct Server {
-    base: String,
-    routes: Arc<Mutex<HashMap<String, Route>>>,
-    log: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    addr: std::net::SocketAddr,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, l, s) = (routes.clone(), log.clone(), stop.clone());
-        // bounded: at most 200 connections per server
-        let handle = std::thread::spawn(move || {
-            for conn in listener.incoming().take(200) {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = conn {
-                    let _ = serve(stream, &r, &l);
-                }
-            }
-        });
-        Server {
-            base: format!("http://{addr}"),
-            routes,
-            log,
-            stop,
-            addr,
-            handle: Some(handle),
-        }
-    }
-
-    /// Serves `body` as `path` of dataset `repo` at `revision` (already URL-escaped), with the
-    /// headers hf-hub reads; `lfs` gives it a sha256 etag.
-    fn dataset(&self, repo: &str, revision: &str, path: &str, body: &[u8], lfs: bool) -> Route {
-        let sha = hex(&Sha256::digest(body));
-        let etag = if lfs {
-            sha.clone()
-        } else {
-            sha[..40].to_string()
-        };
-        let mut headers = vec![
-            ("x-repo-commit".to_string(), COMMIT.to_string()),
-            ("etag".into(), format!("\"{etag}\"")),
-        ];
-        if lfs {
-            headers.push(("x-linked-etag".into(), format!("\"{sha}\"")));
-        }
-        let route = Route {
-            body: body.to_vec(),
-            headers,
-            cut_at: None,
-        };
-        self.routes.lock().unwrap().insert(
-            format!("/datasets/{repo}/resolve/{revision}/{path}"),
-            route.clone(),
-        );
-        route
-    }
-
-    fn set(&self, url_path: &str, route: Route) {
-        self.routes
-            .lock()
-            .unwrap()
-            .insert(url_path.to_string(), route);
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect(self.addr);
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn serve(
-    mut stream: TcpStream,
-    routes: &Mutex<HashMap<String, Route>>,
-    log: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
-        }
-    }
-    let path = target.split('?').next().unwrap_or("").to_string();
-    log.lock()
-        .unwrap()
-        .push(format!("{path} {}", range.clone().unwrap_or_default()));
-    let route = routes.lock().unwrap().get(&path).cloned();
-    let Some(route) = route else {
-        return stream.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-    };
-    let len = route.body.len();
-    let (status, body, mut headers) = match range.as_deref().and_then(|r| r.strip_prefix("bytes="))
-    {
-        Some(spec) => {
-            let (a, b) = spec.split_once('-').unwrap_or(("0", ""));
-            let start: usize = a.parse().unwrap_or(0);
-            let end = b
-                .parse::<usize>()
-                .map(|e| e.min(len - 1))
-                .unwrap_or(len - 1);
-            let cr = format!("bytes {start}-{end}/{len}");
-            (
-                "206 Partial Content",
-                &route.body[start..=end],
-                vec![("Content-Range".to_string(), cr)],
-            )
-        }
-        None => ("200 OK", &route.body[..], Vec::new()),
-    };
-    headers.extend(route.headers.iter().cloned());
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    match route.cut_at {
-        Some(cut) if cut < body.len() && body.len() > 1 => {
-            stream.write_all(&body[..cut])?;
-            stream.flush()?;
-            stream.shutdown(Shutdown::Both)
-        }
-        _ => stream.write_all(body),
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "kvbench-datasets-hub-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Serves `body` as `path` of dataset `repo` at `revision` (already URL-escaped), in the hub's
+/// URL layout; `lfs` gives it a sha256 etag.
+fn dataset(s: &Server, repo: &str, revision: &str, path: &str, body: &[u8], lfs: bool) -> Route {
+    s.hub_file(&format!("datasets/{repo}"), revision, path, body, lfs)
 }
 
 fn opts(cache: &Path, endpoint: &str) -> LoadOptions {
@@ -221,13 +24,6 @@ fn opts(cache: &Path, endpoint: &str) -> LoadOptions {
             progress: false,
         },
     }
-}
-
-fn dead_endpoint() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
 }
 
 fn zip_of(members: &[(&str, &str)]) -> Vec<u8> {
@@ -261,7 +57,7 @@ fn noise(n: usize) -> Vec<u8> {
 #[test]
 fn longbench_data_zip_from_the_hub_then_from_the_cache() {
     let mut s = Server::start();
-    let dir = TempDir::new("zip");
+    let dir = TempDir::new("datasets-hub", "zip");
     let records = [
         r#"{"input": "Who?", "context": "Ann wrote it.", "answers": ["Ann"], "length": 3, "dataset": "hotpotqa", "language": "en", "all_classes": null, "_id": "h1"}"#,
         r#"{"input": "Who?", "context": "x"}"#,
@@ -270,7 +66,7 @@ fn longbench_data_zip_from_the_hub_then_from_the_cache() {
         ("data/hotpotqa.jsonl", &records.join("\n")),
         ("data/trec.jsonl", ""),
     ]);
-    s.dataset("THUDM/LongBench", "main", "data.zip", &zip, true);
+    dataset(&s, "THUDM/LongBench", "main", "data.zip", &zip, true);
     let mut c = LongBenchConfig::local("unused", &["hotpotqa"]);
     c.source = DataSource::Hub;
     let loaded = c.load(&WhitespaceTokens, &opts(&dir.0, &s.base)).unwrap();
@@ -282,7 +78,7 @@ fn longbench_data_zip_from_the_hub_then_from_the_cache() {
     assert!(s
         .requests()
         .iter()
-        .any(|r| r.starts_with("/datasets/THUDM/LongBench/resolve/main/data.zip")));
+        .any(|r| r.starts_with("GET /datasets/THUDM/LongBench/resolve/main/data.zip")));
     // again with the server gone: from the cache
     s.stop();
     let again = c
@@ -294,9 +90,10 @@ fn longbench_data_zip_from_the_hub_then_from_the_cache() {
 #[test]
 fn revision_with_a_slash_is_escaped() {
     let s = Server::start();
-    let dir = TempDir::new("slash");
+    let dir = TempDir::new("datasets-hub", "slash");
     let body = noise(5000);
-    s.dataset(
+    dataset(
+        &s,
         "org/set",
         "refs%2Fconvert%2Fparquet",
         "task/test/0000.parquet",
@@ -319,7 +116,7 @@ fn revision_with_a_slash_is_escaped() {
     assert!(
         s.requests()
             .iter()
-            .all(|r| r.starts_with("/datasets/org/set/resolve/refs%2Fconvert%2Fparquet/")),
+            .all(|r| r.starts_with("GET /datasets/org/set/resolve/refs%2Fconvert%2Fparquet/")),
         "{:?}",
         s.requests()
     );
@@ -340,11 +137,11 @@ fn revision_with_a_slash_is_escaped() {
 #[test]
 fn a_download_cut_short_leaves_no_file_and_can_be_retried() {
     let s = Server::start();
-    let dir = TempDir::new("cut");
+    let dir = TempDir::new("datasets-hub", "cut");
     let body = noise(200_000);
-    let mut route = s.dataset("org/cut", "main", "data/scbench_kv.jsonl", &body, true);
+    let mut route = dataset(&s, "org/cut", "main", "data/scbench_kv.jsonl", &body, true);
     route.cut_at = Some(60_000);
-    s.set(
+    s.route(
         "/datasets/org/cut/resolve/main/data/scbench_kv.jsonl",
         route.clone(),
     );
@@ -362,11 +159,11 @@ fn a_download_cut_short_leaves_no_file_and_can_be_retried() {
         .join(COMMIT)
         .join("data/scbench_kv.jsonl")
         .exists());
-    let sha = hex(&Sha256::digest(&body));
+    let sha = sha256_hex(&body);
     assert!(!repo.join("blobs").join(&sha).exists(), "no complete blob");
     // the server recovers: the retry completes the file
     route.cut_at = None;
-    s.set(
+    s.route(
         "/datasets/org/cut/resolve/main/data/scbench_kv.jsonl",
         route,
     );
@@ -377,15 +174,15 @@ fn a_download_cut_short_leaves_no_file_and_can_be_retried() {
 #[test]
 fn a_corrupt_lfs_file_is_removed() {
     let s = Server::start();
-    let dir = TempDir::new("hash");
-    let mut route = s.dataset("org/bad", "main", "data.json", b"[]", true);
+    let dir = TempDir::new("datasets-hub", "hash");
+    let mut route = dataset(&s, "org/bad", "main", "data.json", b"[]", true);
     // announce the sha256 of other content
-    let wrong = hex(&Sha256::digest(b"something else"));
+    let wrong = sha256_hex(b"something else");
     route.headers = vec![
         ("x-repo-commit".into(), COMMIT.into()),
         ("x-linked-etag".into(), format!("\"{wrong}\"")),
     ];
-    s.set("/datasets/org/bad/resolve/main/data.json", route);
+    s.route("/datasets/org/bad/resolve/main/data.json", route);
     let e = dataset_file("org/bad", "main", "data.json", &opts(&dir.0, &s.base).hub).unwrap_err();
     assert!(matches!(e, HubError::HashMismatch { .. }), "{e:?}");
     assert!(!dir
@@ -398,9 +195,10 @@ fn a_corrupt_lfs_file_is_removed() {
 #[test]
 fn scbench_jsonl_from_the_hub() {
     let s = Server::start();
-    let dir = TempDir::new("scbench");
+    let dir = TempDir::new("datasets-hub", "scbench");
     let rec = r#"{"id": 0, "context": "{\"a\": \"1\"}", "multi_turns": [{"input": "Key: \"a\"", "answer": "1"}]}"#;
-    s.dataset(
+    dataset(
+        &s,
         "microsoft/SCBench",
         "main",
         "data/scbench_kv.jsonl",

