@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use kvbench_datasets::{ChatTemplateMode, DatasetConfig};
-use kvbench_methods::{method_names, Budget, MethodSpec};
+use kvbench_methods::{method_names, Budget, MethodSpec, ParamError};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::ModelSpec;
@@ -65,6 +65,61 @@ pub struct Plan {
 /// 1-based line of the first occurrence of `needle` in `text`, to point errors at the YAML.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// 1-based line of each entry of the top-level `methods:` list (block style, `  - ...` lines at
+/// the list's indentation), in order; empty when the list is written in flow style.
+fn method_entry_lines(text: &str) -> Vec<usize> {
+    let mut lines = text.lines().enumerate();
+    if !lines.any(|(_, l)| l.starts_with("methods:")) {
+        return Vec::new();
+    }
+    let mut indent = None;
+    let mut out = Vec::new();
+    for (i, l) in lines {
+        let body = l.split('#').next().unwrap_or("");
+        if body.trim().is_empty() {
+            continue;
+        }
+        let ind = body.len() - body.trim_start().len();
+        if ind == 0 && !body.starts_with('-') {
+            break; // the next top-level key
+        }
+        if body.trim_start().starts_with('-') && *indent.get_or_insert(ind) == ind {
+            out.push(i + 1);
+        }
+    }
+    out
+}
+
+/// `FILE:LINE: method `NAME`, field `FIELD`: what is wrong and the allowed values`, for the
+/// `index`-th entry of `methods:` (its part `part` when it is a composition).
+fn method_param_error(
+    path: &Path,
+    text: &str,
+    index: usize,
+    spec: &MethodSpec,
+    part: usize,
+    e: &ParamError,
+) -> anyhow::Error {
+    let line = method_entry_lines(text)
+        .get(index)
+        .copied()
+        .or_else(|| line_of(text, "methods:"));
+    let within = match spec {
+        MethodSpec::Composed(parts) if parts.len() > 1 => {
+            format!(" (part {} of the composition)", part + 1)
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!(
+        "{}: methods entry {}{within}: method `{}`, field `{}` {}",
+        at(path, line),
+        index + 1,
+        e.method,
+        e.field,
+        e.message
+    )
 }
 
 fn at(path: &Path, line: Option<usize>) -> String {
@@ -129,6 +184,11 @@ impl Plan {
                 at(path, line_of(text, "attention_chunk"))
             );
         }
+        // Every method's parameters, before any model or dataset work.
+        for (i, m) in raw.methods.iter().enumerate() {
+            m.validate()
+                .map_err(|(part, e)| method_param_error(path, text, i, m, part, &e))?;
+        }
         let mut runs = Vec::new();
         for m in &raw.methods {
             let uses_budget = m.build().uses_budget();
@@ -167,6 +227,22 @@ impl Plan {
 }
 
 impl Plan {
+    /// The methods' parameters against the loaded model's shape (e.g. `quant`'s `group` must
+    /// divide `head_dim`, `per_layer` gives one ratio per layer): an error naming the file, the
+    /// line of the method's entry and the field. Call right after loading, before the first sample.
+    pub fn check_model_shape(&self, n_layers: usize, n_kv_heads: usize, head_dim: usize) -> Result<()> {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        for (i, m) in self.raw.methods.iter().enumerate() {
+            m.check_model_shape(n_layers, n_kv_heads, head_dim)
+                .map_err(|(part, e)| {
+                    method_param_error(&self.source, &text, i, m, part, &e).context(format!(
+                        "the model has {n_layers} layers, {n_kv_heads} KV heads of dimension {head_dim}"
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
     /// `chat_template: true` on a dataset needs a model with a chat template: an error naming
     /// the file, line and dataset otherwise. Call before any dataset work.
     pub fn check_chat_templates(&self, model_has_template: bool) -> Result<()> {
@@ -242,6 +318,48 @@ mod tests {
             .to_string();
         assert!(
             err.contains("x.yaml:9") && err.contains("knrom") && err.contains("adakv"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_method_parameters_name_file_line_method_field_and_allowed_values() {
+        let bad = GOOD.replace("  - method: streaming_llm\n", "  - method: streaming_llm\n  # a comment\n  - method: kivi\n    bits: 3\n");
+        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        assert!(
+            err.contains("x.yaml:11") && err.contains("`kivi`") && err.contains("`bits`") && err.contains("2 or 4"),
+            "{err}"
+        );
+        let bad = GOOD.replace(
+            "  - method: streaming_llm\n",
+            "  - [{method: snapkv}, {method: quant, group: 0}]\n",
+        );
+        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        assert!(
+            err.contains("x.yaml:9") && err.contains("part 2") && err.contains("`quant`") && err.contains("`group`"),
+            "{err}"
+        );
+        // Flow-style lists point at `methods:`.
+        let bad = GOOD.replace(
+            "methods:\n  - method: full\n  - method: streaming_llm\n",
+            "methods: [{method: full}, {method: snapkv, window: 0}]\n",
+        );
+        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        assert!(err.contains("x.yaml:7") && err.contains("`window`"), "{err}");
+    }
+
+    #[test]
+    fn model_shape_is_checked_with_the_entry_line() {
+        let yaml = GOOD.replace("  - method: streaming_llm\n", "  - method: streaming_llm\n  - method: quant\n    group: 64\n");
+        let dir = std::env::temp_dir().join(format!("kvbench-shape-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let plan = Plan::load(&path).unwrap();
+        plan.check_model_shape(30, 3, 64).unwrap();
+        let err = format!("{:#}", plan.check_model_shape(30, 3, 32).unwrap_err());
+        assert!(
+            err.contains("q.yaml:10") && err.contains("`quant`") && err.contains("`group`") && err.contains("head_dim (32)"),
             "{err}"
         );
     }

@@ -93,6 +93,18 @@ impl Method for AdaKv {
     fn needs(&self) -> ObservationNeeds {
         self.scorer.scorer().observation_needs()
     }
+    fn validate(&self) -> Result<(), crate::ParamError> {
+        crate::params::check_range(
+            "adakv",
+            "floor",
+            self.floor,
+            0.0,
+            1.0,
+            true,
+            "share of the uniform budget every head keeps",
+        )?;
+        self.scorer.validate_within("adakv", "scorer")
+    }
     fn compress(
         &self,
         cache: &mut KvCache,

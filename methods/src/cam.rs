@@ -171,6 +171,9 @@ impl Method for Cam {
                 ..Default::default()
             })
     }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        self.scorer.validate_within("cam", "scorer")
+    }
     fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
         for l in 0..cache.n_layers() {
             let lens = cache.layer(l).head_lens();

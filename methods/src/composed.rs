@@ -8,7 +8,8 @@
 //! run in the same order. Recorded as `method: a+b`, `method_params` the list of the parts' configs.
 
 use crate::{
-    Budget, KvCache, Method, MethodConfig, MethodError, ObservationNeeds, Observations, Session,
+    Budget, KvCache, Method, MethodConfig, MethodError, ObservationNeeds, Observations, ParamError,
+    Session,
 };
 
 pub struct Composed {
@@ -39,6 +40,19 @@ impl Method for Composed {
     }
     fn uses_budget(&self) -> bool {
         self.parts.iter().any(|p| p.uses_budget())
+    }
+    fn validate(&self) -> Result<(), ParamError> {
+        self.parts.iter().try_for_each(|p| p.validate())
+    }
+    fn check_model_shape(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<(), ParamError> {
+        self.parts
+            .iter()
+            .try_for_each(|p| p.check_model_shape(n_layers, n_kv_heads, head_dim))
     }
     fn needs(&self) -> ObservationNeeds {
         self.parts

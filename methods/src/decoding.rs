@@ -170,6 +170,29 @@ impl Method for Decoding {
         }
     }
     /// The prefilled context is left alone.
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        crate::params::check_positive(
+            "decoding",
+            "interval",
+            self.interval,
+            "generated tokens between two compressions",
+        )?;
+        crate::params::check_positive(
+            "decoding",
+            "target_size",
+            self.target_size,
+            "entries per layer and KV head after a compression",
+        )?;
+        if self.scorer.scorer().observation_needs().query_statistics.is_some() {
+            return Err(crate::ParamError::new(
+                "decoding",
+                "scorer",
+                "`expected_attention` is not supported during generation (it needs the \
+                 prefill's query statistics); use knorm, snapkv, tova, h2o, ...",
+            ));
+        }
+        self.scorer.validate_within("decoding", "scorer")
+    }
     fn compress(&self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<()> {
         Ok(())
     }

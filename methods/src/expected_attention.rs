@@ -100,6 +100,16 @@ impl Scorer for ExpectedAttention {
             ..Default::default()
         }
     }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        if !self.epsilon.is_finite() {
+            return Err(crate::ParamError::new(
+                "expected_attention",
+                "epsilon",
+                format!("= {} must be a finite number (the default is 0)", self.epsilon),
+            ));
+        }
+        Ok(())
+    }
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>> {
         const NAME: &str = "expected_attention";
         let o = input.observation();

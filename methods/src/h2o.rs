@@ -91,6 +91,17 @@ impl Scorer for H2o {
     fn scorer_name(&self) -> &'static str {
         "h2o"
     }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        crate::params::check_range(
+            "h2o",
+            "recent_fraction",
+            self.recent_fraction,
+            0.0,
+            1.0,
+            true,
+            "share of each head's budget kept for the most recent entries",
+        )
+    }
     fn observation_needs(&self) -> ObservationNeeds {
         ObservationNeeds {
             accumulated_attention: true,
@@ -125,6 +136,9 @@ impl Method for H2o {
         }
     }
     /// A one-shot request: a fresh session's prefill.
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        Scorer::validate(self)
+    }
     fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
         self.session().on_prefill(cache, obs, budget)
     }

@@ -24,9 +24,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::quant::{check_schemes, quantize_cache};
+use crate::params::check_positive;
+use crate::quant::{check_scheme_shape, check_schemes, quantize_cache};
 use crate::storage::{QuantAxis, QuantScheme, ResidualRule};
-use crate::{Budget, KvCache, Method, MethodError, Observations};
+use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -83,28 +84,8 @@ impl Kivi {
     }
 
     fn check(&self, head_dim: usize) -> Result<(), MethodError> {
-        let config = |message: String| {
-            Err(MethodError::Config {
-                method: "kivi",
-                message,
-            })
-        };
-        if !matches!(self.bits, 2 | 4) {
-            return config(format!(
-                "bits must be 2 or 4 (KIVI-2 or KIVI-4), got {}",
-                self.bits
-            ));
-        }
-        if self.group == 0 {
-            return config("group must be at least 1".into());
-        }
-        if self.residual == 0 || !self.residual.is_multiple_of(self.group) {
-            return config(format!(
-                "residual ({}) must be a positive multiple of group ({}): keys are quantized per \
-                 channel, residual entries at a time",
-                self.residual, self.group
-            ));
-        }
+        self.validate()?;
+        self.check_model_shape(0, 0, head_dim)?;
         check_schemes("kivi", &[self.key_scheme(), self.value_scheme()], head_dim)
     }
 }
@@ -118,6 +99,37 @@ impl Method for Kivi {
     }
     fn uses_budget(&self) -> bool {
         false
+    }
+    fn validate(&self) -> Result<(), ParamError> {
+        if !matches!(self.bits, 2 | 4) {
+            return Err(ParamError::new(
+                "kivi",
+                "bits",
+                format!("must be 2 or 4 (KIVI-2 or KIVI-4), got {}", self.bits),
+            ));
+        }
+        check_positive("kivi", "group", self.group, "entries per key group, channels per value group")?;
+        if self.residual == 0 || !self.residual.is_multiple_of(self.group) {
+            return Err(ParamError::new(
+                "kivi",
+                "residual",
+                format!(
+                    "({}) must be a positive multiple of group ({}): keys are quantized per \
+                     channel, residual entries at a time",
+                    self.residual, self.group
+                ),
+            ));
+        }
+        Ok(())
+    }
+    fn check_model_shape(
+        &self,
+        _n_layers: usize,
+        _n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<(), ParamError> {
+        // Values are quantized per token, in groups of `group` channels.
+        check_scheme_shape("kivi", self.bits, self.group, true, head_dim)
     }
     fn compress(
         &self,

@@ -74,14 +74,16 @@ impl Method for KvHeadMerge {
     fn uses_budget(&self) -> bool {
         false
     }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        crate::params::check_positive(
+            "kv_head_merge",
+            "group_size",
+            self.group_size,
+            "consecutive KV heads merged into one",
+        )
+    }
     fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
-        if self.group_size == 0 {
-            return Err(MethodError::Config {
-                method: "kv_head_merge",
-                message: "group_size = 0; give the number of consecutive KV heads merged (>= 1)"
-                    .into(),
-            });
-        }
+        self.validate()?;
         for l in 0..cache.n_layers() {
             cache.layer_mut(l).restore(|g| {
                 let group_of = self.group_of(g);

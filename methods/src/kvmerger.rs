@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::h2o::H2o;
 use crate::registry::ScorerConfig;
-use crate::scoring::{config, LayerInput};
+use crate::scoring::LayerInput;
 use crate::select::{evict_layer, score_layer, top_k_sorted};
 use crate::{
     Budget, HeadGroup, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage,
@@ -299,13 +299,18 @@ impl Method for KvMerger {
                 ..Default::default()
             })
     }
-    fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
         if self.threshold.is_nan() {
-            return Err(config(
+            return Err(crate::ParamError::new(
                 "kvmerger",
-                "threshold is NaN; give a cosine similarity in [-1, 1]",
+                "threshold",
+                "is NaN; give a cosine similarity in [-1, 1]",
             ));
         }
+        self.scorer.validate_within("kvmerger", "scorer")
+    }
+    fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
+        self.validate()?;
         let n_layers = cache.n_layers();
         let scorer = self.scorer.scorer();
         for l in 0..n_layers {

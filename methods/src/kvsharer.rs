@@ -71,12 +71,7 @@ fn distance(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 impl KvSharer {
     fn target_count(&self, n_layers: usize) -> Result<usize> {
-        if !(0.0..1.0).contains(&self.fraction) {
-            return Err(config_error(format!(
-                "fraction = {} must be in [0, 1)",
-                self.fraction
-            )));
-        }
+        self.validate()?;
         let want = self
             .layers_shared
             .unwrap_or((self.fraction * n_layers as f64).round() as usize);
@@ -156,6 +151,28 @@ impl Method for KvSharer {
     }
     fn uses_budget(&self) -> bool {
         false
+    }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        crate::params::check_range(
+            "kvsharer",
+            "fraction",
+            self.fraction,
+            0.0,
+            1.0,
+            false,
+            "share of the layers that read another layer's cache",
+        )
+    }
+    fn check_model_shape(
+        &self,
+        n_layers: usize,
+        _n_kv_heads: usize,
+        _head_dim: usize,
+    ) -> std::result::Result<(), crate::ParamError> {
+        self.target_count(n_layers).map(|_| ()).map_err(|e| {
+            let field = if self.layers_shared.is_some() { "layers_shared" } else { "fraction" };
+            crate::ParamError::new("kvsharer", field, e.to_string().trim_start_matches("kvsharer: ").to_string())
+        })
     }
     fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         for (layer, source) in self.plan(cache)?.into_iter().enumerate() {

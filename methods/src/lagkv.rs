@@ -72,6 +72,14 @@ impl Scorer for LagKv {
     fn scorer_name(&self) -> &'static str {
         "lagkv"
     }
+    fn validate(&self) -> Result<(), crate::ParamError> {
+        crate::params::check_positive(
+            "lagkv",
+            "lag_size",
+            self.lag_size,
+            "chunk length; each chunk is scored against the next",
+        )
+    }
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
         let lag = self.lag_size.max(1);
         input

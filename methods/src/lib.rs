@@ -9,6 +9,7 @@ pub mod budget;
 pub mod cache;
 pub mod full;
 pub mod method;
+pub mod params;
 pub mod registry;
 pub mod scoring;
 pub mod select;
@@ -51,6 +52,7 @@ pub use method::{
 pub use registry::{
     method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
 };
+pub use params::ParamError;
 pub use scoring::Scorer;
 pub use storage::{Form, Stored};
 
@@ -61,6 +63,9 @@ pub enum MethodError {
     Tensor(#[from] candle_core::Error),
     #[error("cache: {0}")]
     Cache(String),
+    /// A parameter value the method does not accept (also reported when the plan is built).
+    #[error(transparent)]
+    Param(#[from] ParamError),
     #[error("{method}: {message}")]
     Config {
         method: &'static str,

@@ -71,24 +71,11 @@ impl Spectrum {
 }
 
 impl LowRankMethod {
-    fn err(&self, message: String) -> MethodError {
-        MethodError::Config {
-            method: "lowrank",
-            message,
-        }
-    }
-
-    fn validate(&self, head_dim: usize) -> Result<()> {
-        match (self.rank, self.energy) {
-            (Some(_), Some(_)) => Err(self.err("give either `rank` or `energy`, not both".into())),
-            (Some(r), None) if r == 0 || r > head_dim => Err(self.err(format!(
-                "`rank` must be in 1..={head_dim} (the head dimension), got {r}"
-            ))),
-            (None, Some(e)) if !(e > 0.0 && e <= 1.0) => Err(self.err(format!(
-                "`energy` is the fraction of the spectrum kept, in (0, 1]; got {e}"
-            ))),
-            _ => Ok(()),
-        }
+    /// The run-time check: the plan-time checks, on the cache's head dimension.
+    fn check(&self, head_dim: usize) -> Result<()> {
+        self.validate()?;
+        self.check_model_shape(0, 0, head_dim)?;
+        Ok(())
     }
 
     /// Spectra of every head of `x` (`[heads, n, d]`).
@@ -156,9 +143,39 @@ impl Method for LowRankMethod {
     fn uses_budget(&self) -> bool {
         false
     }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        let err = |field: &str, message: String| Err(crate::ParamError::new("lowrank", field, message));
+        match (self.rank, self.energy) {
+            (Some(_), Some(_)) => err(
+                "rank",
+                "and `energy` are both given; give either `rank` or `energy`, not both".into(),
+            ),
+            (Some(0), None) => err("rank", "= 0 must be at least 1 (rank per head)".into()),
+            (None, Some(e)) if !(e > 0.0 && e <= 1.0) => err(
+                "energy",
+                format!("= {e} must be in (0, 1] (the fraction of the spectrum kept)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+    fn check_model_shape(
+        &self,
+        _n_layers: usize,
+        _n_kv_heads: usize,
+        head_dim: usize,
+    ) -> std::result::Result<(), crate::ParamError> {
+        match self.rank {
+            Some(r) if r > head_dim => Err(crate::ParamError::new(
+                "lowrank",
+                "rank",
+                format!("= {r} must be in 1..={head_dim} (the head dimension)"),
+            )),
+            _ => Ok(()),
+        }
+    }
     fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         let d = cache.head_dim();
-        self.validate(d)?;
+        self.check(d)?;
         for l in 0..cache.n_layers() {
             let layer = cache.layer(l);
             if layer.groups().is_empty() {

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use crate::{Budget, KvCache, MethodError};
+use crate::{Budget, KvCache, MethodError, ParamError};
 
 /// What a method needs recorded during the shared prefill. The runner takes the union over the
 /// methods of an experiment, so each quantity is computed once per sample.
@@ -73,6 +73,25 @@ pub trait Method: Send + Sync {
 
     /// Parameters as recorded in results (`method_params`).
     fn params(&self) -> serde_json::Value;
+
+    /// Check every parameter value, with no model at hand: called when the plan is built, so
+    /// that `kvbench validate` and `kvbench run` reject a bad value before any download. The
+    /// method's run-time checks of its configuration call this too. Nothing to check by default.
+    fn validate(&self) -> Result<(), ParamError> {
+        Ok(())
+    }
+
+    /// Check the parameters against the model's shape (`head_dim` of every KV head, the number
+    /// of layers): called once after the model is loaded, before the first sample, and by the
+    /// method at run time on its cache. Nothing to check by default.
+    fn check_model_shape(
+        &self,
+        _n_layers: usize,
+        _n_kv_heads: usize,
+        _head_dim: usize,
+    ) -> Result<(), ParamError> {
+        Ok(())
+    }
 
     /// Whether the budget axis applies (`full` runs once, without a budget).
     fn uses_budget(&self) -> bool {

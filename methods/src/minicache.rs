@@ -119,12 +119,7 @@ impl MiniCache {
             method: "minicache",
             message,
         };
-        if !(0.0..=1.0).contains(&self.t) {
-            return Err(bad(format!("t = {} must be in [0, 1]", self.t)));
-        }
-        if !(0.0..=1.0).contains(&self.gamma) {
-            return Err(bad(format!("gamma = {} must be in [0, 1]", self.gamma)));
-        }
+        self.validate()?;
         let start = self.start_layer.unwrap_or(n_layers / 2);
         if start >= n_layers {
             return Err(bad(format!(
@@ -162,6 +157,36 @@ impl Method for MiniCache {
     }
     fn uses_budget(&self) -> bool {
         false
+    }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        use crate::params::check_range;
+        check_range("minicache", "t", self.t, 0.0, 1.0, true, "SLERP weight of the deeper layer")?;
+        check_range(
+            "minicache",
+            "gamma",
+            self.gamma,
+            0.0,
+            1.0,
+            true,
+            "share of the angular-distance range kept unmerged",
+        )
+    }
+    fn check_model_shape(
+        &self,
+        n_layers: usize,
+        _n_kv_heads: usize,
+        _head_dim: usize,
+    ) -> std::result::Result<(), crate::ParamError> {
+        match self.start_layer {
+            Some(start) if start >= n_layers => Err(crate::ParamError::new(
+                "minicache",
+                "start_layer",
+                format!(
+                    "= {start} but the model has {n_layers} layers; use a start_layer below {n_layers}"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
     fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {
         let n_layers = cache.n_layers();

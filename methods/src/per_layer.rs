@@ -53,22 +53,53 @@ impl Method for PerLayer {
     fn needs(&self) -> ObservationNeeds {
         self.scorer.scorer().observation_needs()
     }
+    fn validate(&self) -> Result<(), crate::ParamError> {
+        if self.ratios.is_empty() {
+            return Err(crate::ParamError::new(
+                "per_layer",
+                "ratios",
+                "is empty; give one compression ratio per layer, each in [0, 1)",
+            ));
+        }
+        for (l, &r) in self.ratios.iter().enumerate() {
+            crate::params::check_range(
+                "per_layer",
+                &format!("ratios[{l}]"),
+                r,
+                0.0,
+                1.0,
+                false,
+                "fraction of the layer's entries removed",
+            )?;
+        }
+        self.scorer.validate_within("per_layer", "scorer")
+    }
+    fn check_model_shape(
+        &self,
+        n_layers: usize,
+        _n_kv_heads: usize,
+        _head_dim: usize,
+    ) -> Result<(), crate::ParamError> {
+        if self.ratios.len() != n_layers {
+            return Err(crate::ParamError::new(
+                "per_layer",
+                "ratios",
+                format!(
+                    "has {} ratios for a model of {n_layers} layers; give exactly {n_layers}",
+                    self.ratios.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
     fn compress(
         &self,
         cache: &mut KvCache,
         obs: &Observations,
         _budget: &Budget,
     ) -> Result<(), MethodError> {
-        if self.ratios.len() != cache.n_layers() {
-            return Err(MethodError::Config {
-                method: "per_layer",
-                message: format!(
-                    "{} ratios for a model of {} layers",
-                    self.ratios.len(),
-                    cache.n_layers()
-                ),
-            });
-        }
+        self.validate()?;
+        self.check_model_shape(cache.n_layers(), 0, cache.head_dim())?;
         for (l, &r) in self.ratios.iter().enumerate() {
             let budget = Budget::CompressionRatio(r);
             let targets: Vec<usize> = cache

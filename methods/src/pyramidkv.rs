@@ -83,6 +83,20 @@ impl Method for PyramidKv {
     fn needs(&self) -> ObservationNeeds {
         self.scorer.scorer().observation_needs()
     }
+    fn validate(&self) -> Result<(), crate::ParamError> {
+        if !(self.beta >= 1.0 && self.beta.is_finite()) {
+            return Err(crate::ParamError::new(
+                "pyramidkv",
+                "beta",
+                format!(
+                    "= {} must be a number >= 1 (steepness: the smallest layer budget is \
+                     (B - window) / beta + window; the default is 20)",
+                    self.beta
+                ),
+            ));
+        }
+        self.scorer.validate_within("pyramidkv", "scorer")
+    }
     fn compress(
         &self,
         cache: &mut KvCache,

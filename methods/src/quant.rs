@@ -21,7 +21,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
-use crate::{Budget, KvCache, Method, MethodError, Observations, Storage, Stored};
+use crate::params::check_positive;
+use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError, Storage, Stored};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +76,36 @@ impl Quant {
     }
 }
 
+/// Whether codes of `bits` bits and groups of `group` channels fit entries of `head_dim` channels,
+/// as an error naming the field: `bits` when a head's codes do not fill whole bytes, `group` when
+/// it does not divide `head_dim` (for per-token groups).
+pub(crate) fn check_scheme_shape(
+    method: &'static str,
+    bits: u32,
+    group: usize,
+    per_token: bool,
+    head_dim: usize,
+) -> Result<(), ParamError> {
+    if !(head_dim * bits as usize).is_multiple_of(8) {
+        return Err(ParamError::new(
+            method,
+            "bits",
+            format!("({bits}): head_dim {head_dim} does not pack into bytes at {bits} bits"),
+        ));
+    }
+    if per_token && group > 0 && !head_dim.is_multiple_of(group) {
+        return Err(ParamError::new(
+            method,
+            "group",
+            format!(
+                "({group}) must divide head_dim ({head_dim}) for per-token quantization; \
+                 use a divisor of {head_dim}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Check `schemes` against the cache's `head_dim`, as configuration errors of `method`.
 pub(crate) fn check_schemes(
     method: &'static str,
@@ -123,12 +154,32 @@ impl Method for Quant {
     fn uses_budget(&self) -> bool {
         false
     }
+    fn validate(&self) -> Result<(), ParamError> {
+        if !matches!(self.bits, 2 | 4 | 8) {
+            return Err(ParamError::new(
+                "quant",
+                "bits",
+                format!("must be 2, 4 or 8, got {}", self.bits),
+            ));
+        }
+        check_positive("quant", "group", self.group, "consecutive channels sharing a scale")
+    }
+    fn check_model_shape(
+        &self,
+        _n_layers: usize,
+        _n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<(), ParamError> {
+        check_scheme_shape("quant", self.bits, self.group, true, head_dim)
+    }
     fn compress(
         &self,
         cache: &mut KvCache,
         _obs: &Observations,
         _budget: &Budget,
     ) -> Result<(), MethodError> {
+        self.validate()?;
+        self.check_model_shape(cache.n_layers(), 0, cache.head_dim())?;
         let s = self.scheme();
         check_schemes("quant", &[s], cache.head_dim())?;
         quantize_cache(cache, s, s)

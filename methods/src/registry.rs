@@ -28,7 +28,7 @@ use crate::scoring::Scorer;
 use crate::snapkv::SnapKv;
 use crate::think::Think;
 use crate::tova::Tova;
-use crate::{full::Full, streaming_llm::StreamingLlm, Method};
+use crate::{full::Full, streaming_llm::StreamingLlm, Method, ParamError};
 
 /// A method as written in an experiment (`- method: streaming_llm`, `sinks: 4`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -87,6 +87,22 @@ impl MethodConfig {
             MethodConfig::Quant(m) => Box::new(m.clone()),
         }
     }
+
+    /// Check every parameter value (`Method::validate`): call when the plan is built.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        self.build().validate()
+    }
+
+    /// Check the parameters against the loaded model's shape (`Method::check_model_shape`).
+    pub fn check_model_shape(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<(), ParamError> {
+        self.build()
+            .check_model_shape(n_layers, n_kv_heads, head_dim)
+    }
 }
 
 /// A scorer inside a budget allocator or `decoding` (`scorer: {method: knorm}`): the registered
@@ -125,6 +141,14 @@ impl ScorerConfig {
             ScorerConfig::Lagkv(s) => s,
         }
     }
+
+    /// Check the scorer's parameters, reported as the field `field` of the method `outer`
+    /// (`adakv: scorer.window (snapkv) ...`).
+    pub fn validate_within(&self, outer: &'static str, field: &str) -> Result<(), ParamError> {
+        self.scorer()
+            .validate()
+            .map_err(|e| e.within(outer, field))
+    }
 }
 
 /// One entry of an experiment's `methods:`: a method (`- method: snapkv`) or a composition applied
@@ -143,6 +167,36 @@ impl MethodSpec {
             MethodSpec::Composed(parts) if parts.len() == 1 => parts[0].build(),
             MethodSpec::Composed(parts) => Box::new(Composed::new(parts)),
         }
+    }
+
+    /// The configurations applied in order (one for a single method).
+    pub fn parts(&self) -> &[MethodConfig] {
+        match self {
+            MethodSpec::One(c) => std::slice::from_ref(c),
+            MethodSpec::Composed(parts) => parts,
+        }
+    }
+
+    /// Check every parameter of every part: `Err((i, e))` for part `i` (0 for a single method).
+    pub fn validate(&self) -> Result<(), (usize, ParamError)> {
+        for (i, c) in self.parts().iter().enumerate() {
+            c.validate().map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
+    /// Check every part against the loaded model's shape: `Err((i, e))` for part `i`.
+    pub fn check_model_shape(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<(), (usize, ParamError)> {
+        for (i, c) in self.parts().iter().enumerate() {
+            c.check_model_shape(n_layers, n_kv_heads, head_dim)
+                .map_err(|e| (i, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -475,6 +529,118 @@ mod tests {
             assert_eq!(f, g, "{}: params vs description", d.name);
         }
         assert_eq!(METHODS.len(), 23);
+    }
+
+    #[test]
+    fn every_registered_method_validates_with_its_defaults() {
+        for d in METHODS {
+            let mut json = serde_json::json!({ "method": d.name });
+            if d.name == "per_layer" {
+                json["ratios"] = serde_json::json!([0.5]);
+            }
+            let c: MethodConfig = serde_json::from_value(json).unwrap();
+            c.validate()
+                .unwrap_or_else(|e| panic!("{}: defaults rejected: {e}", d.name));
+        }
+    }
+
+    /// Each bad value is rejected when the plan is built, naming the method and the field, and
+    /// the message gives the allowed values.
+    #[test]
+    fn bad_parameter_values_are_rejected_naming_method_and_field() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // (config, method, field, part of the allowed values)
+            (r#"{"method":"kivi","bits":3}"#, "kivi", "bits", "2 or 4"),
+            (r#"{"method":"kivi","group":0}"#, "kivi", "group", "at least 1"),
+            (r#"{"method":"kivi","residual":100}"#, "kivi", "residual", "multiple of group"),
+            (r#"{"method":"quant","bits":5}"#, "quant", "bits", "2, 4 or 8"),
+            (r#"{"method":"quant","group":0}"#, "quant", "group", "at least 1"),
+            (r#"{"method":"h2o","recent_fraction":-0.1}"#, "h2o", "recent_fraction", "[0, 1]"),
+            (r#"{"method":"h2o","recent_fraction":1.5}"#, "h2o", "recent_fraction", "[0, 1]"),
+            (r#"{"method":"adakv","floor":1.5}"#, "adakv", "floor", "[0, 1]"),
+            (r#"{"method":"think","key_channel_ratio":1.0}"#, "think", "key_channel_ratio", "[0, 1)"),
+            (r#"{"method":"think","key_channel_ratio":-0.5}"#, "think", "key_channel_ratio", "[0, 1)"),
+            (r#"{"method":"kvsharer","fraction":1.2}"#, "kvsharer", "fraction", "[0, 1)"),
+            (r#"{"method":"minicache","t":-1}"#, "minicache", "t", "[0, 1]"),
+            (r#"{"method":"minicache","gamma":2}"#, "minicache", "gamma", "[0, 1]"),
+            (r#"{"method":"snapkv","window":0}"#, "snapkv", "window", "at least 1"),
+            (r#"{"method":"snapkv","kernel":4}"#, "snapkv", "kernel", "odd"),
+            (r#"{"method":"think","window":0}"#, "think", "window", "at least 1"),
+            (r#"{"method":"lagkv","lag_size":0}"#, "lagkv", "lag_size", "at least 1"),
+            (r#"{"method":"kv_head_merge","group_size":0}"#, "kv_head_merge", "group_size", "at least 1"),
+            (r#"{"method":"lowrank","rank":4,"energy":0.5}"#, "lowrank", "rank", "not both"),
+            (r#"{"method":"lowrank","rank":0}"#, "lowrank", "rank", "at least 1"),
+            (r#"{"method":"lowrank","energy":1.5}"#, "lowrank", "energy", "(0, 1]"),
+            (r#"{"method":"pyramidkv","beta":0.5}"#, "pyramidkv", "beta", ">= 1"),
+            (r#"{"method":"kvmerger","threshold":".nan"}"#, "kvmerger", "threshold", "[-1, 1]"),
+            (r#"{"method":"adakv","scorer":{"method":"snapkv","window":0}}"#, "adakv", "scorer.window (snapkv)", "at least 1"),
+            (r#"{"method":"pyramidkv","scorer":{"method":"h2o","recent_fraction":2}}"#, "pyramidkv", "scorer.recent_fraction (h2o)", "[0, 1]"),
+            (r#"{"method":"cam","scorer":{"method":"lagkv","lag_size":0}}"#, "cam", "scorer.lag_size (lagkv)", "at least 1"),
+            (r#"{"method":"per_layer","ratios":[0.5],"scorer":{"method":"snapkv","kernel":2}}"#, "per_layer", "scorer.kernel (snapkv)", "odd"),
+        ];
+        for &(json, method, field, allowed) in cases {
+            let c: MethodConfig = if json.contains(".nan") {
+                MethodConfig::Kvmerger(crate::kvmerger::KvMerger {
+                    threshold: f64::NAN,
+                    ..Default::default()
+                })
+            } else {
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+            };
+            let e = c.validate().expect_err(json);
+            assert_eq!((e.method, e.field.as_str()), (method, field), "{json}: {e}");
+            let msg = e.to_string();
+            assert!(msg.starts_with(&format!("{method}: {field} ")) && msg.contains(allowed), "{json}: {msg}");
+            // The run-time error of the method is the same error.
+            assert!(c.build().validate().is_err());
+        }
+        // per_layer ratios out of range are rejected when parsed (with the YAML line) and by
+        // validation for configurations built in code.
+        let p = MethodConfig::PerLayer(crate::per_layer::PerLayer {
+            ratios: vec![0.5, 1.5],
+            scorer: ScorerConfig::default(),
+        });
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.field, "ratios[1]", "{e}");
+        assert!(e.to_string().contains("[0, 1)"), "{e}");
+        // A composition reports its bad part.
+        let spec: MethodSpec =
+            serde_json::from_str(r#"[{"method":"snapkv"},{"method":"kivi","bits":3}]"#).unwrap();
+        let (part, e) = spec.validate().unwrap_err();
+        assert_eq!((part, e.method, e.field.as_str()), (1, "kivi", "bits"));
+    }
+
+    #[test]
+    fn shape_dependent_values_are_checked_against_the_model() {
+        let check = |json: &str, shape: (usize, usize, usize)| {
+            let c: MethodConfig = serde_json::from_str(json).unwrap();
+            c.validate().unwrap();
+            c.check_model_shape(shape.0, shape.1, shape.2)
+        };
+        let e = check(r#"{"method":"quant","group":64}"#, (4, 2, 32)).unwrap_err();
+        assert_eq!((e.method, e.field.as_str()), ("quant", "group"));
+        assert!(e.to_string().contains("must divide head_dim (32)"), "{e}");
+        check(r#"{"method":"quant","group":64}"#, (4, 2, 128)).unwrap();
+        let e = check(r#"{"method":"kivi"}"#, (4, 2, 16)).unwrap_err();
+        assert_eq!(e.field, "group");
+        let e = check(r#"{"method":"lowrank","rank":65}"#, (4, 2, 64)).unwrap_err();
+        assert_eq!(e.field, "rank");
+        let e = check(r#"{"method":"per_layer","ratios":[0.5,0.5]}"#, (4, 2, 64)).unwrap_err();
+        assert_eq!(e.field, "ratios");
+        check(r#"{"method":"per_layer","ratios":[0.5,0.5]}"#, (2, 2, 64)).unwrap();
+        let e = check(r#"{"method":"minicache","start_layer":4}"#, (4, 2, 64)).unwrap_err();
+        assert_eq!(e.field, "start_layer");
+        let e = check(r#"{"method":"kvsharer","layers_shared":4}"#, (4, 2, 64)).unwrap_err();
+        assert_eq!((e.method, e.field.as_str()), ("kvsharer", "layers_shared"));
+        for d in METHODS {
+            let mut json = serde_json::json!({ "method": d.name });
+            if d.name == "per_layer" {
+                json["ratios"] = serde_json::json!(vec![0.5; 16]);
+            }
+            let c: MethodConfig = serde_json::from_value(json).unwrap();
+            c.check_model_shape(16, 8, 128)
+                .unwrap_or_else(|e| panic!("{}: defaults rejected on a 16-layer model: {e}", d.name));
+        }
     }
 
     #[test]

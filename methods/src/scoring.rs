@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::{LayerKv, LayerObservation, MethodError, ObservationNeeds, Observations};
+use crate::{LayerKv, LayerObservation, MethodError, ObservationNeeds, Observations, ParamError};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -16,6 +16,11 @@ type Result<T> = std::result::Result<T, MethodError>;
 pub trait Scorer: Send + Sync {
     /// Registered name, for error messages.
     fn scorer_name(&self) -> &'static str;
+
+    /// Check every parameter value (see `Method::validate`); nothing by default.
+    fn validate(&self) -> std::result::Result<(), ParamError> {
+        Ok(())
+    }
 
     /// What the prefill must record for this scorer.
     fn observation_needs(&self) -> ObservationNeeds {

@@ -186,12 +186,16 @@ macro_rules! uniform_scorer_method {
             fn needs(&self) -> $crate::ObservationNeeds {
                 $crate::scoring::Scorer::observation_needs(self)
             }
+            fn validate(&self) -> std::result::Result<(), $crate::ParamError> {
+                $crate::scoring::Scorer::validate(self)
+            }
             fn compress(
                 &self,
                 cache: &mut $crate::KvCache,
                 obs: &$crate::Observations,
                 budget: &$crate::Budget,
             ) -> std::result::Result<(), $crate::MethodError> {
+                $crate::scoring::Scorer::validate(self)?;
                 $crate::select::evict_uniform(cache, obs, self, budget)
             }
         }

@@ -52,6 +52,25 @@ impl Scorer for SnapKv {
     fn scorer_name(&self) -> &'static str {
         "snapkv"
     }
+    fn validate(&self) -> Result<(), crate::ParamError> {
+        crate::params::check_positive(
+            "snapkv",
+            "window",
+            self.window,
+            "observation window: last queries that score the prefix",
+        )?;
+        if self.kernel.is_multiple_of(2) {
+            return Err(crate::ParamError::new(
+                "snapkv",
+                "kernel",
+                format!(
+                    "= {} must be odd (1 disables pooling; the default is 7)",
+                    self.kernel
+                ),
+            ));
+        }
+        Ok(())
+    }
     fn observation_needs(&self) -> ObservationNeeds {
         ObservationNeeds {
             window_queries: self.window.max(1),

@@ -89,6 +89,23 @@ impl Method for Think {
     fn uses_budget(&self) -> bool {
         false
     }
+    fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        crate::params::check_range(
+            "think",
+            "key_channel_ratio",
+            self.key_channel_ratio,
+            0.0,
+            1.0,
+            false,
+            "the fraction of key channels removed",
+        )?;
+        crate::params::check_positive(
+            "think",
+            "window",
+            self.window,
+            "last prefill queries scoring the channels",
+        )
+    }
     fn needs(&self) -> ObservationNeeds {
         ObservationNeeds {
             window_queries: self.window.max(1),
@@ -96,15 +113,7 @@ impl Method for Think {
         }
     }
     fn compress(&self, cache: &mut KvCache, obs: &Observations, _budget: &Budget) -> Result<()> {
-        if !(0.0..1.0).contains(&self.key_channel_ratio) {
-            return Err(MethodError::Config {
-                method: "think",
-                message: format!(
-                    "`key_channel_ratio` is the fraction of key channels removed, in [0, 1); got {}",
-                    self.key_channel_ratio
-                ),
-            });
-        }
+        self.validate()?;
         if self.kept_channels(cache.head_dim()) >= cache.head_dim() {
             return Ok(());
         }

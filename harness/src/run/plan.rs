@@ -70,6 +70,9 @@ impl<'a> RunPlan<'a> {
         let template = loaded.tokenizer.template();
         // Before any dataset work: `chat_template: true` needs a model with a template.
         plan.check_chat_templates(template.is_some())?;
+        // Before the first sample: the methods' parameters against the model's shape.
+        let c = loaded.model.config();
+        plan.check_model_shape(c.n_layers, c.n_kv_heads, c.head_dim)?;
         let window = loaded.model.config().max_position_embeddings;
         let counter = TokenizerCounter(&loaded.tokenizer);
         let mut datasets = Vec::new();
