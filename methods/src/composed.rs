@@ -112,8 +112,8 @@ impl Session for ComposedSession<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knorm::Knorm;
-    use crate::snapkv::SnapKv;
+    use crate::selection::knorm::Knorm;
+    use crate::selection::snapkv::SnapKv;
     use crate::testing::one_hot_cache;
 
     #[test]

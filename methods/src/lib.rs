@@ -5,41 +5,40 @@
 //! GQA aggregation, pooling) and `select` (top-k, exact integer budgets, the eviction driver);
 //! each method file holds its selection rule, paper and defaults.
 
+//! Layout: the core pieces at the top (cache, `Method` and sessions, budgets, parameters, the
+//! registry, composition), the methods in one folder per family following the surveys' taxonomy,
+//! and the storage forms they produce in `storage/`, separate from the methods.
+
 pub mod budget;
 pub mod cache;
+pub mod composed;
 pub mod full;
+pub mod linalg;
 pub mod method;
 pub mod params;
 pub mod registry;
-pub mod scoring;
-pub mod select;
 pub mod sliding;
 pub mod storage;
-pub mod streaming_llm;
 
-pub mod adakv;
-pub mod cam;
-pub mod composed;
-pub mod decoding;
-pub mod expected_attention;
-pub mod h2o;
-pub mod keydiff;
-pub mod kivi;
-pub mod knorm;
-pub mod kv_head_merge;
-pub mod kvmerger;
-pub mod kvsharer;
-pub mod lagkv;
-pub mod linalg;
-pub mod lowrank;
-pub mod minicache;
-pub mod per_layer;
-pub mod pyramidkv;
-pub mod quant;
-pub mod random;
-pub mod snapkv;
-pub mod think;
-pub mod tova;
+pub mod allocation;
+pub mod channel_pruning;
+pub mod cross_layer;
+pub mod low_rank;
+pub mod merging;
+pub mod quantization;
+pub mod selection;
+
+// The flat paths of before the family folders (`kvbench_methods::snapkv`, ...) keep working.
+pub use allocation::{adakv, per_layer, pyramidkv};
+pub use channel_pruning::think;
+pub use cross_layer::{kv_head_merge, kvsharer, minicache};
+pub use low_rank::lowrank;
+pub use merging::{cam, kvmerger};
+pub use quantization::{kivi, quant};
+pub use selection::{
+    decoding, expected_attention, h2o, keydiff, knorm, lagkv, random, scoring, select, snapkv,
+    streaming_llm, tova,
+};
 
 #[cfg(test)]
 mod testing;

@@ -5,30 +5,31 @@ use std::fmt;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::adakv::AdaKv;
-use crate::cam::Cam;
+use crate::allocation::adakv::AdaKv;
+use crate::merging::cam::Cam;
 use crate::composed::Composed;
-use crate::decoding::Decoding;
-use crate::expected_attention::ExpectedAttention;
-use crate::h2o::H2o;
-use crate::keydiff::KeyDiff;
-use crate::kivi::Kivi;
-use crate::knorm::Knorm;
-use crate::kv_head_merge::KvHeadMerge;
-use crate::kvmerger::KvMerger;
-use crate::kvsharer::KvSharer;
-use crate::lagkv::LagKv;
-use crate::lowrank::LowRankMethod;
-use crate::minicache::MiniCache;
-use crate::per_layer::PerLayer;
-use crate::pyramidkv::PyramidKv;
-use crate::quant::Quant;
-use crate::random::Random;
-use crate::scoring::Scorer;
-use crate::snapkv::SnapKv;
-use crate::think::Think;
-use crate::tova::Tova;
-use crate::{full::Full, streaming_llm::StreamingLlm, Method, ParamError};
+use crate::selection::decoding::Decoding;
+use crate::selection::expected_attention::ExpectedAttention;
+use crate::selection::h2o::H2o;
+use crate::selection::keydiff::KeyDiff;
+use crate::quantization::kivi::Kivi;
+use crate::selection::knorm::Knorm;
+use crate::cross_layer::kv_head_merge::KvHeadMerge;
+use crate::merging::kvmerger::KvMerger;
+use crate::cross_layer::kvsharer::KvSharer;
+use crate::selection::lagkv::LagKv;
+use crate::low_rank::lowrank::LowRankMethod;
+use crate::cross_layer::minicache::MiniCache;
+use crate::allocation::per_layer::PerLayer;
+use crate::allocation::pyramidkv::PyramidKv;
+use crate::quantization::quant::Quant;
+use crate::selection::random::Random;
+use crate::selection::scoring::Scorer;
+use crate::selection::snapkv::SnapKv;
+use crate::channel_pruning::think::Think;
+use crate::selection::tova::Tova;
+use crate::selection::streaming_llm::StreamingLlm;
+use crate::{full::Full, Method, ParamError};
 
 /// A method as written in an experiment (`- method: streaming_llm`, `sinks: 4`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -580,7 +581,7 @@ mod tests {
         ];
         for &(json, method, field, allowed) in cases {
             let c: MethodConfig = if json.contains(".nan") {
-                MethodConfig::Kvmerger(crate::kvmerger::KvMerger {
+                MethodConfig::Kvmerger(crate::merging::kvmerger::KvMerger {
                     threshold: f64::NAN,
                     ..Default::default()
                 })
@@ -596,7 +597,7 @@ mod tests {
         }
         // per_layer ratios out of range are rejected when parsed (with the YAML line) and by
         // validation for configurations built in code.
-        let p = MethodConfig::PerLayer(crate::per_layer::PerLayer {
+        let p = MethodConfig::PerLayer(crate::allocation::per_layer::PerLayer {
             ratios: vec![0.5, 1.5],
             scorer: ScorerConfig::default(),
         });

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{gqa_mean, pool1d, window_attention, LayerInput, Pooling, Scorer};
+use crate::selection::scoring::{gqa_mean, pool1d, window_attention, LayerInput, Pooling, Scorer};
 use crate::{MethodError, ObservationNeeds};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -96,7 +96,7 @@ impl Scorer for SnapKv {
     }
 }
 
-crate::select::uniform_scorer_method!(SnapKv, "snapkv");
+crate::selection::select::uniform_scorer_method!(SnapKv, "snapkv");
 
 #[cfg(test)]
 mod tests {

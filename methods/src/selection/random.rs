@@ -8,7 +8,7 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -40,7 +40,7 @@ impl Scorer for Random {
     }
 }
 
-crate::select::uniform_scorer_method!(Random, "random");
+crate::selection::select::uniform_scorer_method!(Random, "random");
 
 #[cfg(test)]
 mod tests {

@@ -15,10 +15,10 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::knorm::Knorm;
+use crate::selection::knorm::Knorm;
 use crate::registry::ScorerConfig;
-use crate::scoring::window_attention;
-use crate::select::evict_layer;
+use crate::selection::scoring::window_attention;
+use crate::selection::select::evict_layer;
 use crate::{
     Budget, KvCache, LayerObservation, Method, MethodError, ObservationNeeds, Observations, Session,
 };
@@ -277,7 +277,7 @@ impl Session for DecodingSession<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapkv::SnapKv;
+    use crate::selection::snapkv::SnapKv;
     use crate::testing::{cache_with_keys, keep_of};
     use candle_core::Device;
 

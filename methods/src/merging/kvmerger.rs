@@ -37,10 +37,10 @@ use std::ops::Range;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::h2o::H2o;
+use crate::selection::h2o::H2o;
 use crate::registry::ScorerConfig;
-use crate::scoring::LayerInput;
-use crate::select::{evict_layer, score_layer, top_k_sorted};
+use crate::selection::scoring::LayerInput;
+use crate::selection::select::{evict_layer, score_layer, top_k_sorted};
 use crate::{
     Budget, HeadGroup, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage,
 };

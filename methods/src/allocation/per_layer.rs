@@ -11,7 +11,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::registry::ScorerConfig;
-use crate::select::evict_layer;
+use crate::selection::select::evict_layer;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -117,7 +117,7 @@ impl Method for PerLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knorm::Knorm;
+    use crate::selection::knorm::Knorm;
     use crate::testing::keep_of;
     use candle_core::{DType, Device, Tensor};
 

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -38,7 +38,7 @@ impl Scorer for KeyDiff {
     }
 }
 
-crate::select::uniform_scorer_method!(KeyDiff, "keydiff");
+crate::selection::select::uniform_scorer_method!(KeyDiff, "keydiff");
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{LayerInput, Scorer};
 use crate::{Budget, KvCache, Method, MethodError, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn scorer_keeps_what_the_method_keeps() {
-        use crate::select::top_k_sorted;
+        use crate::selection::select::top_k_sorted;
         let cache = crate::testing::cache_with_keys(&[(0..10).map(|i| vec![i as f32]).collect()]);
         let obs = Observations::default();
         for (kept, sinks) in [(6, 4), (3, 4), (4, 0), (10, 4)] {

@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::registry::ScorerConfig;
-use crate::select::{score_layer, top_k_sorted};
+use crate::selection::select::{score_layer, top_k_sorted};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -133,7 +133,7 @@ impl Method for AdaKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knorm::Knorm;
+    use crate::selection::knorm::Knorm;
     use crate::testing::{cache_with_keys, keep_of};
 
     #[test]

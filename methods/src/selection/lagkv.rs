@@ -19,7 +19,7 @@
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{softmax_last, LayerInput, Scorer};
+use crate::selection::scoring::{softmax_last, LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -121,7 +121,7 @@ impl Scorer for LagKv {
     }
 }
 
-crate::select::uniform_scorer_method!(LagKv, "lagkv");
+crate::selection::select::uniform_scorer_method!(LagKv, "lagkv");
 
 #[cfg(test)]
 mod tests {

@@ -31,11 +31,11 @@ use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::h2o::H2o;
+use crate::selection::h2o::H2o;
 use crate::registry::ScorerConfig;
-use crate::scoring::LayerInput;
-use crate::select::{score_layer, top_k_sorted};
-use crate::streaming_llm::StreamingLlm;
+use crate::selection::scoring::LayerInput;
+use crate::selection::select::{score_layer, top_k_sorted};
+use crate::selection::streaming_llm::StreamingLlm;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
 
 type Result<T> = std::result::Result<T, MethodError>;

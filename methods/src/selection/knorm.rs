@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -28,7 +28,7 @@ impl Scorer for Knorm {
     }
 }
 
-crate::select::uniform_scorer_method!(Knorm, "knorm");
+crate::selection::select::uniform_scorer_method!(Knorm, "knorm");
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::ScorerConfig;
-use crate::select::{evict_layer, round_preserving_sum};
+use crate::selection::select::{evict_layer, round_preserving_sum};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -126,7 +126,7 @@ impl Method for PyramidKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::knorm::Knorm;
+    use crate::selection::knorm::Knorm;
     use crate::testing::keep_of;
     use candle_core::{DType, Device, Tensor};
 

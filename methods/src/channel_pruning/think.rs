@@ -74,7 +74,7 @@ impl Think {
         let keep = self.kept_channels(d);
         Ok(scores
             .iter()
-            .map(|s| crate::select::top_k_sorted(s, keep))
+            .map(|s| crate::selection::select::top_k_sorted(s, keep))
             .collect())
     }
 }

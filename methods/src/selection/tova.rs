@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{window_attention, LayerInput, Scorer};
+use crate::selection::scoring::{window_attention, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -58,7 +58,7 @@ impl Scorer for Tova {
     }
 }
 
-crate::select::uniform_scorer_method!(Tova, "tova");
+crate::selection::select::uniform_scorer_method!(Tova, "tova");
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{config, softmax_last, LayerInput, Scorer};
+use crate::selection::scoring::{config, softmax_last, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds, Rope};
 
 type Result<T> = std::result::Result<T, MethodError>;
@@ -177,7 +177,7 @@ impl Scorer for ExpectedAttention {
     }
 }
 
-crate::select::uniform_scorer_method!(ExpectedAttention, "expected_attention");
+crate::selection::select::uniform_scorer_method!(ExpectedAttention, "expected_attention");
 
 #[cfg(test)]
 mod tests {

@@ -20,8 +20,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
-use crate::select::{evict_uniform, score_layer, top_k_sorted};
+use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
+use crate::selection::select::{evict_uniform, score_layer, top_k_sorted};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
 
 type Result<T> = std::result::Result<T, MethodError>;

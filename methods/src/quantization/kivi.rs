@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::params::check_positive;
-use crate::quant::{check_scheme_shape, check_schemes, quantize_cache};
+use crate::quantization::quant::{check_scheme_shape, check_schemes, quantize_cache};
 use crate::storage::{QuantAxis, QuantScheme, ResidualRule};
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError};
 
@@ -146,7 +146,7 @@ impl Method for Kivi {
 mod tests {
     use super::*;
     use crate::composed::Composed;
-    use crate::snapkv::SnapKv;
+    use crate::selection::snapkv::SnapKv;
     use crate::testing::{cache_with_keys, keep_of, one_hot_cache};
     use crate::{MethodConfig, Stored};
     use candle_core::{DType, Device, Tensor};

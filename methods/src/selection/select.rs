@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use crate::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{LayerInput, Scorer};
 use crate::{Budget, KvCache, MethodError, Observations};
 
 type Result<T> = std::result::Result<T, MethodError>;
@@ -184,10 +184,10 @@ macro_rules! uniform_scorer_method {
                 serde_json::to_value(self).unwrap_or_default()
             }
             fn needs(&self) -> $crate::ObservationNeeds {
-                $crate::scoring::Scorer::observation_needs(self)
+                $crate::selection::scoring::Scorer::observation_needs(self)
             }
             fn validate(&self) -> std::result::Result<(), $crate::ParamError> {
-                $crate::scoring::Scorer::validate(self)
+                $crate::selection::scoring::Scorer::validate(self)
             }
             fn compress(
                 &self,
@@ -195,8 +195,8 @@ macro_rules! uniform_scorer_method {
                 obs: &$crate::Observations,
                 budget: &$crate::Budget,
             ) -> std::result::Result<(), $crate::MethodError> {
-                $crate::scoring::Scorer::validate(self)?;
-                $crate::select::evict_uniform(cache, obs, self, budget)
+                $crate::selection::scoring::Scorer::validate(self)?;
+                $crate::selection::select::evict_uniform(cache, obs, self, budget)
             }
         }
     };

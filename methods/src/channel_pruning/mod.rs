@@ -1,0 +1,3 @@
+//! Channel pruning: key channels removed per head (`storage::ChannelPruned`).
+
+pub mod think;
