@@ -235,7 +235,7 @@ impl Bench<'_> {
     fn compression(&mut self) -> Result<(Vec<MethodTiming>, Vec<String>)> {
         let mut configs = Vec::new();
         let mut skipped = Vec::new();
-        for d in kvbench_methods::METHODS {
+        for d in kvbench_methods::METHODS.iter() {
             match serde_json::from_value::<MethodConfig>(serde_json::json!({ "method": d.name })) {
                 Ok(c) => configs.push(c.build()),
                 Err(e) => skipped.push(format!("{}: {e}", d.name)),

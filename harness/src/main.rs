@@ -177,10 +177,10 @@ fn real_main() -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(kvbench_methods::METHODS)?
+                    serde_json::to_string_pretty(&*kvbench_methods::METHODS)?
                 );
             } else {
-                for m in kvbench_methods::METHODS {
+                for m in kvbench_methods::METHODS.iter() {
                     let params: Vec<String> = m
                         .params
                         .iter()

@@ -1,6 +1,7 @@
 //! `full`: no compression. The baseline every other method is compared with.
 
 use crate::{Budget, KvCache, Method, MethodError, Observations};
+use crate::describe::{Describe, Description};
 
 #[derive(Clone, Debug, Default)]
 pub struct Full;
@@ -18,4 +19,13 @@ impl Method for Full {
     fn compress(&self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<(), MethodError> {
         Ok(())
     }
+}
+
+impl Describe for Full {
+    const DESCRIPTION: Description = Description {
+        family: "baseline",
+        summary: "No compression: the full cache every other method is compared with.",
+        paper: "",
+        params: &[],
+    };
 }

@@ -12,6 +12,7 @@
 pub mod budget;
 pub mod cache;
 pub mod composed;
+pub mod describe;
 pub mod full;
 pub mod linalg;
 pub mod method;
@@ -48,6 +49,7 @@ pub use cache::{HeadGroup, KvCache, LayerKv, Storage};
 pub use method::{
     LayerObservation, Method, ObservationNeeds, Observations, Rope, Session, Stateless,
 };
+pub use describe::{Describe, Description, Param};
 pub use registry::{
     method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
 };

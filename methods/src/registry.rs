@@ -1,94 +1,136 @@
-//! Every registered method: its YAML configuration and its description for `kvbench methods`.
+//! The registry: every method's YAML name and config struct, one line each. The `registry!` macro
+//! generates from those lines the `MethodConfig` enum (`- method: snapkv` in an experiment), its
+//! `build`, the `ScorerConfig` enum of the methods usable as scorers, and [`METHODS`], the
+//! descriptions of `kvbench methods` assembled from each method's own [`Describe`] impl.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::allocation::adakv::AdaKv;
-use crate::merging::cam::Cam;
-use crate::composed::Composed;
-use crate::selection::decoding::Decoding;
-use crate::selection::expected_attention::ExpectedAttention;
-use crate::selection::h2o::H2o;
-use crate::selection::keydiff::KeyDiff;
-use crate::quantization::kivi::Kivi;
-use crate::selection::knorm::Knorm;
-use crate::cross_layer::kv_head_merge::KvHeadMerge;
-use crate::merging::kvmerger::KvMerger;
-use crate::cross_layer::kvsharer::KvSharer;
-use crate::selection::lagkv::LagKv;
-use crate::low_rank::lowrank::LowRankMethod;
-use crate::cross_layer::minicache::MiniCache;
-use crate::allocation::per_layer::PerLayer;
-use crate::allocation::pyramidkv::PyramidKv;
-use crate::quantization::quant::Quant;
-use crate::selection::random::Random;
-use crate::selection::scoring::Scorer;
-use crate::selection::snapkv::SnapKv;
+use crate::allocation::{adakv::AdaKv, per_layer::PerLayer, pyramidkv::PyramidKv};
 use crate::channel_pruning::think::Think;
-use crate::selection::tova::Tova;
-use crate::selection::streaming_llm::StreamingLlm;
+use crate::composed::Composed;
+use crate::cross_layer::{kv_head_merge::KvHeadMerge, kvsharer::KvSharer, minicache::MiniCache};
+pub use crate::describe::{MethodDescription, ParamDescription};
+use crate::describe::{assemble, Describe};
+use crate::low_rank::lowrank::LowRankMethod;
+use crate::merging::{cam::Cam, kvmerger::KvMerger};
+use crate::quantization::{kivi::Kivi, quant::Quant};
+use crate::selection::scoring::Scorer;
+use crate::selection::{
+    decoding::Decoding, expected_attention::ExpectedAttention, h2o::H2o, keydiff::KeyDiff,
+    knorm::Knorm, lagkv::LagKv, random::Random, snapkv::SnapKv, streaming_llm::StreamingLlm,
+    tova::Tova,
+};
 use crate::{full::Full, Method, ParamError};
 
-/// A method as written in an experiment (`- method: streaming_llm`, `sinks: 4`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum MethodConfig {
-    Full,
-    StreamingLlm(StreamingLlm),
-    H2o(H2o),
-    Snapkv(SnapKv),
-    Tova(Tova),
-    Knorm(Knorm),
-    Random(Random),
-    ExpectedAttention(ExpectedAttention),
-    Keydiff(KeyDiff),
-    Lagkv(LagKv),
-    Pyramidkv(PyramidKv),
-    Adakv(AdaKv),
-    PerLayer(PerLayer),
-    Decoding(Decoding),
-    Cam(Cam),
-    Kvmerger(KvMerger),
-    Minicache(MiniCache),
-    Think(Think),
-    Lowrank(LowRankMethod),
-    Kvsharer(KvSharer),
-    KvHeadMerge(KvHeadMerge),
-    Kivi(Kivi),
-    Quant(Quant),
+/// Generates, from one line per method (`Variant(ConfigType) = "yaml_name",`), the `MethodConfig`
+/// enum, its `build`, the description list, and from one line per scorer the `ScorerConfig` enum.
+macro_rules! registry {
+    (
+        methods { $($variant:ident($ty:ty) = $name:literal,)* }
+        scorers { $($svariant:ident($sty:ty) = $sname:literal,)* }
+    ) => {
+        /// A method as written in an experiment (`- method: streaming_llm`, `sinks: 4`).
+        #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+        #[serde(tag = "method", deny_unknown_fields)]
+        pub enum MethodConfig {
+            #[serde(rename = "full")]
+            Full,
+            $( #[serde(rename = $name)] $variant($ty), )*
+        }
+
+        impl MethodConfig {
+            pub fn build(&self) -> Box<dyn Method> {
+                match self {
+                    MethodConfig::Full => Box::new(Full),
+                    $( MethodConfig::$variant(m) => Box::new(m.clone()), )*
+                }
+            }
+
+            /// Every registered method with its `Default` configuration, in registry order (the
+            /// configurations `kvbench methods` documents).
+            pub fn registered_defaults() -> Vec<MethodConfig> {
+                vec![MethodConfig::Full, $( MethodConfig::$variant(<$ty as Default>::default()), )*]
+            }
+        }
+
+                /// A scorer inside a budget allocator or `decoding` (`scorer: {method: knorm}`): the
+        /// registered methods that rank entries.
+        #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+        #[serde(tag = "method", deny_unknown_fields)]
+        pub enum ScorerConfig {
+            $( #[serde(rename = $sname)] $svariant($sty), )*
+        }
+
+        impl ScorerConfig {
+            pub fn scorer(&self) -> &dyn Scorer {
+                match self {
+                    $( ScorerConfig::$svariant(s) => s, )*
+                }
+            }
+        }
+
+        /// The names `scorer:` accepts, in registry order.
+        pub const SCORER_NAMES: &[&str] = &[$($sname),*];
+
+        fn describe_all() -> Vec<MethodDescription> {
+            let none = serde_json::json!({});
+            let mut all = vec![assemble("full", &Full::DESCRIPTION, &none, SCORER_NAMES)];
+            $(
+                let defaults = serde_json::to_value(<$ty as Default>::default())
+                    .expect("a method's default configuration serializes");
+                all.push(assemble($name, &<$ty as Describe>::DESCRIPTION, &defaults, SCORER_NAMES));
+            )*
+            all
+        }
+    };
 }
 
-impl MethodConfig {
-    pub fn build(&self) -> Box<dyn Method> {
-        match self {
-            MethodConfig::Full => Box::new(Full),
-            MethodConfig::StreamingLlm(m) => Box::new(m.clone()),
-            MethodConfig::H2o(m) => Box::new(m.clone()),
-            MethodConfig::Snapkv(m) => Box::new(m.clone()),
-            MethodConfig::Tova(m) => Box::new(m.clone()),
-            MethodConfig::Knorm(m) => Box::new(m.clone()),
-            MethodConfig::Random(m) => Box::new(m.clone()),
-            MethodConfig::ExpectedAttention(m) => Box::new(m.clone()),
-            MethodConfig::Keydiff(m) => Box::new(m.clone()),
-            MethodConfig::Lagkv(m) => Box::new(m.clone()),
-            MethodConfig::Pyramidkv(m) => Box::new(m.clone()),
-            MethodConfig::Adakv(m) => Box::new(m.clone()),
-            MethodConfig::PerLayer(m) => Box::new(m.clone()),
-            MethodConfig::Decoding(m) => Box::new(m.clone()),
-            MethodConfig::Cam(m) => Box::new(m.clone()),
-            MethodConfig::Kvmerger(m) => Box::new(m.clone()),
-            MethodConfig::Minicache(m) => Box::new(m.clone()),
-            MethodConfig::Think(m) => Box::new(m.clone()),
-            MethodConfig::Lowrank(m) => Box::new(m.clone()),
-            MethodConfig::Kvsharer(m) => Box::new(m.clone()),
-            MethodConfig::KvHeadMerge(m) => Box::new(m.clone()),
-            MethodConfig::Kivi(m) => Box::new(m.clone()),
-            MethodConfig::Quant(m) => Box::new(m.clone()),
-        }
+registry! {
+    methods {
+        StreamingLlm(StreamingLlm) = "streaming_llm",
+        H2o(H2o) = "h2o",
+        Snapkv(SnapKv) = "snapkv",
+        Tova(Tova) = "tova",
+        Knorm(Knorm) = "knorm",
+        Random(Random) = "random",
+        ExpectedAttention(ExpectedAttention) = "expected_attention",
+        Keydiff(KeyDiff) = "keydiff",
+        Lagkv(LagKv) = "lagkv",
+        Pyramidkv(PyramidKv) = "pyramidkv",
+        Adakv(AdaKv) = "adakv",
+        PerLayer(PerLayer) = "per_layer",
+        Decoding(Decoding) = "decoding",
+        Cam(Cam) = "cam",
+        Kvmerger(KvMerger) = "kvmerger",
+        Minicache(MiniCache) = "minicache",
+        Kvsharer(KvSharer) = "kvsharer",
+        KvHeadMerge(KvHeadMerge) = "kv_head_merge",
+        Think(Think) = "think",
+        Lowrank(LowRankMethod) = "lowrank",
+        Kivi(Kivi) = "kivi",
+        Quant(Quant) = "quant",
     }
+    scorers {
+        StreamingLlm(StreamingLlm) = "streaming_llm",
+        H2o(H2o) = "h2o",
+        Snapkv(SnapKv) = "snapkv",
+        Tova(Tova) = "tova",
+        Knorm(Knorm) = "knorm",
+        Random(Random) = "random",
+        ExpectedAttention(ExpectedAttention) = "expected_attention",
+        Keydiff(KeyDiff) = "keydiff",
+        Lagkv(LagKv) = "lagkv",
+    }
+}
 
+/// Every registered method's description, in registry order, for `kvbench methods`.
+pub static METHODS: LazyLock<Vec<MethodDescription>> = LazyLock::new(describe_all);
+
+impl MethodConfig {
     /// Check every parameter value (`Method::validate`): call when the plan is built.
     pub fn validate(&self) -> Result<(), ParamError> {
         self.build().validate()
@@ -106,22 +148,6 @@ impl MethodConfig {
     }
 }
 
-/// A scorer inside a budget allocator or `decoding` (`scorer: {method: knorm}`): the registered
-/// methods that rank entries.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ScorerConfig {
-    StreamingLlm(StreamingLlm),
-    H2o(H2o),
-    Snapkv(SnapKv),
-    Tova(Tova),
-    Knorm(Knorm),
-    Random(Random),
-    ExpectedAttention(ExpectedAttention),
-    Keydiff(KeyDiff),
-    Lagkv(LagKv),
-}
-
 impl Default for ScorerConfig {
     fn default() -> Self {
         ScorerConfig::Snapkv(SnapKv::default())
@@ -129,20 +155,6 @@ impl Default for ScorerConfig {
 }
 
 impl ScorerConfig {
-    pub fn scorer(&self) -> &dyn Scorer {
-        match self {
-            ScorerConfig::StreamingLlm(s) => s,
-            ScorerConfig::H2o(s) => s,
-            ScorerConfig::Snapkv(s) => s,
-            ScorerConfig::Tova(s) => s,
-            ScorerConfig::Knorm(s) => s,
-            ScorerConfig::Random(s) => s,
-            ScorerConfig::ExpectedAttention(s) => s,
-            ScorerConfig::Keydiff(s) => s,
-            ScorerConfig::Lagkv(s) => s,
-        }
-    }
-
     /// Check the scorer's parameters, reported as the field `field` of the method `outer`
     /// (`adakv: scorer.window (snapkv) ...`).
     pub fn validate_within(&self, outer: &'static str, field: &str) -> Result<(), ParamError> {
@@ -236,267 +248,6 @@ impl<'de> Deserialize<'de> for MethodSpec {
     }
 }
 
-/// One parameter of a method, for `kvbench methods --json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ParamDescription {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
-}
-
-/// A registered method, for `kvbench methods`.
-#[derive(Clone, Debug, Serialize)]
-pub struct MethodDescription {
-    pub name: &'static str,
-    pub family: &'static str,
-    pub summary: &'static str,
-    pub paper: &'static str,
-    pub params: &'static [ParamDescription],
-}
-
-const fn param(
-    name: &'static str,
-    kind: &'static str,
-    default: &'static str,
-    help: &'static str,
-) -> ParamDescription {
-    ParamDescription {
-        name,
-        kind,
-        default,
-        help,
-    }
-}
-
-const SCORER_HELP: &str = "scorer ranking the entries: {method: NAME, ...} with any of streaming_llm, h2o, snapkv, tova, knorm, random, expected_attention, keydiff, lagkv";
-
-pub static METHODS: &[MethodDescription] = &[
-    MethodDescription {
-        name: "full",
-        family: "baseline",
-        summary: "No compression: the full cache every other method is compared with.",
-        paper: "",
-        params: &[],
-    },
-    MethodDescription {
-        name: "streaming_llm",
-        family: "scorer",
-        summary: "Attention sinks (first entries) plus the most recent window.",
-        paper: "https://arxiv.org/abs/2309.17453",
-        params: &[param("sinks", "integer", "4", "entries kept at the start of the sequence")],
-    },
-    MethodDescription {
-        name: "h2o",
-        family: "scorer",
-        summary: "Heavy hitters by attention accumulated over all prefill queries, plus recent entries; optional decode-phase eviction.",
-        paper: "https://arxiv.org/abs/2306.14048",
-        params: &[
-            param("recent_fraction", "number", "0.5", "share of each head's budget kept for the most recent entries"),
-            param("decode", "boolean", "false", "keep evicting while generating: one entry per head and token, holding the cache at its size when generation began"),
-        ],
-    },
-    MethodDescription {
-        name: "snapkv",
-        family: "scorer",
-        summary: "Attention of the last `window` queries, pooled over neighbours, plus the window.",
-        paper: "https://arxiv.org/abs/2404.14469",
-        params: &[
-            param("window", "integer", "32", "observation window: last queries that score the prefix; always kept"),
-            param("kernel", "integer", "7", "pooling kernel (odd; 1 disables pooling)"),
-            param("pooling", "max|avg", "max", "pooling over neighbouring entries"),
-        ],
-    },
-    MethodDescription {
-        name: "tova",
-        family: "scorer",
-        summary: "Attention of the last query, averaged over all heads of the layer.",
-        paper: "https://arxiv.org/abs/2401.06104",
-        params: &[],
-    },
-    MethodDescription {
-        name: "knorm",
-        family: "scorer",
-        summary: "Keys with the lowest L2 norm.",
-        paper: "https://arxiv.org/abs/2406.11430",
-        params: &[],
-    },
-    MethodDescription {
-        name: "random",
-        family: "scorer",
-        summary: "Uniformly random entries, seeded per layer and head (baseline).",
-        paper: "",
-        params: &[param("seed", "integer", "0", "seed of the per-layer, per-head generators")],
-    },
-    MethodDescription {
-        name: "expected_attention",
-        family: "scorer",
-        summary: "Attention expected from future queries, modelled by the mean and covariance of the prefill's queries rotated to future positions.",
-        paper: "https://arxiv.org/abs/2510.00636",
-        params: &[
-            param("future_positions", "integer", "512", "future positions the RoPE rotation is averaged over"),
-            param("sinks", "integer", "4", "leading entries always kept (and queries left out of the statistics)"),
-            param("use_covariance", "boolean", "true", "include the query covariance term"),
-            param("use_vnorm", "boolean", "true", "multiply scores by the value norm"),
-            param("epsilon", "number", "0", "added to scores before the value-norm rescaling"),
-        ],
-    },
-    MethodDescription {
-        name: "keydiff",
-        family: "scorer",
-        summary: "Keys least similar (cosine) to the head's mean key direction.",
-        paper: "https://arxiv.org/abs/2504.15364",
-        params: &[],
-    },
-    MethodDescription {
-        name: "lagkv",
-        family: "scorer",
-        summary: "Lag-relative spread of keys and values, each chunk scored against the next; no attention needed.",
-        paper: "https://arxiv.org/abs/2504.04704",
-        params: &[
-            param("sink", "integer", "16", "leading entries always kept"),
-            param("lag_size", "integer", "128", "chunk length; each chunk is scored against the next"),
-        ],
-    },
-    MethodDescription {
-        name: "pyramidkv",
-        family: "allocator",
-        summary: "Per-layer budgets decreasing linearly with depth (same total), entries picked by a scorer.",
-        paper: "https://arxiv.org/abs/2406.02069",
-        params: &[
-            param("beta", "number", "20", "steepness: the smallest layer budget is (B - window) / beta + window"),
-            param("scorer", "scorer", "{method: snapkv}", SCORER_HELP),
-        ],
-    },
-    MethodDescription {
-        name: "adakv",
-        family: "allocator",
-        summary: "One top-k across the KV heads of a layer with a per-head floor; heads stored ragged.",
-        paper: "https://arxiv.org/abs/2407.11550",
-        params: &[
-            param("floor", "number", "0.2", "share of the uniform budget every head keeps"),
-            param("scorer", "scorer", "{method: snapkv}", SCORER_HELP),
-        ],
-    },
-    MethodDescription {
-        name: "per_layer",
-        family: "allocator",
-        summary: "Explicit compression ratio per layer (the ratios are the budget; runs once).",
-        paper: "",
-        params: &[
-            param("ratios", "list of numbers", "(required)", "fraction removed in each layer, one per layer, each in [0, 1)"),
-            param("scorer", "scorer", "{method: snapkv}", SCORER_HELP),
-        ],
-    },
-    MethodDescription {
-        name: "decoding",
-        family: "decoding",
-        summary: "During generation, every `interval` tokens, cut every head to `target_size` entries with a scorer (kvpress DecodingPress; runs once).",
-        paper: "",
-        params: &[
-            param("interval", "integer", "512", "generated tokens between two compressions"),
-            param("target_size", "integer", "2048", "entries per layer and KV head after a compression"),
-            param("buffer", "integer", "256", "generated tokens whose queries attention-based scorers see"),
-            param("scorer", "scorer", "{method: knorm}", "scorer ranking the entries (expected_attention excluded)"),
-        ],
-    },
-    MethodDescription {
-        name: "cam",
-        family: "merging",
-        summary: "A scorer picks the kept entries; each evicted value is spread over the next `merge_budget` entries (Bernoulli, probability its accumulated attention over theirs) instead of dropped; keys unchanged.",
-        paper: "https://proceedings.mlr.press/v235/zhang24n.html",
-        params: &[
-            param("scorer", "scorer", "{method: streaming_llm}", SCORER_HELP),
-            param("merge_budget", "integer", "0", "entries each evicted value is spread over; 0 = the kept entries after the last evicted one (the scorer's recent window)"),
-            param("seed", "integer", "0", "seed of the per-layer, per-head Bernoulli draws"),
-        ],
-    },
-    MethodDescription {
-        name: "kvmerger",
-        family: "merging",
-        summary: "Runs of adjacent entries with similar keys (cosine >= threshold) merged into one entry at the most attended one, Gaussian-kernel weighted; a scorer evicts what merging leaves above the budget.",
-        paper: "https://arxiv.org/abs/2407.08454",
-        params: &[
-            param("threshold", "number", "0.75", "cosine similarity of adjacent keys at or above which their entries may merge"),
-            param("skip_first_layers", "integer", "2", "leading layers only evicted, never merged"),
-            param("skip_last_layers", "integer", "1", "trailing layers only evicted, never merged"),
-            param("scorer", "scorer", "{method: h2o}", SCORER_HELP),
-        ],
-    },
-    MethodDescription {
-        name: "minicache",
-        family: "cross_layer",
-        summary: "Adjacent layers of the second half share their entries' directions (SLERP), each keeping its own lengths; the most distant entries stay whole (runs once).",
-        paper: "https://arxiv.org/abs/2405.14366",
-        params: &[
-            param("start_layer", "integer or null", "null (n_layers / 2)", "first merged layer; layers are merged in pairs from there"),
-            param("t", "number", "0.6", "SLERP weight of the deeper layer of a pair"),
-            param("gamma", "number", "0.05", "share of the angular-distance range, from the top, whose entries are kept unmerged"),
-        ],
-    },
-    MethodDescription {
-        name: "kvsharer",
-        family: "cross_layer",
-        summary: "Later layers attend to the cache of the most dissimilar earlier layer and store nothing; layers compared on the prefill cache (runs once).",
-        paper: "https://arxiv.org/abs/2410.18517",
-        params: &[
-            param("layers_shared", "integer or null", "null (fraction x n_layers)", "layers made to read another layer's cache"),
-            param("fraction", "number", "0.25", "share of the layers that share, when layers_shared is not given"),
-        ],
-    },
-    MethodDescription {
-        name: "kv_head_merge",
-        family: "cross_head",
-        summary: "Groups of consecutive KV heads store the mean of their caches (post-hoc grouped-query attention, no training; runs once).",
-        paper: "https://arxiv.org/abs/2305.13245",
-        params: &[param("group_size", "integer", "2", "consecutive KV heads averaged into one; the last group may be smaller")],
-    },
-    MethodDescription {
-        name: "think",
-        family: "channel_pruning",
-        summary: "Key channels pruned per head by query-driven scores (window queries x key magnitudes); the window and generated keys stay whole.",
-        paper: "https://arxiv.org/abs/2407.21018",
-        params: &[
-            param("key_channel_ratio", "number", "0.4", "fraction of each head's key channels removed"),
-            param("window", "integer", "32", "observation window: last prefill queries scoring the channels; their keys stay whole"),
-        ],
-    },
-    MethodDescription {
-        name: "lowrank",
-        family: "low_rank",
-        summary: "Keys (optionally values) stored as codes on each head's top singular directions of the prefill keys, plus the basis.",
-        paper: "https://arxiv.org/abs/2407.21118",
-        params: &[
-            param("rank", "integer", "(none)", "rank per head; exclusive with energy"),
-            param("energy", "number", "0.9 when rank is not given", "fraction of the spectrum kept; a layer's heads share the largest rank needed"),
-            param("values", "boolean", "false", "also store values in low rank with their own basis"),
-        ],
-    },
-    MethodDescription {
-        name: "kivi",
-        family: "quantization",
-        summary: "Asymmetric low-bit quantization, keys per channel and values per token; the most recent entries stay full precision (runs once).",
-        paper: "https://arxiv.org/abs/2402.02750",
-        params: &[
-            param("bits", "integer", "2", "bits per stored key and value: 2 or 4"),
-            param("group", "integer", "32", "entries per key group (per channel), channels per value group (per token)"),
-            param("residual", "integer", "128", "recent values kept full precision; keys are quantized this many at a time (a multiple of group)"),
-        ],
-    },
-    MethodDescription {
-        name: "quant",
-        family: "quantization",
-        summary: "Per-token quantization of keys and values in channel groups, generated entries quantized once `residual` accumulate (Hugging Face QuantizedCache; runs once).",
-        paper: "https://huggingface.co/docs/transformers/kv_cache#quantized-cache",
-        params: &[
-            param("bits", "integer", "4", "bits per stored key and value: 2, 4 or 8"),
-            param("group", "integer", "64", "consecutive channels of one entry sharing a scale (divides head_dim)"),
-            param("residual", "integer", "128", "generated entries kept full precision until this many accumulate"),
-            param("symmetric", "boolean", "false", "scale only (codes centred), no zero point"),
-        ],
-    },
-];
-
 /// Registered method names, in registry order.
 pub fn method_names() -> Vec<&'static str> {
     METHODS.iter().map(|m| m.name).collect()
@@ -508,7 +259,7 @@ mod tests {
 
     #[test]
     fn every_described_method_builds_from_its_defaults_and_back() {
-        for d in METHODS {
+        for d in METHODS.iter() {
             let mut json = serde_json::json!({ "method": d.name });
             if d.name == "per_layer" {
                 json["ratios"] = serde_json::json!([0.5]);
@@ -529,12 +280,70 @@ mod tests {
             g.sort();
             assert_eq!(f, g, "{}: params vs description", d.name);
         }
-        assert_eq!(METHODS.len(), 23);
+        let mut names = method_names();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), METHODS.len(), "a method name registered twice");
+    }
+
+    /// The documented parameters are exactly the config's fields, their documented defaults are
+    /// the config's `Default`, and a YAML entry naming only the method gives that same config
+    /// (the serde defaults agree with `Default`).
+    #[test]
+    fn documented_defaults_are_the_config_defaults() {
+        let configs = MethodConfig::registered_defaults();
+        assert_eq!(configs.len(), METHODS.len());
+        for (c, d) in configs.iter().zip(METHODS.iter()) {
+            let v = serde_json::to_value(c).unwrap();
+            assert_eq!(v["method"], d.name);
+            let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            fields.retain(|k| *k != "method");
+            fields.sort();
+            let mut documented: Vec<&str> = d.params.iter().map(|p| p.name).collect();
+            documented.sort();
+            assert_eq!(fields, documented, "{}: documented params vs config fields", d.name);
+            // Rebuild the config from the documented defaults alone.
+            let mut from_docs = serde_json::json!({ "method": d.name });
+            for p in &d.params {
+                from_docs[p.name] = if p.default == "(required)" {
+                    serde_json::json!([0.5]) // the one required field: per_layer's ratios
+                } else {
+                    serde_json::from_str(&p.default)
+                        .unwrap_or_else(|_| serde_json::Value::String(p.default.clone()))
+                };
+            }
+            let parsed: MethodConfig = serde_json::from_value(from_docs.clone())
+                .unwrap_or_else(|e| panic!("{}: documented defaults do not parse: {e}", d.name));
+            let without_required = |mut v: serde_json::Value| {
+                for p in d.params.iter().filter(|p| p.default == "(required)") {
+                    v.as_object_mut().unwrap().remove(p.name);
+                }
+                v
+            };
+            assert_eq!(
+                without_required(serde_json::to_value(&parsed).unwrap()),
+                without_required(v.clone()),
+                "{}: documented defaults vs Default",
+                d.name
+            );
+            // Omitted fields take the same defaults as `Default`.
+            let mut minimal = serde_json::json!({ "method": d.name });
+            for p in d.params.iter().filter(|p| p.default == "(required)") {
+                minimal[p.name] = from_docs[p.name].clone();
+            }
+            let parsed: MethodConfig = serde_json::from_value(minimal).unwrap();
+            assert_eq!(
+                without_required(serde_json::to_value(&parsed).unwrap()),
+                without_required(v.clone()),
+                "{}: serde defaults vs Default",
+                d.name
+            );
+        }
     }
 
     #[test]
     fn every_registered_method_validates_with_its_defaults() {
-        for d in METHODS {
+        for d in METHODS.iter() {
             let mut json = serde_json::json!({ "method": d.name });
             if d.name == "per_layer" {
                 json["ratios"] = serde_json::json!([0.5]);
@@ -633,7 +442,7 @@ mod tests {
         assert_eq!(e.field, "start_layer");
         let e = check(r#"{"method":"kvsharer","layers_shared":4}"#, (4, 2, 64)).unwrap_err();
         assert_eq!((e.method, e.field.as_str()), ("kvsharer", "layers_shared"));
-        for d in METHODS {
+        for d in METHODS.iter() {
             let mut json = serde_json::json!({ "method": d.name });
             if d.name == "per_layer" {
                 json["ratios"] = serde_json::json!(vec![0.5; 16]);

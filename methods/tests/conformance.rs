@@ -405,7 +405,7 @@ fn decode(
 fn every_registered_method_meets_the_cache_contract() {
     let specs = specs();
     let names: Vec<String> = specs.iter().map(|s| s.build().name().to_string()).collect();
-    for d in METHODS {
+    for d in METHODS.iter() {
         assert!(
             names.iter().any(|n| n == d.name),
             "{} is registered but not exercised",

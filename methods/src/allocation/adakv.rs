@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::ScorerConfig;
 use crate::selection::select::{score_layer, top_k_sorted};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +129,18 @@ impl Method for AdaKv {
         }
         Ok(())
     }
+}
+
+impl Describe for AdaKv {
+    const DESCRIPTION: Description = Description {
+        family: "allocator",
+        summary: "One top-k across the KV heads of a layer with a per-head floor; heads stored ragged.",
+        paper: "https://arxiv.org/abs/2407.11550",
+        params: &[
+            Param::new("floor", "number", "share of the uniform budget every head keeps"),
+            Param::new("scorer", "scorer", "scorer ranking the entries"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::registry::ScorerConfig;
 use crate::selection::select::evict_layer;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
+use crate::describe::{Describe, Description, Param};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// `Default` (no ratios) only fills the documented defaults; `ratios` is required in YAML.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PerLayer {
     /// Fraction of entries removed in each layer, one per layer, each in [0, 1).
@@ -112,6 +114,18 @@ impl Method for PerLayer {
         }
         Ok(())
     }
+}
+
+impl Describe for PerLayer {
+    const DESCRIPTION: Description = Description {
+        family: "allocator",
+        summary: "Explicit compression ratio per layer (the ratios are the budget; runs once).",
+        paper: "",
+        params: &[
+            Param::required("ratios", "list of numbers", "fraction removed in each layer, one per layer, each in [0, 1)"),
+            Param::new("scorer", "scorer", "scorer ranking the entries"),
+        ],
+    };
 }
 
 #[cfg(test)]

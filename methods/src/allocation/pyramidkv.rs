@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::ScorerConfig;
 use crate::selection::select::{evict_layer, round_preserving_sum};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +122,18 @@ impl Method for PyramidKv {
         }
         Ok(())
     }
+}
+
+impl Describe for PyramidKv {
+    const DESCRIPTION: Description = Description {
+        family: "allocator",
+        summary: "Per-layer budgets decreasing linearly with depth (same total), entries picked by a scorer.",
+        paper: "https://arxiv.org/abs/2406.02069",
+        params: &[
+            Param::new("beta", "number", "steepness: the smallest layer budget is (B - window) / beta + window"),
+            Param::new("scorer", "scorer", "scorer ranking the entries"),
+        ],
+    };
 }
 
 #[cfg(test)]

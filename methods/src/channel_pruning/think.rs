@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::{ChannelPruned, Stored};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -150,6 +151,18 @@ impl Method for Think {
         }
         Ok(())
     }
+}
+
+impl Describe for Think {
+    const DESCRIPTION: Description = Description {
+        family: "channel_pruning",
+        summary: "Key channels pruned per head by query-driven scores (window queries x key magnitudes); the window and generated keys stay whole.",
+        paper: "https://arxiv.org/abs/2407.21018",
+        params: &[
+            Param::new("key_channel_ratio", "number", "fraction of each head's key channels removed"),
+            Param::new("window", "integer", "observation window: last prefill queries scoring the channels; their keys stay whole"),
+        ],
+    };
 }
 
 #[cfg(test)]

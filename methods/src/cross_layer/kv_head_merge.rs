@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::HeadShared;
 use crate::{Budget, HeadGroup, KvCache, Method, MethodError, Observations, Storage, Stored};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -102,6 +103,17 @@ impl Method for KvHeadMerge {
         }
         Ok(())
     }
+}
+
+impl Describe for KvHeadMerge {
+    const DESCRIPTION: Description = Description {
+        family: "cross_head",
+        summary: "Groups of consecutive KV heads store the mean of their caches (post-hoc grouped-query attention, no training; runs once).",
+        paper: "https://arxiv.org/abs/2305.13245",
+        params: &[
+            Param::new("group_size", "integer", "consecutive KV heads averaged into one; the last group may be smaller"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use candle_core::{DType, Tensor};
 
 use crate::{Budget, KvCache, Method, MethodError, Observations};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -182,6 +183,18 @@ impl Method for KvSharer {
         }
         Ok(())
     }
+}
+
+impl Describe for KvSharer {
+    const DESCRIPTION: Description = Description {
+        family: "cross_layer",
+        summary: "Later layers attend to the cache of the most dissimilar earlier layer and store nothing; layers compared on the prefill cache (runs once).",
+        paper: "https://arxiv.org/abs/2410.18517",
+        params: &[
+            Param::new("layers_shared", "integer or null", "layers made to read another layer's cache; null: fraction x n_layers"),
+            Param::new("fraction", "number", "share of the layers that share, when layers_shared is not given"),
+        ],
+    };
 }
 
 #[cfg(test)]

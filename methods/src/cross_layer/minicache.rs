@@ -31,6 +31,7 @@ use candle_core::{DType, Tensor};
 
 use crate::storage::Merged;
 use crate::{Budget, KvCache, Method, MethodError, Observations, Storage, Stored};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -211,6 +212,19 @@ impl Method for MiniCache {
         }
         Ok(())
     }
+}
+
+impl Describe for MiniCache {
+    const DESCRIPTION: Description = Description {
+        family: "cross_layer",
+        summary: "Adjacent layers of the second half share their entries' directions (SLERP), each keeping its own lengths; the most distant entries stay whole (runs once).",
+        paper: "https://arxiv.org/abs/2405.14366",
+        params: &[
+            Param::new("start_layer", "integer or null", "first merged layer; layers are merged in pairs from there; null: n_layers / 2"),
+            Param::new("t", "number", "SLERP weight of the deeper layer of a pair"),
+            Param::new("gamma", "number", "share of the angular-distance range, from the top, whose entries are kept unmerged"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::linalg::symmetric_eigen;
 use crate::storage::{LowRank, Stored};
 use crate::{Budget, KvCache, Method, MethodError, Observations, Storage};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -210,6 +211,19 @@ impl Method for LowRankMethod {
         }
         Ok(())
     }
+}
+
+impl Describe for LowRankMethod {
+    const DESCRIPTION: Description = Description {
+        family: "low_rank",
+        summary: "Keys (optionally values) stored as codes on each head's top singular directions of the prefill keys, plus the basis.",
+        paper: "https://arxiv.org/abs/2407.21118",
+        params: &[
+            Param::new("rank", "integer", "rank per head; exclusive with energy; null: use energy"),
+            Param::new("energy", "number", "fraction of the spectrum kept; a layer's heads share the largest rank needed; null: 0.9 when rank is not given"),
+            Param::new("values", "boolean", "also store values in low rank with their own basis"),
+        ],
+    };
 }
 
 #[cfg(test)]

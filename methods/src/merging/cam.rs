@@ -37,6 +37,7 @@ use crate::selection::scoring::LayerInput;
 use crate::selection::select::{score_layer, top_k_sorted};
 use crate::selection::streaming_llm::StreamingLlm;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -232,6 +233,19 @@ impl Method for Cam {
         }
         Ok(())
     }
+}
+
+impl Describe for Cam {
+    const DESCRIPTION: Description = Description {
+        family: "merging",
+        summary: "A scorer picks the kept entries; each evicted value is spread over the next `merge_budget` entries (Bernoulli, probability its accumulated attention over theirs) instead of dropped; keys unchanged.",
+        paper: "https://proceedings.mlr.press/v235/zhang24n.html",
+        params: &[
+            Param::new("scorer", "scorer", "scorer ranking the entries"),
+            Param::new("merge_budget", "integer", "entries each evicted value is spread over; 0 = the kept entries after the last evicted one (the scorer's recent window)"),
+            Param::new("seed", "integer", "seed of the per-layer, per-head Bernoulli draws"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use std::ops::Range;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::h2o::H2o;
 use crate::registry::ScorerConfig;
 use crate::selection::scoring::LayerInput;
@@ -365,6 +366,20 @@ impl Method for KvMerger {
         }
         Ok(())
     }
+}
+
+impl Describe for KvMerger {
+    const DESCRIPTION: Description = Description {
+        family: "merging",
+        summary: "Runs of adjacent entries with similar keys (cosine >= threshold) merged into one entry at the most attended one, Gaussian-kernel weighted; a scorer evicts what merging leaves above the budget.",
+        paper: "https://arxiv.org/abs/2407.08454",
+        params: &[
+            Param::new("threshold", "number", "cosine similarity of adjacent keys at or above which their entries may merge"),
+            Param::new("skip_first_layers", "integer", "leading layers only evicted, never merged"),
+            Param::new("skip_last_layers", "integer", "trailing layers only evicted, never merged"),
+            Param::new("scorer", "scorer", "scorer ranking the entries"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::params::check_positive;
 use crate::quantization::quant::{check_scheme_shape, check_schemes, quantize_cache};
 use crate::storage::{QuantAxis, QuantScheme, ResidualRule};
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError};
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +141,19 @@ impl Method for Kivi {
         self.check(cache.head_dim())?;
         quantize_cache(cache, self.key_scheme(), self.value_scheme())
     }
+}
+
+impl Describe for Kivi {
+    const DESCRIPTION: Description = Description {
+        family: "quantization",
+        summary: "Asymmetric low-bit quantization, keys per channel and values per token; the most recent entries stay full precision (runs once).",
+        paper: "https://arxiv.org/abs/2402.02750",
+        params: &[
+            Param::new("bits", "integer", "bits per stored key and value: 2 or 4"),
+            Param::new("group", "integer", "entries per key group (per channel), channels per value group (per token)"),
+            Param::new("residual", "integer", "recent values kept full precision; keys are quantized this many at a time (a multiple of group)"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
 use crate::params::check_positive;
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError, Storage, Stored};
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +185,20 @@ impl Method for Quant {
         check_schemes("quant", &[s], cache.head_dim())?;
         quantize_cache(cache, s, s)
     }
+}
+
+impl Describe for Quant {
+    const DESCRIPTION: Description = Description {
+        family: "quantization",
+        summary: "Per-token quantization of keys and values in channel groups, generated entries quantized once `residual` accumulate (Hugging Face QuantizedCache; runs once).",
+        paper: "https://huggingface.co/docs/transformers/kv_cache#quantized-cache",
+        params: &[
+            Param::new("bits", "integer", "bits per stored key and value: 2, 4 or 8"),
+            Param::new("group", "integer", "consecutive channels of one entry sharing a scale (divides head_dim)"),
+            Param::new("residual", "integer", "generated entries kept full precision until this many accumulate"),
+            Param::new("symmetric", "boolean", "scale only (codes centred), no zero point"),
+        ],
+    };
 }
 
 #[cfg(test)]

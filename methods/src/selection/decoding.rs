@@ -15,6 +15,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::knorm::Knorm;
 use crate::registry::ScorerConfig;
 use crate::selection::scoring::window_attention;
@@ -272,6 +273,20 @@ impl Session for DecodingSession<'_> {
         }
         Ok(())
     }
+}
+
+impl Describe for Decoding {
+    const DESCRIPTION: Description = Description {
+        family: "decoding",
+        summary: "During generation, every `interval` tokens, cut every head to `target_size` entries with a scorer (kvpress DecodingPress; runs once).",
+        paper: "",
+        params: &[
+            Param::new("interval", "integer", "generated tokens between two compressions"),
+            Param::new("target_size", "integer", "entries per layer and KV head after a compression"),
+            Param::new("buffer", "integer", "generated tokens whose queries attention-based scorers see"),
+            Param::new("scorer", "scorer", "scorer ranking the entries (expected_attention excluded)"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{config, softmax_last, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds, Rope};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -178,6 +179,21 @@ impl Scorer for ExpectedAttention {
 }
 
 crate::selection::select::uniform_scorer_method!(ExpectedAttention, "expected_attention");
+
+impl Describe for ExpectedAttention {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Attention expected from future queries, modelled by the mean and covariance of the prefill's queries rotated to future positions.",
+        paper: "https://arxiv.org/abs/2510.00636",
+        params: &[
+            Param::new("future_positions", "integer", "future positions the RoPE rotation is averaged over"),
+            Param::new("sinks", "integer", "leading entries always kept (and queries left out of the statistics)"),
+            Param::new("use_covariance", "boolean", "include the query covariance term"),
+            Param::new("use_vnorm", "boolean", "multiply scores by the value norm"),
+            Param::new("epsilon", "number", "added to scores before the value-norm rescaling"),
+        ],
+    };
+}
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
 use crate::selection::select::{evict_uniform, score_layer, top_k_sorted};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
+use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -277,6 +278,18 @@ impl Session for H2oSession<'_> {
         }
         Ok(())
     }
+}
+
+impl Describe for H2o {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Heavy hitters by attention accumulated over all prefill queries, plus recent entries; optional decode-phase eviction.",
+        paper: "https://arxiv.org/abs/2306.14048",
+        params: &[
+            Param::new("recent_fraction", "number", "share of each head's budget kept for the most recent entries"),
+            Param::new("decode", "boolean", "keep evicting while generating: one entry per head and token, holding the cache at its size when generation began"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
+use crate::describe::{Describe, Description};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +40,15 @@ impl Scorer for KeyDiff {
 }
 
 crate::selection::select::uniform_scorer_method!(KeyDiff, "keydiff");
+
+impl Describe for KeyDiff {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Keys least similar (cosine) to the head's mean key direction.",
+        paper: "https://arxiv.org/abs/2504.15364",
+        params: &[],
+    };
+}
 
 #[cfg(test)]
 mod tests {

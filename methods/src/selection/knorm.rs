@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
+use crate::describe::{Describe, Description};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,15 @@ impl Scorer for Knorm {
 }
 
 crate::selection::select::uniform_scorer_method!(Knorm, "knorm");
+
+impl Describe for Knorm {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Keys with the lowest L2 norm.",
+        paper: "https://arxiv.org/abs/2406.11430",
+        params: &[],
+    };
+}
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{softmax_last, LayerInput, Scorer};
 use crate::MethodError;
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +123,18 @@ impl Scorer for LagKv {
 }
 
 crate::selection::select::uniform_scorer_method!(LagKv, "lagkv");
+
+impl Describe for LagKv {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Lag-relative spread of keys and values, each chunk scored against the next; no attention needed.",
+        paper: "https://arxiv.org/abs/2504.04704",
+        params: &[
+            Param::new("sink", "integer", "leading entries always kept"),
+            Param::new("lag_size", "integer", "chunk length; each chunk is scored against the next"),
+        ],
+    };
+}
 
 #[cfg(test)]
 mod tests {

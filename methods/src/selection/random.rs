@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +42,17 @@ impl Scorer for Random {
 }
 
 crate::selection::select::uniform_scorer_method!(Random, "random");
+
+impl Describe for Random {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Uniformly random entries, seeded per layer and head (baseline).",
+        paper: "",
+        params: &[
+            Param::new("seed", "integer", "seed of the per-layer, per-head generators"),
+        ],
+    };
+}
 
 #[cfg(test)]
 mod tests {

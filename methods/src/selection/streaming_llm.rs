@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::{Budget, KvCache, Method, MethodError, Observations};
+use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +95,17 @@ impl Method for StreamingLlm {
         }
         Ok(())
     }
+}
+
+impl Describe for StreamingLlm {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Attention sinks (first entries) plus the most recent window.",
+        paper: "https://arxiv.org/abs/2309.17453",
+        params: &[
+            Param::new("sinks", "integer", "entries kept at the start of the sequence"),
+        ],
+    };
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{window_attention, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds};
+use crate::describe::{Describe, Description};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +60,15 @@ impl Scorer for Tova {
 }
 
 crate::selection::select::uniform_scorer_method!(Tova, "tova");
+
+impl Describe for Tova {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Attention of the last query, averaged over all heads of the layer.",
+        paper: "https://arxiv.org/abs/2401.06104",
+        params: &[],
+    };
+}
 
 #[cfg(test)]
 mod tests {
