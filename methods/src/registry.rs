@@ -20,7 +20,7 @@ use crate::merging::{cam::Cam, kvmerger::KvMerger};
 use crate::quantization::{kivi::Kivi, quant::Quant};
 use crate::selection::scoring::Scorer;
 use crate::selection::{
-    decoding::Decoding, expected_attention::ExpectedAttention, h2o::H2o, keydiff::KeyDiff,
+    chunk::Chunk, decoding::Decoding, expected_attention::ExpectedAttention, h2o::H2o, keydiff::KeyDiff,
     knorm::Knorm, lagkv::LagKv, random::Random, snapkv::SnapKv, streaming_llm::StreamingLlm,
     tova::Tova,
 };
@@ -100,6 +100,7 @@ registry! {
         ExpectedAttention(ExpectedAttention) = "expected_attention",
         Keydiff(KeyDiff) = "keydiff",
         Lagkv(LagKv) = "lagkv",
+        Chunk(Chunk) = "chunk",
         Pyramidkv(PyramidKv) = "pyramidkv",
         Adakv(AdaKv) = "adakv",
         PerLayer(PerLayer) = "per_layer",

@@ -122,7 +122,7 @@ fn expectation(name: &str) -> Expect {
     match name {
         "full" | "decoding" | "kivi" | "quant" => Expect::Unchanged,
         "streaming_llm" | "h2o" | "snapkv" | "tova" | "knorm" | "random" | "expected_attention"
-        | "keydiff" | "lagkv" | "cam" | "kvmerger" => Expect::Uniform,
+        | "keydiff" | "lagkv" | "chunk" | "cam" | "kvmerger" => Expect::Uniform,
         "pyramidkv" => Expect::PerLayerTotal,
         "adakv" => Expect::PerHeadTotal { floor: 0.2 },
         "per_layer" => Expect::Ratios(vec![0.1, 0.5, 0.9]),
@@ -201,6 +201,7 @@ fn specs() -> Vec<MethodSpec> {
         r#"{"method":"h2o","decode":true}"#,
         r#"{"method":"snapkv","window":8,"kernel":5,"pooling":"avg"}"#,
         r#"{"method":"adakv","scorer":{"method":"knorm"}}"#,
+        r#"{"method":"chunk","chunk_size":5,"scorer":{"method":"h2o"}}"#,
         r#"{"method":"adakv","scorer":{"method":"h2o"}}"#,
         r#"{"method":"pyramidkv","scorer":{"method":"tova"}}"#,
         r#"{"method":"decoding","interval":2,"target_size":40,"scorer":{"method":"snapkv","window":4}}"#,

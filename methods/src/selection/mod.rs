@@ -2,6 +2,7 @@
 //! selection machinery (`scoring`: the `Scorer` trait, window attention, pooling; `select`: top-k,
 //! exact budgets, the eviction driver) and `decoding`, which applies a scorer during generation.
 
+pub mod chunk;
 pub mod decoding;
 pub mod expected_attention;
 pub mod h2o;
