@@ -9,25 +9,16 @@ use std::sync::LazyLock;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::allocation::{adakv::AdaKv, per_layer::PerLayer, pyramidkv::PyramidKv};
-use crate::channel_pruning::think::Think;
 use crate::composed::Composed;
-use crate::cross_layer::{kv_head_merge::KvHeadMerge, kvsharer::KvSharer, minicache::MiniCache};
 pub use crate::describe::{MethodDescription, ParamDescription};
 use crate::describe::{assemble, Describe};
-use crate::low_rank::lowrank::LowRankMethod;
-use crate::merging::{cam::Cam, kvmerger::KvMerger};
-use crate::quantization::{kivi::Kivi, quant::Quant};
 use crate::selection::scoring::Scorer;
-use crate::selection::{
-    chunk::Chunk, decoding::Decoding, expected_attention::ExpectedAttention, h2o::H2o, keydiff::KeyDiff,
-    knorm::Knorm, lagkv::LagKv, random::Random, snapkv::SnapKv, streaming_llm::StreamingLlm,
-    tova::Tova,
-};
+use crate::selection::snapkv::SnapKv;
 use crate::{full::Full, Method, ParamError};
 
-/// Generates, from one line per method (`Variant(ConfigType) = "yaml_name",`), the `MethodConfig`
-/// enum, its `build`, the description list, and from one line per scorer the `ScorerConfig` enum.
+/// Generates, from one line per method (`Variant(crate::family::file::Config) = "yaml_name",`),
+/// the `MethodConfig` enum, its `build`, the description list, and from one line per scorer the
+/// `ScorerConfig` enum.
 macro_rules! registry {
     (
         methods { $($variant:ident($ty:ty) = $name:literal,)* }
@@ -91,40 +82,40 @@ macro_rules! registry {
 
 registry! {
     methods {
-        StreamingLlm(StreamingLlm) = "streaming_llm",
-        H2o(H2o) = "h2o",
-        Snapkv(SnapKv) = "snapkv",
-        Tova(Tova) = "tova",
-        Knorm(Knorm) = "knorm",
-        Random(Random) = "random",
-        ExpectedAttention(ExpectedAttention) = "expected_attention",
-        Keydiff(KeyDiff) = "keydiff",
-        Lagkv(LagKv) = "lagkv",
-        Chunk(Chunk) = "chunk",
-        Pyramidkv(PyramidKv) = "pyramidkv",
-        Adakv(AdaKv) = "adakv",
-        PerLayer(PerLayer) = "per_layer",
-        Decoding(Decoding) = "decoding",
-        Cam(Cam) = "cam",
-        Kvmerger(KvMerger) = "kvmerger",
-        Minicache(MiniCache) = "minicache",
-        Kvsharer(KvSharer) = "kvsharer",
-        KvHeadMerge(KvHeadMerge) = "kv_head_merge",
-        Think(Think) = "think",
-        Lowrank(LowRankMethod) = "lowrank",
-        Kivi(Kivi) = "kivi",
-        Quant(Quant) = "quant",
+        StreamingLlm(crate::selection::streaming_llm::StreamingLlm) = "streaming_llm",
+        H2o(crate::selection::h2o::H2o) = "h2o",
+        Snapkv(crate::selection::snapkv::SnapKv) = "snapkv",
+        Tova(crate::selection::tova::Tova) = "tova",
+        Knorm(crate::selection::knorm::Knorm) = "knorm",
+        Random(crate::selection::random::Random) = "random",
+        ExpectedAttention(crate::selection::expected_attention::ExpectedAttention) = "expected_attention",
+        Keydiff(crate::selection::keydiff::KeyDiff) = "keydiff",
+        Lagkv(crate::selection::lagkv::LagKv) = "lagkv",
+        Chunk(crate::selection::chunk::Chunk) = "chunk",
+        Pyramidkv(crate::allocation::pyramidkv::PyramidKv) = "pyramidkv",
+        Adakv(crate::allocation::adakv::AdaKv) = "adakv",
+        PerLayer(crate::allocation::per_layer::PerLayer) = "per_layer",
+        Decoding(crate::selection::decoding::Decoding) = "decoding",
+        Cam(crate::merging::cam::Cam) = "cam",
+        Kvmerger(crate::merging::kvmerger::KvMerger) = "kvmerger",
+        Minicache(crate::cross_layer::minicache::MiniCache) = "minicache",
+        Kvsharer(crate::cross_layer::kvsharer::KvSharer) = "kvsharer",
+        KvHeadMerge(crate::cross_layer::kv_head_merge::KvHeadMerge) = "kv_head_merge",
+        Think(crate::channel_pruning::think::Think) = "think",
+        Lowrank(crate::low_rank::lowrank::LowRankMethod) = "lowrank",
+        Kivi(crate::quantization::kivi::Kivi) = "kivi",
+        Quant(crate::quantization::quant::Quant) = "quant",
     }
     scorers {
-        StreamingLlm(StreamingLlm) = "streaming_llm",
-        H2o(H2o) = "h2o",
-        Snapkv(SnapKv) = "snapkv",
-        Tova(Tova) = "tova",
-        Knorm(Knorm) = "knorm",
-        Random(Random) = "random",
-        ExpectedAttention(ExpectedAttention) = "expected_attention",
-        Keydiff(KeyDiff) = "keydiff",
-        Lagkv(LagKv) = "lagkv",
+        StreamingLlm(crate::selection::streaming_llm::StreamingLlm) = "streaming_llm",
+        H2o(crate::selection::h2o::H2o) = "h2o",
+        Snapkv(crate::selection::snapkv::SnapKv) = "snapkv",
+        Tova(crate::selection::tova::Tova) = "tova",
+        Knorm(crate::selection::knorm::Knorm) = "knorm",
+        Random(crate::selection::random::Random) = "random",
+        ExpectedAttention(crate::selection::expected_attention::ExpectedAttention) = "expected_attention",
+        Keydiff(crate::selection::keydiff::KeyDiff) = "keydiff",
+        Lagkv(crate::selection::lagkv::LagKv) = "lagkv",
     }
 }
 
@@ -257,6 +248,7 @@ pub fn method_names() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocation::{adakv::AdaKv, pyramidkv::PyramidKv};
 
     #[test]
     fn every_described_method_builds_from_its_defaults_and_back() {
