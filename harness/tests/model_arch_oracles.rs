@@ -31,7 +31,7 @@ struct Reference {
 }
 
 fn arch_dir(family: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../shared/data/reference/arch/{family}"))
+    kvbench::testing::shared_data().join(format!("reference/arch/{family}"))
 }
 
 fn close(got: f32, want: f32) -> bool {

@@ -2,8 +2,6 @@
 //! five layers with a 24-token window, one global layer): sliding layers keep exactly their
 //! window, untouched, the global layer is compressed, and decoding continues through the cache.
 
-use std::path::PathBuf;
-
 use candle_core::Device;
 use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
 use kvbench::model::{argmax, ForwardOptions, Logits};
@@ -12,8 +10,7 @@ use kvbench_methods::{Budget, MethodConfig, ObservationNeeds, METHODS};
 
 #[test]
 fn methods_compress_global_layers_and_leave_sliding_ones() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/reference/arch/gemma3");
+    let dir = kvbench::testing::shared_data().join("reference/arch/gemma3");
     let files = resolve(&ModelSpec::Local(dir), &FetchOptions::from_env()).unwrap();
     let loaded = kvbench::loader::load(&files, &Device::Cpu).unwrap();
     let model = &loaded.model;
