@@ -19,7 +19,6 @@ use crate::device::timed;
 use crate::model::{argmax, Logits};
 
 use super::prefill::{Engine, Forward, Prefilled};
-use super::score::log_softmax;
 
 /// One method run on one turn: what to compress with, how much, and when.
 pub(super) struct Request<'a> {
@@ -186,4 +185,27 @@ fn decode(
         tokens.pop();
     }
     Ok(Decoded { tokens, ms })
+}
+
+/// Log-probabilities (f64) of a logits tensor of any shape, flattened.
+fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
+    let v: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + v.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    Ok(v.iter().map(|&x| x as f64 - lse).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_normalises() {
+        let t = Tensor::new(&[[1.0f32, 2.0, 3.0]], &candle_core::Device::Cpu).unwrap();
+        let lp = log_softmax(&t).unwrap();
+        let total: f64 = lp.iter().map(|x| x.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+        // Differences of log-probabilities are differences of logits.
+        assert!((lp[2] - lp[0] - 2.0).abs() < 1e-12);
+    }
 }

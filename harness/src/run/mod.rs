@@ -153,7 +153,7 @@ impl SampleRunner<'_> {
     fn turn(
         &mut self,
         turn: TurnRef,
-        prompting: &plan::Prompting,
+        prompting: &prefill::Prompting,
         keys: Vec<String>,
     ) -> Result<()> {
         let engine = self.engine;

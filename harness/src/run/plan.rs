@@ -3,23 +3,15 @@
 //! method and its role, and the observations the shared prefill must record.
 
 use anyhow::{Context, Result};
-use kvbench_datasets::{ChatTemplateMode, Sample, TokenCounter};
+use kvbench_datasets::{Sample, TokenCounter};
 use kvbench_methods::{Budget, MethodConfig, MethodSpec, ObservationNeeds};
 
-use crate::chat_template::ChatTemplate;
 use crate::experiment::{MethodRun, Plan};
 use crate::loader::LoadedModel;
 use crate::truncation::TruncationPolicy;
 
 use super::generate::Request;
-
-/// How one dataset's samples become tokens: the model's template (if any), the dataset's
-/// `chat_template:` option, and the truncation policy.
-pub(super) struct Prompting {
-    pub template: Option<ChatTemplate>,
-    pub mode: ChatTemplateMode,
-    pub truncation: TruncationPolicy,
-}
+use super::prefill::Prompting;
 
 /// One dataset's samples (after `--limit`) and its prompting.
 pub(super) struct DatasetWork {

@@ -8,15 +8,25 @@
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use kvbench_datasets::ChatTemplateMode;
 use kvbench_methods::{KvCache, ObservationNeeds, Observations};
 
+use crate::chat_template::ChatTemplate;
 use crate::device::timed;
 use crate::loader::LoadedModel;
 use crate::model::{ForwardOptions, Logits};
 use crate::prompt::{tokenize, turn_text};
+use crate::truncation::TruncationPolicy;
 
-use super::plan::Prompting;
 use super::TurnRef;
+
+/// How one dataset's samples become tokens: the model's template (if any), the dataset's
+/// `chat_template:` option, and the truncation policy.
+pub(super) struct Prompting {
+    pub template: Option<ChatTemplate>,
+    pub mode: ChatTemplateMode,
+    pub truncation: TruncationPolicy,
+}
 
 /// The model on its device, with the run's attention chunking: every forward of the run goes
 /// through here.

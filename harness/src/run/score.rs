@@ -1,8 +1,6 @@
 //! Score stage: the task metric on the decoded prediction, and fidelity to the full-cache
 //! reference run on the same turn (greedy token agreement, first-token KL divergence).
 
-use anyhow::Result;
-use candle_core::Tensor;
 
 use super::generate::Generation;
 use super::TurnRef;
@@ -31,14 +29,6 @@ impl Scored {
             kl_first_token: kl_divergence(&reference.first_logprobs, &generation.first_logprobs),
         }
     }
-}
-
-/// Log-probabilities (f64) of a logits tensor of any shape, flattened.
-pub(super) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
-    let v: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + v.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-    Ok(v.iter().map(|&x| x as f64 - lse).collect())
 }
 
 /// KL(p || q) in nats from log-probabilities.
@@ -83,15 +73,5 @@ mod tests {
         assert_eq!(agreement(&[1, 2, 3, 4], &[1, 2, 9, 4]), 0.75);
         assert_eq!(agreement(&[1, 2], &[1]), 0.5);
         assert_eq!(agreement(&[], &[]), 1.0);
-    }
-
-    #[test]
-    fn log_softmax_normalises() {
-        let t = Tensor::new(&[[1.0f32, 2.0, 3.0]], &candle_core::Device::Cpu).unwrap();
-        let lp = log_softmax(&t).unwrap();
-        let total: f64 = lp.iter().map(|x| x.exp()).sum();
-        assert!((total - 1.0).abs() < 1e-12);
-        // Differences of log-probabilities are differences of logits.
-        assert!((lp[2] - lp[0] - 2.0).abs() < 1e-12);
     }
 }
