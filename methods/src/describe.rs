@@ -8,6 +8,67 @@ use serde::Serialize;
 /// A method's own description, written in its file (`impl Describe for SnapKv`).
 pub trait Describe {
     const DESCRIPTION: Description;
+
+    /// What `tests/conformance.rs` checks for this method: the default suits a method that keeps
+    /// `budget.kept(len)` entries per layer and head and runs on the test's tiny cache with its
+    /// defaults; a method that allocates otherwise, or needs other parameters, overrides it.
+    fn conformance() -> Conformance {
+        Conformance::default()
+    }
+}
+
+/// How many entries a method keeps at prefill, as `tests/conformance.rs` checks it (the test's
+/// cache: 3 layers, 2 KV heads, 64 entries).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Expect {
+    /// Every layer and head keeps `budget.kept(len)`.
+    #[default]
+    Uniform,
+    /// Nothing is evicted at prefill.
+    Unchanged,
+    /// Per head index, the layers add up to `layers x budget.kept(len)`; heads of a layer agree.
+    PerLayerTotal,
+    /// Per layer, the heads add up to `kv_heads x budget.kept(len)`, each at least `floor x kept`.
+    PerHeadTotal { floor: f64 },
+    /// Layer `l` keeps `floor(len (1 - ratios[l]))` per head, whatever the budget.
+    Ratios(Vec<f64>),
+    /// A storage method (cross-layer, cross-head, channels, low rank): no budget, every entry
+    /// stays readable at its position, in fewer bytes than dense.
+    Storage,
+}
+
+/// A method's conformance expectations, declared in its own file (`Describe::conformance`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Conformance {
+    pub expect: Expect,
+    /// Parameters (a JSON object; `Null` for none) set over the defaults in the test's run of the
+    /// registered method, for defaults that do not fit its tiny cache (`kivi`'s `group`).
+    pub params: serde_json::Value,
+    /// Further configurations to run through the test, each a JSON method spec
+    /// (`{"method": "chunk", "chunk_size": 5}`), to exercise other code paths.
+    pub extra_specs: Vec<serde_json::Value>,
+}
+
+impl Conformance {
+    /// The default (uniform, default parameters, no extra specs) with `expect`.
+    pub fn expect(expect: Expect) -> Self {
+        Conformance {
+            expect,
+            ..Conformance::default()
+        }
+    }
+
+    /// Run the registered method with `params` (a JSON object) over its defaults.
+    pub fn with_params(mut self, params: serde_json::Value) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Also run each of `specs` (JSON method specs).
+    pub fn with_specs(mut self, specs: impl IntoIterator<Item = serde_json::Value>) -> Self {
+        self.extra_specs.extend(specs);
+        self
+    }
 }
 
 /// What a method's file writes about itself; its name is the one it is registered under.
@@ -71,6 +132,9 @@ pub struct MethodDescription {
     pub summary: &'static str,
     pub paper: &'static str,
     pub params: Vec<ParamDescription>,
+    /// What the conformance test checks (`Describe::conformance`); not shown to users.
+    #[serde(skip)]
+    pub conformance: Conformance,
 }
 
 /// The full description of the method registered as `name`, whose default configuration
@@ -78,6 +142,7 @@ pub struct MethodDescription {
 pub(crate) fn assemble(
     name: &'static str,
     d: &Description,
+    conformance: Conformance,
     defaults: &serde_json::Value,
     scorers: &[&str],
 ) -> MethodDescription {
@@ -109,6 +174,7 @@ pub(crate) fn assemble(
         summary: d.summary,
         paper: d.paper,
         params,
+        conformance,
     }
 }
 

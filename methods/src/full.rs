@@ -1,7 +1,7 @@
 //! `full`: no compression. The baseline every other method is compared with.
 
 use crate::{Budget, KvCache, Method, MethodError, Observations};
-use crate::describe::{Describe, Description};
+use crate::describe::{Conformance, Describe, Description, Expect};
 
 #[derive(Clone, Debug, Default)]
 pub struct Full;
@@ -28,4 +28,8 @@ impl Describe for Full {
         paper: "",
         params: &[],
     };
+
+    fn conformance() -> Conformance {
+        Conformance::expect(Expect::Unchanged)
+    }
 }

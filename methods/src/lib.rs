@@ -49,7 +49,7 @@ pub use cache::{HeadGroup, KvCache, LayerKv, Storage};
 pub use method::{
     LayerObservation, Method, ObservationNeeds, Observations, Rope, Session, Stateless,
 };
-pub use describe::{Describe, Description, Param};
+pub use describe::{Conformance, Describe, Description, Expect, Param};
 pub use registry::{
     method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
 };

@@ -69,11 +69,11 @@ macro_rules! registry {
 
         fn describe_all() -> Vec<MethodDescription> {
             let none = serde_json::json!({});
-            let mut all = vec![assemble("full", &Full::DESCRIPTION, &none, SCORER_NAMES)];
+            let mut all = vec![assemble("full", &Full::DESCRIPTION, Full::conformance(), &none, SCORER_NAMES)];
             $(
                 let defaults = serde_json::to_value(<$ty as Default>::default())
                     .expect("a method's default configuration serializes");
-                all.push(assemble($name, &<$ty as Describe>::DESCRIPTION, &defaults, SCORER_NAMES));
+                all.push(assemble($name, &<$ty as Describe>::DESCRIPTION, <$ty as Describe>::conformance(), &defaults, SCORER_NAMES));
             )*
             all
         }

@@ -11,12 +11,13 @@
 //! - `needs()` / `decode_needs()` ask for everything the method reads (observations are built from
 //!   them and nothing else).
 //!
-//! A method added to the registry must be added to `expectation` below, or this test fails.
+//! What each method is expected to keep, the parameters it runs with and its extra specs come from
+//! its own file (`Describe::conformance`, through `METHODS`); nothing here names a new method.
 
 use candle_core::{DType, Device, Tensor};
 use kvbench_methods::{
-    Budget, KvCache, LayerObservation, Method, MethodConfig, MethodSpec, ObservationNeeds,
-    Observations, Rope, Session, METHODS,
+    Budget, Conformance, Expect, KvCache, LayerObservation, Method, MethodConfig, MethodSpec,
+    ObservationNeeds, Observations, Rope, Session, METHODS,
 };
 use rand::{Rng, SeedableRng};
 
@@ -91,46 +92,35 @@ fn observations(rng: &mut Rand, needs: ObservationNeeds, t: usize, len: usize) -
     }
 }
 
-/// How many entries a method keeps, per its allocation rule.
-enum Expect {
-    /// Every layer and head keeps `budget.kept(len)`.
-    Uniform,
-    /// Nothing is evicted at prefill.
-    Unchanged,
-    /// Per head index, the layers add up to `LAYERS x budget.kept(len)`; heads of a layer agree.
-    PerLayerTotal,
-    /// Per layer, the heads add up to `KV_HEADS x budget.kept(len)`, each at least `floor x kept`.
-    PerHeadTotal { floor: f64 },
-    /// Layer `l` keeps `floor(len (1 - ratios[l]))` per head, whatever the budget.
-    Ratios(Vec<f64>),
+/// The registered method `name`'s conformance expectations (declared in its file).
+fn conformance(name: &str) -> &'static Conformance {
+    &METHODS
+        .iter()
+        .find(|d| d.name == name)
+        .unwrap_or_else(|| panic!("`{name}` is not registered"))
+        .conformance
+}
+
+/// How many entries a spec keeps: a registered method's own expectation, or for a composed list
+/// (`snapkv+knorm`), storage if every part is storage, else the parts applied in turn.
+enum Want {
+    One(Expect),
     /// Parts applied in turn, each with the budget: `kept(kept(len))`.
     Composed(usize),
-    /// A storage method (cross-layer, cross-head): no budget, every entry stays readable at its
-    /// position (through the layer attention reads), in fewer bytes (`check_storage_method`).
-    Storage,
 }
 
-/// Methods that change how entries are stored, not which: checked by `check_storage_method`.
-fn is_storage(name: &str) -> bool {
-    matches!(
-        name,
-        "minicache" | "kvsharer" | "kv_head_merge" | "think" | "lowrank"
-    )
-}
-
-fn expectation(name: &str) -> Expect {
-    match name {
-        "full" | "decoding" | "kivi" | "quant" => Expect::Unchanged,
-        "streaming_llm" | "h2o" | "snapkv" | "tova" | "knorm" | "random" | "expected_attention"
-        | "keydiff" | "lagkv" | "chunk" | "cam" | "kvmerger" => Expect::Uniform,
-        "pyramidkv" => Expect::PerLayerTotal,
-        "adakv" => Expect::PerHeadTotal { floor: 0.2 },
-        "per_layer" => Expect::Ratios(vec![0.1, 0.5, 0.9]),
-        n if n.split('+').all(is_storage) => Expect::Storage,
-        n if n.contains('+') => Expect::Composed(n.split('+').count()),
-        other => panic!(
-            "method `{other}` is registered but has no expectation in the conformance test; add it"
-        ),
+fn expectation(name: &str) -> Want {
+    if !name.contains('+') {
+        return Want::One(conformance(name).expect.clone());
+    }
+    let parts: Vec<&str> = name.split('+').collect();
+    if parts
+        .iter()
+        .all(|p| conformance(p).expect == Expect::Storage)
+    {
+        Want::One(Expect::Storage)
+    } else {
+        Want::Composed(parts.len())
     }
 }
 
@@ -172,59 +162,38 @@ fn close(a: &Tensor, b: &Tensor, tol: Option<f32>) -> bool {
     }
 }
 
-/// Every registered method with its defaults, plus variants that exercise other code paths.
+/// Every registered method with its defaults (and the parameters its conformance sets), the
+/// extra specs each method declares, plus compositions.
 fn specs() -> Vec<MethodSpec> {
     let mut out: Vec<MethodSpec> = METHODS
         .iter()
         .map(|d| {
             let mut json = serde_json::json!({ "method": d.name });
-            if d.name == "per_layer" {
-                json["ratios"] = serde_json::json!([0.1, 0.5, 0.9]);
-            }
-            if d.name == "decoding" {
-                json["interval"] = serde_json::json!(2);
-                json["target_size"] = serde_json::json!(40);
-            }
-            // Groups that fit the test's head_dim; a residual the decode steps fill up.
-            if d.name == "kivi" {
-                json["group"] = serde_json::json!(4);
-                json["residual"] = serde_json::json!(16);
-            }
-            if d.name == "quant" {
-                json["group"] = serde_json::json!(4);
-                json["residual"] = serde_json::json!(3);
+            if let Some(params) = d.conformance.params.as_object() {
+                for (k, v) in params {
+                    json[k] = v.clone();
+                }
             }
             MethodSpec::One(serde_json::from_value::<MethodConfig>(json).unwrap())
         })
         .collect();
-    let extra = [
-        r#"{"method":"h2o","decode":true}"#,
-        r#"{"method":"snapkv","window":8,"kernel":5,"pooling":"avg"}"#,
-        r#"{"method":"adakv","scorer":{"method":"knorm"}}"#,
-        r#"{"method":"chunk","chunk_size":5,"scorer":{"method":"h2o"}}"#,
-        r#"{"method":"adakv","scorer":{"method":"h2o"}}"#,
-        r#"{"method":"pyramidkv","scorer":{"method":"tova"}}"#,
-        r#"{"method":"decoding","interval":2,"target_size":40,"scorer":{"method":"snapkv","window":4}}"#,
-        r#"{"method":"decoding","interval":2,"target_size":40,"scorer":{"method":"h2o"}}"#,
+    for d in METHODS.iter() {
+        out.extend(d.conformance.extra_specs.iter().map(|j| {
+            serde_json::from_value::<MethodSpec>(j.clone())
+                .unwrap_or_else(|e| panic!("{}: conformance spec {j}: {e}", d.name))
+        }));
+    }
+    let compositions = [
         r#"[{"method":"snapkv"},{"method":"knorm"}]"#,
         r#"[{"method":"adakv"},{"method":"h2o"}]"#,
         r#"[{"method":"knorm"},{"method":"expected_attention"}]"#,
-        r#"{"method":"cam","scorer":{"method":"h2o"},"merge_budget":4,"seed":3}"#,
-        r#"{"method":"kvmerger","threshold":0.0,"skip_first_layers":0,"skip_last_layers":0}"#,
         r#"[{"method":"adakv"},{"method":"cam"}]"#,
-        r#"{"method":"minicache","start_layer":0,"t":0.3,"gamma":0.2}"#,
-        r#"{"method":"kvsharer","layers_shared":2}"#,
-        r#"{"method":"kv_head_merge","group_size":3}"#,
-        r#"{"method":"lowrank","rank":3,"values":true}"#,
-        r#"{"method":"think","key_channel_ratio":0.5,"window":4}"#,
         r#"[{"method":"think"},{"method":"lowrank","energy":0.5}]"#,
         r#"[{"method":"kvsharer"},{"method":"minicache","start_layer":1},{"method":"kv_head_merge"}]"#,
         r#"[{"method":"adakv"},{"method":"kvmerger","threshold":0.0,"skip_first_layers":1,"skip_last_layers":0}]"#,
-        r#"{"method":"kivi","bits":4,"group":8,"residual":8}"#,
-        r#"{"method":"quant","bits":8,"group":8,"residual":2,"symmetric":true}"#,
     ];
     out.extend(
-        extra
+        compositions
             .iter()
             .map(|j| serde_json::from_str::<MethodSpec>(j).unwrap()),
     );
@@ -235,13 +204,17 @@ fn check_kept(name: &str, cache: &KvCache, budget: &Budget) {
     let lens: Vec<Vec<usize>> = (0..LAYERS).map(|l| cache.layer(l).head_lens()).collect();
     let b = budget.kept(LEN);
     match expectation(name) {
-        Expect::Unchanged => assert!(lens.iter().flatten().all(|&n| n == LEN), "{name}: {lens:?}"),
-        Expect::Storage => unreachable!("{name}: storage methods go through check_storage_method"),
-        Expect::Uniform => assert!(
+        Want::One(Expect::Unchanged) => {
+            assert!(lens.iter().flatten().all(|&n| n == LEN), "{name}: {lens:?}")
+        }
+        Want::One(Expect::Storage) => {
+            unreachable!("{name}: storage methods go through check_storage_method")
+        }
+        Want::One(Expect::Uniform) => assert!(
             lens.iter().flatten().all(|&n| n == b),
             "{name} {budget:?}: {lens:?}, want {b}"
         ),
-        Expect::PerLayerTotal => {
+        Want::One(Expect::PerLayerTotal) => {
             for h in 0..KV_HEADS {
                 assert_eq!(
                     lens.iter().map(|l| l[h]).sum::<usize>(),
@@ -255,7 +228,7 @@ fn check_kept(name: &str, cache: &KvCache, budget: &Budget) {
                 "{name}: {lens:?}"
             );
         }
-        Expect::PerHeadTotal { floor } => {
+        Want::One(Expect::PerHeadTotal { floor }) => {
             for l in &lens {
                 assert_eq!(
                     l.iter().sum::<usize>(),
@@ -268,7 +241,7 @@ fn check_kept(name: &str, cache: &KvCache, budget: &Budget) {
                 );
             }
         }
-        Expect::Ratios(r) => {
+        Want::One(Expect::Ratios(r)) => {
             for (l, r) in lens.iter().zip(r) {
                 assert!(
                     l.iter()
@@ -277,7 +250,7 @@ fn check_kept(name: &str, cache: &KvCache, budget: &Budget) {
                 );
             }
         }
-        Expect::Composed(parts) => {
+        Want::Composed(parts) => {
             let want = (0..parts).fold(LEN, |n, _| budget.kept(n));
             for l in &lens {
                 if l.iter().all(|&n| n == l[0]) {
@@ -425,7 +398,7 @@ fn every_registered_method_meets_the_cache_contract() {
         let mut rng = Rand(rand::rngs::StdRng::seed_from_u64(7));
         let (full, original) = prefilled(&mut rng);
         let obs = observations(&mut rng, method.needs(), LEN, LEN);
-        if let Expect::Storage = expectation(name) {
+        if let Want::One(Expect::Storage) = expectation(name) {
             check_storage_method(name, method.as_ref(), &full, &obs, &budgets, &mut rng);
             continue;
         }

@@ -141,6 +141,14 @@ impl Describe for AdaKv {
             Param::new("scorer", "scorer", "scorer ranking the entries"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::expect(crate::describe::Expect::PerHeadTotal { floor: 0.2 })
+            .with_specs([
+                serde_json::json!({"method": "adakv", "scorer": {"method": "knorm"}}),
+                serde_json::json!({"method": "adakv", "scorer": {"method": "h2o"}}),
+            ])
+    }
 }
 
 #[cfg(test)]

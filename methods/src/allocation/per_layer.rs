@@ -126,6 +126,11 @@ impl Describe for PerLayer {
             Param::new("scorer", "scorer", "scorer ranking the entries"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::expect(crate::describe::Expect::Ratios(vec![0.1, 0.5, 0.9]))
+            .with_params(serde_json::json!({"ratios": [0.1, 0.5, 0.9]}))
+    }
 }
 
 #[cfg(test)]

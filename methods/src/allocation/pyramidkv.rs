@@ -134,6 +134,11 @@ impl Describe for PyramidKv {
             Param::new("scorer", "scorer", "scorer ranking the entries"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::expect(crate::describe::Expect::PerLayerTotal)
+            .with_specs([serde_json::json!({"method": "pyramidkv", "scorer": {"method": "tova"}})])
+    }
 }
 
 #[cfg(test)]

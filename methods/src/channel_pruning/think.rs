@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::{ChannelPruned, Stored};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -163,6 +163,12 @@ impl Describe for Think {
             Param::new("window", "integer", "observation window: last prefill queries scoring the channels; their keys stay whole"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        Conformance::expect(Expect::Storage).with_specs([
+            serde_json::json!({"method": "think", "key_channel_ratio": 0.5, "window": 4}),
+        ])
+    }
 }
 
 #[cfg(test)]

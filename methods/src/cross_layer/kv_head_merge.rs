@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::HeadShared;
 use crate::{Budget, HeadGroup, KvCache, Method, MethodError, Observations, Storage, Stored};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -114,6 +114,11 @@ impl Describe for KvHeadMerge {
             Param::new("group_size", "integer", "consecutive KV heads averaged into one; the last group may be smaller"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        Conformance::expect(Expect::Storage)
+            .with_specs([serde_json::json!({"method": "kv_head_merge", "group_size": 3})])
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use candle_core::{DType, Tensor};
 
 use crate::{Budget, KvCache, Method, MethodError, Observations};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -195,6 +195,11 @@ impl Describe for KvSharer {
             Param::new("fraction", "number", "share of the layers that share, when layers_shared is not given"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        Conformance::expect(Expect::Storage)
+            .with_specs([serde_json::json!({"method": "kvsharer", "layers_shared": 2})])
+    }
 }
 
 #[cfg(test)]

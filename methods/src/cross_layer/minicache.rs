@@ -31,7 +31,7 @@ use candle_core::{DType, Tensor};
 
 use crate::storage::Merged;
 use crate::{Budget, KvCache, Method, MethodError, Observations, Storage, Stored};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -225,6 +225,12 @@ impl Describe for MiniCache {
             Param::new("gamma", "number", "share of the angular-distance range, from the top, whose entries are kept unmerged"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        Conformance::expect(Expect::Storage).with_specs([
+            serde_json::json!({"method": "minicache", "start_layer": 0, "t": 0.3, "gamma": 0.2}),
+        ])
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::linalg::symmetric_eigen;
 use crate::storage::{LowRank, Stored};
 use crate::{Budget, KvCache, Method, MethodError, Observations, Storage};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -224,6 +224,11 @@ impl Describe for LowRankMethod {
             Param::new("values", "boolean", "also store values in low rank with their own basis"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        Conformance::expect(Expect::Storage)
+            .with_specs([serde_json::json!({"method": "lowrank", "rank": 3, "values": true})])
+    }
 }
 
 #[cfg(test)]

@@ -246,6 +246,12 @@ impl Describe for Cam {
             Param::new("seed", "integer", "seed of the per-layer, per-head Bernoulli draws"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::default().with_specs([
+            serde_json::json!({"method": "cam", "scorer": {"method": "h2o"}, "merge_budget": 4, "seed": 3}),
+        ])
+    }
 }
 
 #[cfg(test)]

@@ -380,6 +380,15 @@ impl Describe for KvMerger {
             Param::new("scorer", "scorer", "scorer ranking the entries"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::default().with_specs([serde_json::json!({
+            "method": "kvmerger",
+            "threshold": 0.0,
+            "skip_first_layers": 0,
+            "skip_last_layers": 0,
+        })])
+    }
 }
 
 #[cfg(test)]

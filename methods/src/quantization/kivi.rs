@@ -28,7 +28,7 @@ use crate::params::check_positive;
 use crate::quantization::quant::{check_scheme_shape, check_schemes, quantize_cache};
 use crate::storage::{QuantAxis, QuantScheme, ResidualRule};
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +154,15 @@ impl Describe for Kivi {
             Param::new("residual", "integer", "recent values kept full precision; keys are quantized this many at a time (a multiple of group)"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        // Groups that fit the test's head_dim; a residual the decode steps fill up.
+        Conformance::expect(Expect::Unchanged)
+            .with_params(serde_json::json!({"group": 4, "residual": 16}))
+            .with_specs([
+                serde_json::json!({"method": "kivi", "bits": 4, "group": 8, "residual": 8}),
+            ])
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
 use crate::params::check_positive;
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError, Storage, Stored};
-use crate::describe::{Describe, Description, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +199,13 @@ impl Describe for Quant {
             Param::new("symmetric", "boolean", "scale only (codes centred), no zero point"),
         ],
     };
+
+    fn conformance() -> Conformance {
+        // Groups that fit the test's head_dim; a residual the decode steps fill up.
+        Conformance::expect(Expect::Unchanged)
+            .with_params(serde_json::json!({"group": 4, "residual": 3}))
+            .with_specs([serde_json::json!({"method": "quant", "bits": 8, "group": 8, "residual": 2, "symmetric": true})])
+    }
 }
 
 #[cfg(test)]

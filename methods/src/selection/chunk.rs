@@ -159,6 +159,12 @@ impl Describe for Chunk {
             Param::new("scorer", "scorer", "scorer whose per-entry scores rank the chunks"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::default().with_specs([
+            serde_json::json!({"method": "chunk", "chunk_size": 5, "scorer": {"method": "h2o"}}),
+        ])
+    }
 }
 
 #[cfg(test)]

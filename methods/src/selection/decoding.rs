@@ -287,6 +287,15 @@ impl Describe for Decoding {
             Param::new("scorer", "scorer", "scorer ranking the entries (expected_attention excluded)"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::expect(crate::describe::Expect::Unchanged)
+            .with_params(serde_json::json!({"interval": 2, "target_size": 40}))
+            .with_specs([
+                serde_json::json!({"method": "decoding", "interval": 2, "target_size": 40, "scorer": {"method": "snapkv", "window": 4}}),
+                serde_json::json!({"method": "decoding", "interval": 2, "target_size": 40, "scorer": {"method": "h2o"}}),
+            ])
+    }
 }
 
 #[cfg(test)]

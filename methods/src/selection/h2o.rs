@@ -290,6 +290,11 @@ impl Describe for H2o {
             Param::new("decode", "boolean", "keep evicting while generating: one entry per head and token, holding the cache at its size when generation began"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::default()
+            .with_specs([serde_json::json!({"method": "h2o", "decode": true})])
+    }
 }
 
 #[cfg(test)]

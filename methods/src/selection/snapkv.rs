@@ -110,6 +110,12 @@ impl Describe for SnapKv {
             Param::new("pooling", "max|avg", "pooling over neighbouring entries"),
         ],
     };
+
+    fn conformance() -> crate::describe::Conformance {
+        crate::describe::Conformance::default().with_specs([
+            serde_json::json!({"method": "snapkv", "window": 8, "kernel": 5, "pooling": "avg"}),
+        ])
+    }
 }
 
 #[cfg(test)]
