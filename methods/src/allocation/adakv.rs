@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::registry::ScorerConfig;
-use crate::selection::select::{score_layer, top_k_sorted};
+use crate::selection::select::{evict_with, top_k_sorted, KeepRule, Uniform};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 use crate::describe::{Describe, Description, Param};
 
@@ -112,22 +112,34 @@ impl Method for AdaKv {
         obs: &Observations,
         budget: &Budget,
     ) -> Result<(), MethodError> {
-        let floor = self.floor.clamp(0.0, 1.0);
-        for l in 0..cache.n_layers() {
-            let lens = cache.layer(l).head_lens();
-            let targets: Vec<usize> = lens.iter().map(|&len| budget.kept(len)).collect();
-            if targets.iter().zip(&lens).all(|(t, n)| t >= n) {
-                continue;
-            }
-            let scores = score_layer(cache, l, obs, self.scorer.scorer(), &targets)?;
-            let floors: Vec<usize> = targets
-                .iter()
-                .map(|&t| (t as f64 * floor).floor() as usize)
-                .collect();
-            let keep = adaptive_keep(&scores, &targets, &floors);
-            cache.layer_mut(l).retain(&keep)?;
-        }
-        Ok(())
+        let mut rule = Adaptive {
+            floor: self.floor.clamp(0.0, 1.0),
+        };
+        evict_with(cache, obs, self.scorer.scorer(), &mut Uniform(budget), &mut rule)
+    }
+}
+
+/// AdaKV's keep rule: each head keeps its `floor x target` best, the rest of the layer's total
+/// goes to the best scores across heads.
+struct Adaptive {
+    floor: f64,
+}
+
+impl KeepRule for Adaptive {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        layer: usize,
+        _obs: &Observations,
+        scores: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<(), MethodError> {
+        let floors: Vec<usize> = targets
+            .iter()
+            .map(|&t| (t as f64 * self.floor).floor() as usize)
+            .collect();
+        let keep = adaptive_keep(&scores, targets, &floors);
+        cache.layer_mut(layer).retain(&keep)
     }
 }
 

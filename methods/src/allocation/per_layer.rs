@@ -11,7 +11,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::registry::ScorerConfig;
-use crate::selection::select::evict_layer;
+use crate::selection::select::{evict_with, TopK};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 use crate::describe::{Describe, Description, Param};
 
@@ -102,17 +102,11 @@ impl Method for PerLayer {
     ) -> Result<(), MethodError> {
         self.validate()?;
         self.check_model_shape(cache.n_layers(), 0, cache.head_dim())?;
-        for (l, &r) in self.ratios.iter().enumerate() {
-            let budget = Budget::CompressionRatio(r);
-            let targets: Vec<usize> = cache
-                .layer(l)
-                .head_lens()
-                .iter()
-                .map(|&len| budget.kept(len))
-                .collect();
-            evict_layer(cache, l, obs, self.scorer.scorer(), &targets)?;
-        }
-        Ok(())
+        let mut allocator = |l: usize, _: usize, lens: &[usize]| -> Vec<usize> {
+            let budget = Budget::CompressionRatio(self.ratios[l]);
+            lens.iter().map(|&len| budget.kept(len)).collect()
+        };
+        evict_with(cache, obs, self.scorer.scorer(), &mut allocator, &mut TopK)
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::ScorerConfig;
-use crate::selection::select::{evict_layer, round_preserving_sum};
+use crate::selection::select::{evict_with, round_preserving_sum, TopK};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 use crate::describe::{Describe, Description, Param};
 
@@ -105,22 +105,17 @@ impl Method for PyramidKv {
         budget: &Budget,
     ) -> Result<(), MethodError> {
         let scorer = self.scorer.scorer();
-        let n_layers = cache.n_layers();
         let mut schedules: HashMap<usize, Vec<usize>> = HashMap::new();
-        for l in 0..n_layers {
-            let targets: Vec<usize> = cache
-                .layer(l)
-                .head_lens()
-                .iter()
+        let mut allocator = |l: usize, n_layers: usize, lens: &[usize]| -> Vec<usize> {
+            lens.iter()
                 .map(|&len| {
                     schedules.entry(len).or_insert_with(|| {
                         pyramid_budgets(n_layers, len, budget.kept(len), scorer.window(), self.beta)
                     })[l]
                 })
-                .collect();
-            evict_layer(cache, l, obs, scorer, &targets)?;
-        }
-        Ok(())
+                .collect()
+        };
+        evict_with(cache, obs, scorer, &mut allocator, &mut TopK)
     }
 }
 

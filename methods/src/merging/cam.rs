@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::selection::h2o::H2o;
 use crate::registry::ScorerConfig;
 use crate::selection::scoring::LayerInput;
-use crate::selection::select::{score_layer, top_k_sorted};
+use crate::selection::select::{evict_with, top_k_per_head, KeepRule, Uniform};
 use crate::selection::streaming_llm::StreamingLlm;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
 use crate::describe::{Describe, Description, Param};
@@ -176,62 +176,71 @@ impl Method for Cam {
         self.scorer.validate_within("cam", "scorer")
     }
     fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
-        for l in 0..cache.n_layers() {
-            let lens = cache.layer(l).head_lens();
-            let targets: Vec<usize> = lens.iter().map(|&len| budget.kept(len)).collect();
-            if targets.iter().zip(&lens).all(|(t, n)| t >= n) {
-                continue;
+        evict_with(
+            cache,
+            obs,
+            self.scorer.scorer(),
+            &mut Uniform(budget),
+            &mut MergeEvicted(self),
+        )
+    }
+}
+
+/// CaM's keep rule: each head's top-k, the evicted values first merged into the kept ones.
+struct MergeEvicted<'a>(&'a Cam);
+
+impl KeepRule for MergeEvicted<'_> {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        scores: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<()> {
+        let keep = top_k_per_head(&scores, targets);
+        let input = LayerInput {
+            index: l,
+            layer: cache.layer(l),
+            obs,
+            next_position: cache.next_position(),
+            targets,
+        };
+        let attention = H2o::accumulated(&input, "cam")?;
+        // Rewrite the values of every group that loses entries, then evict as usual.
+        cache.layer_mut(l).restore(|g| {
+            let (n, len) = (g.n_heads(), g.len());
+            let heads = g.first_head..g.first_head + n;
+            if heads.clone().all(|h| keep[h].len() >= len) {
+                return Ok(g.storage.clone());
             }
-            let scores = score_layer(cache, l, obs, self.scorer.scorer(), &targets)?;
-            let keep: Vec<Vec<u32>> = scores
-                .iter()
-                .zip(&targets)
-                .map(|(s, &t)| top_k_sorted(s, t))
-                .collect();
-            let input = LayerInput {
-                index: l,
-                layer: cache.layer(l),
-                obs,
-                next_position: cache.next_position(),
-                targets: &targets,
-            };
-            let attention = H2o::accumulated(&input, "cam")?;
-            // Rewrite the values of every group that loses entries, then evict as usual.
-            cache.layer_mut(l).restore(|g| {
-                let (n, len) = (g.n_heads(), g.len());
-                let heads = g.first_head..g.first_head + n;
-                if heads.clone().all(|h| keep[h].len() >= len) {
-                    return Ok(g.storage.clone());
+            let v = g.storage.v.reconstruct()?;
+            let d = v.dim(2)?;
+            let host = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut merged = Vec::with_capacity(host.len());
+            for (local, h) in heads.enumerate() {
+                let rows = &host[local * len * d..(local + 1) * len * d];
+                if keep[h].len() >= len {
+                    merged.extend_from_slice(rows);
+                    continue;
                 }
-                let v = g.storage.v.reconstruct()?;
-                let d = v.dim(2)?;
-                let host = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let mut merged = Vec::with_capacity(host.len());
-                for (local, h) in heads.enumerate() {
-                    let rows = &host[local * len * d..(local + 1) * len * d];
-                    if keep[h].len() >= len {
-                        merged.extend_from_slice(rows);
-                        continue;
-                    }
-                    let m = match self.merge_budget {
-                        0 => auto_merge_budget(&keep[h], len),
-                        m => m,
-                    };
-                    let mut rng = self.stream(l, h);
-                    merged.extend(merge_values(rows, d, &attention[h], &keep[h], m, || {
-                        rng.gen::<f32>()
-                    }));
-                }
-                let merged =
-                    Tensor::from_vec(merged, (n, len, d), v.device())?.to_dtype(v.dtype())?;
-                Ok(Storage {
-                    k: g.storage.k.clone(),
-                    v: g.storage.v.encode_like(&merged, 0..n)?,
-                })
-            })?;
-            cache.layer_mut(l).retain(&keep)?;
-        }
-        Ok(())
+                let m = match self.0.merge_budget {
+                    0 => auto_merge_budget(&keep[h], len),
+                    m => m,
+                };
+                let mut rng = self.0.stream(l, h);
+                merged.extend(merge_values(rows, d, &attention[h], &keep[h], m, || {
+                    rng.gen::<f32>()
+                }));
+            }
+            let merged =
+                Tensor::from_vec(merged, (n, len, d), v.device())?.to_dtype(v.dtype())?;
+            Ok(Storage {
+                k: g.storage.k.clone(),
+                v: g.storage.v.encode_like(&merged, 0..n)?,
+            })
+        })?;
+        cache.layer_mut(l).retain(&keep)
     }
 }
 

@@ -41,7 +41,7 @@ use crate::describe::{Describe, Description, Param};
 use crate::selection::h2o::H2o;
 use crate::registry::ScorerConfig;
 use crate::selection::scoring::LayerInput;
-use crate::selection::select::{evict_layer, score_layer, top_k_sorted};
+use crate::selection::select::{evict_with, top_k_sorted, KeepRule, TopK, Uniform};
 use crate::{
     Budget, HeadGroup, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage,
 };
@@ -312,59 +312,71 @@ impl Method for KvMerger {
     }
     fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
         self.validate()?;
+        evict_with(
+            cache,
+            obs,
+            self.scorer.scorer(),
+            &mut Uniform(budget),
+            &mut MergeSimilar(self),
+        )
+    }
+}
+
+/// KVMerger's keep rule: in the merged layers, runs of similar keys merge before the scorer evicts
+/// what is left above the target; the skipped first and last layers are only evicted (top-k).
+struct MergeSimilar<'a>(&'a KvMerger);
+
+impl KeepRule for MergeSimilar<'_> {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        scores: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<()> {
         let n_layers = cache.n_layers();
-        let scorer = self.scorer.scorer();
-        for l in 0..n_layers {
-            let lens = cache.layer(l).head_lens();
-            let targets: Vec<usize> = lens.iter().map(|&len| budget.kept(len)).collect();
-            if l < self.skip_first_layers || l + self.skip_last_layers >= n_layers {
-                evict_layer(cache, l, obs, scorer, &targets)?;
-                continue;
-            }
-            if targets.iter().zip(&lens).all(|(t, n)| t >= n) {
-                continue;
-            }
-            let scores = score_layer(cache, l, obs, scorer, &targets)?;
-            let layer = cache.layer(l);
-            let input = LayerInput {
-                index: l,
-                layer,
-                obs,
-                next_position: cache.next_position(),
-                targets: &targets,
-            };
-            let attention = H2o::accumulated(&input, "kvmerger")?;
-            let mut groups = Vec::new();
-            for g in layer.groups() {
-                let heads = g.first_head..g.first_head + g.n_heads();
-                if heads.clone().all(|h| targets[h] >= g.len()) {
-                    groups.push(g.clone());
-                    continue;
-                }
-                let (k, v) = g.storage.keys_values()?;
-                let (_, len, d) = k.dims3()?;
-                let hk = k.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let hv = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let per_head = heads
-                    .enumerate()
-                    .map(|(local, h)| {
-                        let span = local * len * d..(local + 1) * len * d;
-                        let head = HeadInput {
-                            keys: &hk[span.clone()],
-                            values: &hv[span],
-                            d,
-                            positions: &g.positions[local],
-                            attention: &attention[h],
-                            scores: &scores[h],
-                        };
-                        merge_head(&head, self.threshold as f32, targets[h])
-                    })
-                    .collect();
-                groups.extend(rebuild(g, per_head, &k)?);
-            }
-            cache.layer_mut(l).set_groups(groups)?;
+        if l < self.0.skip_first_layers || l + self.0.skip_last_layers >= n_layers {
+            return TopK.apply(cache, l, obs, scores, targets);
         }
-        Ok(())
+        let layer = cache.layer(l);
+        let input = LayerInput {
+            index: l,
+            layer,
+            obs,
+            next_position: cache.next_position(),
+            targets,
+        };
+        let attention = H2o::accumulated(&input, "kvmerger")?;
+        let mut groups = Vec::new();
+        for g in layer.groups() {
+            let heads = g.first_head..g.first_head + g.n_heads();
+            if heads.clone().all(|h| targets[h] >= g.len()) {
+                groups.push(g.clone());
+                continue;
+            }
+            let (k, v) = g.storage.keys_values()?;
+            let (_, len, d) = k.dims3()?;
+            let hk = k.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let hv = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let per_head = heads
+                .enumerate()
+                .map(|(local, h)| {
+                    let span = local * len * d..(local + 1) * len * d;
+                    let head = HeadInput {
+                        keys: &hk[span.clone()],
+                        values: &hv[span],
+                        d,
+                        positions: &g.positions[local],
+                        attention: &attention[h],
+                        scores: &scores[h],
+                    };
+                    merge_head(&head, self.0.threshold as f32, targets[h])
+                })
+                .collect();
+            groups.extend(rebuild(g, per_head, &k)?);
+        }
+        cache.layer_mut(l).set_groups(groups)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
-use crate::selection::select::{score_layer, top_k_sorted};
+use crate::selection::select::{evict_with, top_k_sorted, KeepRule, Uniform};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -119,33 +119,43 @@ impl Method for Chunk {
         budget: &Budget,
     ) -> Result<(), MethodError> {
         self.validate()?;
-        for l in 0..cache.n_layers() {
-            let lens = cache.layer(l).head_lens();
-            let targets: Vec<usize> = lens.iter().map(|&len| budget.kept(len)).collect();
-            if targets.iter().zip(&lens).all(|(&t, &len)| t >= len) {
-                continue;
-            }
-            let scores = score_layer(cache, l, obs, self.scorer.scorer(), &targets)?;
-            let keep: Vec<Vec<u32>> = if lens.iter().all(|&len| len == lens[0]) {
-                // One choice for the layer, from the scores summed over its heads.
-                let mut summed = vec![0f32; lens[0]];
-                for s in &scores {
-                    for (a, b) in summed.iter_mut().zip(s) {
-                        *a += b;
-                    }
+        let mut rule = Chunks(self.chunk_size);
+        evict_with(cache, obs, self.scorer.scorer(), &mut Uniform(budget), &mut rule)
+    }
+}
+
+/// Keep whole chunks: one choice per layer from the summed scores when the heads are of one
+/// length, else one per head.
+struct Chunks(usize);
+
+impl KeepRule for Chunks {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        _obs: &Observations,
+        scores: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<(), MethodError> {
+        let lens = cache.layer(l).head_lens();
+        let keep: Vec<Vec<u32>> = if lens.iter().all(|&len| len == lens[0]) {
+            // One choice for the layer, from the scores summed over its heads.
+            let mut summed = vec![0f32; lens[0]];
+            for s in &scores {
+                for (a, b) in summed.iter_mut().zip(s) {
+                    *a += b;
                 }
-                let shared = keep_chunks(&summed, self.chunk_size, targets[0]);
-                vec![shared; lens.len()]
-            } else {
-                scores
-                    .iter()
-                    .zip(&targets)
-                    .map(|(s, &t)| keep_chunks(s, self.chunk_size, t))
-                    .collect()
-            };
-            cache.layer_mut(l).retain(&keep)?;
-        }
-        Ok(())
+            }
+            let shared = keep_chunks(&summed, self.0, targets[0]);
+            vec![shared; lens.len()]
+        } else {
+            scores
+                .iter()
+                .zip(targets)
+                .map(|(s, &t)| keep_chunks(s, self.0, t))
+                .collect()
+        };
+        cache.layer_mut(l).retain(&keep)
     }
 }
 

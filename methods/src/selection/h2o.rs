@@ -21,7 +21,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
-use crate::selection::select::{evict_uniform, score_layer, top_k_sorted};
+use crate::selection::select::{
+    evict_uniform, evict_with, top_k_per_head, top_k_sorted, KeepRule, Uniform,
+};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
 use crate::describe::{Describe, Description, Param};
 
@@ -160,6 +162,60 @@ struct DecodeState {
     limits: Option<Vec<Vec<usize>>>,
 }
 
+/// The decode variant's prefill keep rule: top-k by the pinned scores, recording each layer's raw
+/// accumulated attention of the kept entries for the decode steps.
+struct TrackAccumulated {
+    st: DecodeState,
+    compressed: bool,
+}
+
+impl TrackAccumulated {
+    fn raw(cache: &KvCache, l: usize, obs: &Observations, targets: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let input = LayerInput {
+            index: l,
+            layer: cache.layer(l),
+            obs,
+            next_position: cache.next_position(),
+            targets,
+        };
+        H2o::accumulated(&input, "h2o")
+    }
+}
+
+impl KeepRule for TrackAccumulated {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        pinned: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<()> {
+        let raw = Self::raw(cache, l, obs, targets)?;
+        self.compressed = true;
+        let keep = top_k_per_head(&pinned, targets);
+        cache.layer_mut(l).retain(&keep)?;
+        self.st.scores.push(
+            raw.iter()
+                .zip(&keep)
+                .map(|(r, k)| k.iter().map(|&i| r[i as usize]).collect())
+                .collect(),
+        );
+        Ok(())
+    }
+    fn unchanged(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        targets: &[usize],
+    ) -> Result<()> {
+        let raw = Self::raw(cache, l, obs, targets)?;
+        self.st.scores.push(raw);
+        Ok(())
+    }
+}
+
 /// One request of `h2o`: the decode variant's running scores (`None` until a prefill compressed,
 /// and always without the decode variant).
 struct H2oSession<'a> {
@@ -178,40 +234,13 @@ impl Session for H2oSession<'_> {
         if !self.config.decode {
             return evict_uniform(cache, obs, self.config, budget);
         }
-        let mut st = DecodeState::default();
-        let mut compressed = false;
-        for l in 0..cache.n_layers() {
-            let lens = cache.layer(l).head_lens();
-            let targets: Vec<usize> = lens.iter().map(|&len| budget.kept(len)).collect();
-            let input = LayerInput {
-                index: l,
-                layer: cache.layer(l),
-                obs,
-                next_position: cache.next_position(),
-                targets: &targets,
-            };
-            let raw = H2o::accumulated(&input, "h2o")?;
-            if targets.iter().zip(&lens).all(|(t, l)| t >= l) {
-                st.scores.push(raw);
-                continue;
-            }
-            compressed = true;
-            let pinned = score_layer(cache, l, obs, self.config, &targets)?;
-            let keep: Vec<Vec<u32>> = pinned
-                .iter()
-                .zip(&targets)
-                .map(|(s, &t)| top_k_sorted(s, t))
-                .collect();
-            cache.layer_mut(l).retain(&keep)?;
-            st.scores.push(
-                raw.iter()
-                    .zip(&keep)
-                    .map(|(r, k)| k.iter().map(|&i| r[i as usize]).collect())
-                    .collect(),
-            );
-        }
-        if compressed {
-            self.state = Some(st);
+        let mut rule = TrackAccumulated {
+            st: DecodeState::default(),
+            compressed: false,
+        };
+        evict_with(cache, obs, self.config, &mut Uniform(budget), &mut rule)?;
+        if rule.compressed {
+            self.state = Some(rule.st);
         }
         Ok(())
     }

@@ -79,6 +79,112 @@ pub fn round_preserving_sum(values: &[f64], total: usize, cap: usize) -> Vec<usi
     out
 }
 
+/// How many entries each KV head of a layer keeps: the budgeting half of the eviction loop.
+pub trait Allocator {
+    /// Targets for layer `layer` of `n_layers`, whose heads hold `lens` entries.
+    fn targets(&mut self, layer: usize, n_layers: usize, lens: &[usize]) -> Vec<usize>;
+}
+
+/// The uniform budget: every head keeps `budget.kept(len)`.
+pub struct Uniform<'a>(pub &'a Budget);
+
+impl Allocator for Uniform<'_> {
+    fn targets(&mut self, _: usize, _: usize, lens: &[usize]) -> Vec<usize> {
+        lens.iter().map(|&len| self.0.kept(len)).collect()
+    }
+}
+
+/// Any closure `(layer, n_layers, lens) -> targets` is an allocator.
+impl<F: FnMut(usize, usize, &[usize]) -> Vec<usize>> Allocator for F {
+    fn targets(&mut self, layer: usize, n_layers: usize, lens: &[usize]) -> Vec<usize> {
+        self(layer, n_layers, lens)
+    }
+}
+
+/// What a scored layer keeps: the keeping half of the eviction loop. `TopK` keeps each head's best
+/// `targets[h]` entries; other rules share the budget across heads, keep whole chunks or merge.
+pub trait KeepRule {
+    /// Shrink layer `layer` of `cache` (not yet modified) given its `scores` and `targets`.
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        layer: usize,
+        obs: &Observations,
+        scores: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<()>;
+    /// Layer `layer` loses nothing (every target is at least the head's length): not scored.
+    fn unchanged(
+        &mut self,
+        _cache: &mut KvCache,
+        _layer: usize,
+        _obs: &Observations,
+        _targets: &[usize],
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Keep each head's `targets[h]` best-scored entries.
+pub struct TopK;
+
+/// Each head's top `targets[h]` indices.
+pub fn top_k_per_head(scores: &[Vec<f32>], targets: &[usize]) -> Vec<Vec<u32>> {
+    scores
+        .iter()
+        .zip(targets)
+        .map(|(s, &t)| top_k_sorted(s, t))
+        .collect()
+}
+
+impl KeepRule for TopK {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        layer: usize,
+        _obs: &Observations,
+        scores: Vec<Vec<f32>>,
+        targets: &[usize],
+    ) -> Result<()> {
+        cache.layer_mut(layer).retain(&top_k_per_head(&scores, targets))
+    }
+}
+
+/// The one "targets per layer and head, then score, then keep" loop: for every layer, ask
+/// `allocator` for each head's target; where some head shrinks, score the layer with `scorer` and
+/// let `rule` keep (or merge) the entries; otherwise the layer is left as is, unscored.
+pub fn evict_with(
+    cache: &mut KvCache,
+    obs: &Observations,
+    scorer: &dyn Scorer,
+    allocator: &mut dyn Allocator,
+    rule: &mut dyn KeepRule,
+) -> Result<()> {
+    let n_layers = cache.n_layers();
+    for l in 0..n_layers {
+        let targets = allocator.targets(l, n_layers, &cache.layer(l).head_lens());
+        evict_layer_with(cache, l, obs, scorer, &targets, rule)?;
+    }
+    Ok(())
+}
+
+/// One layer of [`evict_with`], for callers that compute the targets themselves.
+pub fn evict_layer_with(
+    cache: &mut KvCache,
+    index: usize,
+    obs: &Observations,
+    scorer: &dyn Scorer,
+    targets: &[usize],
+    rule: &mut dyn KeepRule,
+) -> Result<()> {
+    let lens = cache.layer(index).head_lens();
+    if targets.iter().zip(&lens).all(|(&t, &l)| t >= l) {
+        return rule.unchanged(cache, index, obs, targets);
+    }
+    let scores = score_layer(cache, index, obs, scorer, targets)?;
+    rule.apply(cache, index, obs, scores, targets)
+}
+
 /// Score layer `index` with `scorer` and keep `targets[h]` entries of head `h` (all of them where
 /// the target is at least the head's length). Does nothing, scoring included, when no head shrinks.
 pub fn evict_layer(
@@ -88,17 +194,7 @@ pub fn evict_layer(
     scorer: &dyn Scorer,
     targets: &[usize],
 ) -> Result<()> {
-    let lens = cache.layer(index).head_lens();
-    if targets.iter().zip(&lens).all(|(&t, &l)| t >= l) {
-        return Ok(());
-    }
-    let scores = score_layer(cache, index, obs, scorer, targets)?;
-    let keep: Vec<Vec<u32>> = scores
-        .iter()
-        .zip(targets)
-        .map(|(s, &t)| top_k_sorted(s, t))
-        .collect();
-    cache.layer_mut(index).retain(&keep)
+    evict_layer_with(cache, index, obs, scorer, targets, &mut TopK)
 }
 
 /// Scores of layer `index`, checked to have one value per stored entry.
@@ -136,16 +232,7 @@ pub fn evict_uniform(
     scorer: &dyn Scorer,
     budget: &Budget,
 ) -> Result<()> {
-    for l in 0..cache.n_layers() {
-        let targets: Vec<usize> = cache
-            .layer(l)
-            .head_lens()
-            .iter()
-            .map(|&len| budget.kept(len))
-            .collect();
-        evict_layer(cache, l, obs, scorer, &targets)?;
-    }
-    Ok(())
+    evict_with(cache, obs, scorer, &mut Uniform(budget), &mut TopK)
 }
 
 #[cfg(test)]
