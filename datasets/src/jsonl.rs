@@ -554,7 +554,10 @@ mod tests {
         let t = &loaded.samples[0].turns[0];
         assert_eq!(t.question, "\n\nQuestion: Who?\n");
         assert_eq!(t.answer_prefix.as_deref(), Some("Answer: It was"));
-        assert!(loaded.samples[0].meta.is_empty(), "the field is used, not kept in meta");
+        assert!(
+            loaded.samples[0].meta.is_empty(),
+            "the field is used, not kept in meta"
+        );
         let plain = crate::turn_prompt(&loaded.samples[0], 0).unwrap();
         assert_eq!(plain.question, "\n\nQuestion: Who?\nAnswer: It was");
         assert_eq!(loaded.samples[1].turns[0].answer_prefix, None);

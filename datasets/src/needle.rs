@@ -28,9 +28,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::prompt::ChatTemplateMode;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -138,7 +138,10 @@ pub fn turn_prompt(sample: &Sample, index: usize) -> Option<Prompt> {
     let turn = sample.turns.get(index)?;
     let question = match sample.mode {
         TurnMode::Independent => turn.plain_text(),
-        TurnMode::MultiTurn => sample.turns[..=index].iter().map(Turn::plain_text).collect(),
+        TurnMode::MultiTurn => sample.turns[..=index]
+            .iter()
+            .map(Turn::plain_text)
+            .collect(),
     };
     Some(Prompt {
         context: sample.context.clone(),
@@ -196,7 +199,10 @@ mod tests {
         assert_eq!(p.question, "\nQ? The answer is");
         assert_eq!(turn_prompt(&sample, 0).unwrap(), p);
         // An empty prefix is no prefix.
-        assert_eq!(Turn::new("Q", vec![]).with_answer_prefix("").answer_prefix, None);
+        assert_eq!(
+            Turn::new("Q", vec![]).with_answer_prefix("").answer_prefix,
+            None
+        );
     }
 
     #[test]
@@ -232,6 +238,9 @@ mod tests {
         // Each turn's answer prefix sits between its question and the next turn's gold answer.
         s.turns[0].answer_prefix = Some("\nA:".into());
         s.turns[1].answer_prefix = Some("\nA:".into());
-        assert_eq!(turn_prompt(&s, 1).unwrap().question, "\n\nQ1\nA:a1\n\nQ2\nA:");
+        assert_eq!(
+            turn_prompt(&s, 1).unwrap().question,
+            "\n\nQ1\nA:a1\n\nQ2\nA:"
+        );
     }
 }

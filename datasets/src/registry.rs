@@ -7,8 +7,8 @@ use crate::longbench_v2::{self, LongBenchV2Config};
 use crate::ruler::RulerConfig;
 use crate::scbench::ScbenchConfig;
 use crate::{
-    needle, ChatTemplateMode, DatasetError, JsonlConfig, LoadOptions, Loaded, Metric, NeedleConfig, Sample,
-    TokenCounter,
+    needle, ChatTemplateMode, DatasetError, JsonlConfig, LoadOptions, Loaded, Metric, NeedleConfig,
+    Sample, TokenCounter,
 };
 
 /// A dataset as written in an experiment (`- name: niah`, `lengths: [1024, 4096]`).

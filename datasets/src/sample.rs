@@ -128,7 +128,11 @@ impl Turn {
 
     /// The turn as plain text: the question, then the answer prefix if any.
     pub fn plain_text(&self) -> String {
-        format!("{}{}", self.question, self.answer_prefix.as_deref().unwrap_or(""))
+        format!(
+            "{}{}",
+            self.question,
+            self.answer_prefix.as_deref().unwrap_or("")
+        )
     }
 }
 

@@ -80,7 +80,10 @@ impl JsonOptions {
             Some(v) => Some(match v.as_str() {
                 Some(s) => s.to_string(),
                 None => " ".repeat(usize::try_from(v.clone()).map_err(|_| {
-                    Error::new(ErrorKind::InvalidOperation, "tojson: indent must be int or str")
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: indent must be int or str",
+                    )
                 })?),
             }),
         };

@@ -230,7 +230,12 @@ impl Plan {
     /// The methods' parameters against the loaded model's shape (e.g. `quant`'s `group` must
     /// divide `head_dim`, `per_layer` gives one ratio per layer): an error naming the file, the
     /// line of the method's entry and the field. Call right after loading, before the first sample.
-    pub fn check_model_shape(&self, n_layers: usize, n_kv_heads: usize, head_dim: usize) -> Result<()> {
+    pub fn check_model_shape(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
         let text = std::fs::read_to_string(&self.source).unwrap_or_default();
         for (i, m) in self.raw.methods.iter().enumerate() {
             m.check_model_shape(n_layers, n_kv_heads, head_dim)
@@ -324,19 +329,32 @@ mod tests {
 
     #[test]
     fn bad_method_parameters_name_file_line_method_field_and_allowed_values() {
-        let bad = GOOD.replace("  - method: streaming_llm\n", "  - method: streaming_llm\n  # a comment\n  - method: kivi\n    bits: 3\n");
-        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        let bad = GOOD.replace(
+            "  - method: streaming_llm\n",
+            "  - method: streaming_llm\n  # a comment\n  - method: kivi\n    bits: 3\n",
+        );
+        let err = Plan::parse(&bad, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("x.yaml:11") && err.contains("`kivi`") && err.contains("`bits`") && err.contains("2 or 4"),
+            err.contains("x.yaml:11")
+                && err.contains("`kivi`")
+                && err.contains("`bits`")
+                && err.contains("2 or 4"),
             "{err}"
         );
         let bad = GOOD.replace(
             "  - method: streaming_llm\n",
             "  - [{method: snapkv}, {method: quant, group: 0}]\n",
         );
-        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        let err = Plan::parse(&bad, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("x.yaml:9") && err.contains("part 2") && err.contains("`quant`") && err.contains("`group`"),
+            err.contains("x.yaml:9")
+                && err.contains("part 2")
+                && err.contains("`quant`")
+                && err.contains("`group`"),
             "{err}"
         );
         // Flow-style lists point at `methods:`.
@@ -344,13 +362,21 @@ mod tests {
             "methods:\n  - method: full\n  - method: streaming_llm\n",
             "methods: [{method: full}, {method: snapkv, window: 0}]\n",
         );
-        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
-        assert!(err.contains("x.yaml:7") && err.contains("`window`"), "{err}");
+        let err = Plan::parse(&bad, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.yaml:7") && err.contains("`window`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn model_shape_is_checked_with_the_entry_line() {
-        let yaml = GOOD.replace("  - method: streaming_llm\n", "  - method: streaming_llm\n  - method: quant\n    group: 64\n");
+        let yaml = GOOD.replace(
+            "  - method: streaming_llm\n",
+            "  - method: streaming_llm\n  - method: quant\n    group: 64\n",
+        );
         let dir = std::env::temp_dir().join(format!("kvbench-shape-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("q.yaml");
@@ -359,7 +385,10 @@ mod tests {
         plan.check_model_shape(30, 3, 64).unwrap();
         let err = format!("{:#}", plan.check_model_shape(30, 3, 32).unwrap_err());
         assert!(
-            err.contains("q.yaml:10") && err.contains("`quant`") && err.contains("`group`") && err.contains("head_dim (32)"),
+            err.contains("q.yaml:10")
+                && err.contains("`quant`")
+                && err.contains("`group`")
+                && err.contains("head_dim (32)"),
             "{err}"
         );
     }
@@ -391,24 +420,37 @@ mod tests {
 
     #[test]
     fn chat_template_option_is_read_and_checked_against_the_model() {
-        let yaml = GOOD.replace("    depths: [0.5]\n", "    depths: [0.5]\n    chat_template: true\n");
+        let yaml = GOOD.replace(
+            "    depths: [0.5]\n",
+            "    depths: [0.5]\n    chat_template: true\n",
+        );
         let dir = std::env::temp_dir().join(format!("kvbench-exp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ct.yaml");
         std::fs::write(&path, &yaml).unwrap();
         let plan = Plan::load(&path).unwrap();
-        assert_eq!(plan.raw.datasets[0].chat_template(), ChatTemplateMode::Always);
+        assert_eq!(
+            plan.raw.datasets[0].chat_template(),
+            ChatTemplateMode::Always
+        );
         plan.check_chat_templates(true).unwrap();
         let err = plan.check_chat_templates(false).unwrap_err().to_string();
         assert!(
-            err.contains("ct.yaml:7") && err.contains("chat_template: true") && err.contains("niah"),
+            err.contains("ct.yaml:7")
+                && err.contains("chat_template: true")
+                && err.contains("niah"),
             "{err}"
         );
         let plan = Plan::parse(GOOD, Path::new("x.yaml")).unwrap();
         assert_eq!(plan.raw.datasets[0].chat_template(), ChatTemplateMode::Auto);
         plan.check_chat_templates(false).unwrap();
-        let bad = GOOD.replace("    depths: [0.5]\n", "    depths: [0.5]\n    chat_template: sometimes\n");
-        let err = Plan::parse(&bad, Path::new("x.yaml")).unwrap_err().to_string();
+        let bad = GOOD.replace(
+            "    depths: [0.5]\n",
+            "    depths: [0.5]\n    chat_template: sometimes\n",
+        );
+        let err = Plan::parse(&bad, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("auto, true or false"), "{err}");
     }
 

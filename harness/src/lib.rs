@@ -6,8 +6,8 @@
 //! Methods, datasets and reports live in their own crates and never see each other.
 
 pub mod bench;
-pub mod chat_template;
 mod chat_pycompat;
+pub mod chat_template;
 pub mod device;
 pub mod experiment;
 pub mod fetch;

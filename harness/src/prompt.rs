@@ -127,7 +127,12 @@ pub fn turn_text(
     let sep = separator(
         std::iter::once(sample.context.as_str())
             .chain(sample.turns.iter().map(|t| t.question.as_str()))
-            .chain(sample.turns.iter().flat_map(|t| t.previous_answer.as_deref()))
+            .chain(
+                sample
+                    .turns
+                    .iter()
+                    .flat_map(|t| t.previous_answer.as_deref()),
+            )
             .chain(sample.turns.iter().flat_map(|t| t.answer_prefix.as_deref())),
     );
     let answer_prefix = turn.answer_prefix.as_deref().unwrap_or("");
@@ -146,13 +151,13 @@ pub fn turn_text(
         format!("{}{sep}{}", sample.context, sample.turns[0].question),
     )];
     for (k, t) in sample.turns.iter().enumerate().take(index + 1).skip(1) {
-        let previous = t
-            .previous_answer
-            .as_deref()
-            .ok_or_else(|| PromptError::NoPreviousAnswer {
-                sample: sample.id.clone(),
-                turn: k,
-            })?;
+        let previous =
+            t.previous_answer
+                .as_deref()
+                .ok_or_else(|| PromptError::NoPreviousAnswer {
+                    sample: sample.id.clone(),
+                    turn: k,
+                })?;
         // the previous turn's reply: its answer prefix, then its gold answer
         let reply = match &sample.turns[k - 1].answer_prefix {
             Some(prefix) => format!("{prefix}{previous}"),
@@ -213,9 +218,15 @@ mod tests {
         );
         let t = turn_text(&s, 0, Some(&chatml())).unwrap();
         assert_eq!(t.context, "<|im_start|>user\nText #.");
-        assert_eq!(t.question, "\nQ?\nAnswer:<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            t.question,
+            "\nQ?\nAnswer:<|im_end|>\n<|im_start|>assistant\n"
+        );
         let plain = turn_text(&s, 0, None).unwrap();
-        assert_eq!((plain.context.as_str(), plain.templated), ("Text #.", false));
+        assert_eq!(
+            (plain.context.as_str(), plain.templated),
+            ("Text #.", false)
+        );
     }
 
     #[test]
@@ -224,7 +235,14 @@ mod tests {
         t1.previous_answer = Some("a0".into());
         let mut t2 = Turn::new("a1.\n\nQ2", vec![]);
         t2.previous_answer = Some("a1".into());
-        let mut s = Sample::single("s", "C", Turn::new("\n\nQ0", vec!["a0".into()]), "t", Metric::Substring, 4);
+        let mut s = Sample::single(
+            "s",
+            "C",
+            Turn::new("\n\nQ0", vec!["a0".into()]),
+            "t",
+            Metric::Substring,
+            4,
+        );
         s.turns = vec![s.turns[0].clone(), t1, t2];
         s.mode = TurnMode::MultiTurn;
         let t = turn_text(&s, 2, Some(&chatml())).unwrap();
@@ -252,7 +270,10 @@ mod tests {
             "\nQ?\n<|im_end|>\n<|im_start|>assistant\nAnswer: It is"
         );
         // plain: right after the question
-        assert_eq!(turn_text(&s, 0, None).unwrap().question, "\nQ?\nAnswer: It is");
+        assert_eq!(
+            turn_text(&s, 0, None).unwrap().question,
+            "\nQ?\nAnswer: It is"
+        );
     }
 
     #[test]
@@ -269,14 +290,20 @@ mod tests {
             "\n\nQ0<|im_end|>\n<|im_start|>assistant\n A:a0<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n\
              <|im_start|>assistant\n A:"
         );
-        assert_eq!(turn_text(&s, 1, None).unwrap().question, "\n\nQ0 A:a0\n\nQ1 A:");
+        assert_eq!(
+            turn_text(&s, 1, None).unwrap().question,
+            "\n\nQ0 A:a0\n\nQ1 A:"
+        );
     }
 
     #[test]
     fn a_template_that_drops_the_content_cannot_be_split() {
         let t = ChatTemplate::new("{{ messages | length }}", None, None);
         let s = Sample::single("s", "C", Turn::new("Q", vec![]), "t", Metric::QaF1, 4);
-        assert!(matches!(turn_text(&s, 0, Some(&t)), Err(PromptError::Split { count: 0 })));
+        assert!(matches!(
+            turn_text(&s, 0, Some(&t)),
+            Err(PromptError::Split { count: 0 })
+        ));
     }
 
     /// A byte-level tokenizer whose post-processor adds BOS (`<s>` = 0) and whose template

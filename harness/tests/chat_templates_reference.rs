@@ -50,7 +50,12 @@ fn diff(expected: &str, got: &str) -> String {
         .unwrap_or(expected.len().min(got.len()));
     let line_start = expected[..at].rfind('\n').map_or(0, |i| i + 1);
     let show = |s: &str| {
-        let tail: String = s.get(line_start..).unwrap_or("").chars().take(160).collect();
+        let tail: String = s
+            .get(line_start..)
+            .unwrap_or("")
+            .chars()
+            .take(160)
+            .collect();
         format!("{tail:?}")
     };
     format!(
@@ -74,7 +79,8 @@ fn every_fixture_case_renders_as_transformers() {
             entry.eos_token.clone(),
         );
         for case in &entry.cases {
-            let out = template.render_values(&case.messages, case.add_generation_prompt, &case.extra);
+            let out =
+                template.render_values(&case.messages, case.add_generation_prompt, &case.extra);
             match (&case.rendered, &case.error, out) {
                 (Some(want), None, Ok(got)) => {
                     if &got == want {
@@ -112,5 +118,9 @@ fn every_fixture_case_renders_as_transformers() {
         rendered + errors + failures.len(),
         failures.join("\n\n")
     );
-    assert_eq!((rendered, errors), (88, 2), "the fixture holds 88 renderings and 2 errors");
+    assert_eq!(
+        (rendered, errors),
+        (88, 2),
+        "the fixture holds 88 renderings and 2 errors"
+    );
 }

@@ -40,9 +40,5 @@ fn kivi_bits_3_fails_naming_file_line_method_field_and_allowed_values() {
     }
     // The same file with an allowed value validates.
     let o = validate("kivi4.yaml", &YAML.replace("bits: 3", "bits: 4"));
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

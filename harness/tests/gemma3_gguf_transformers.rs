@@ -78,7 +78,9 @@ fn gemma3_270m_gguf_agrees_with_transformers() {
         assert_eq!(greedy, p.f32.greedy_16, "prompt {i}: 16 greedy tokens");
     }
     let rate = agree as f64 / total as f64;
-    eprintln!("top-1 agreement {agree}/{total} = {rate:.5}; worst top-20 logit difference {worst_top20}");
+    eprintln!(
+        "top-1 agreement {agree}/{total} = {rate:.5}; worst top-20 logit difference {worst_top20}"
+    );
     // Same dequantized weights, both in f32: only summation order differs, so the argmax may
     // flip only where two logits tie to within that rounding.
     assert!(rate >= 0.999, "top-1 agreement {rate}");

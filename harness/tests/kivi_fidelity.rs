@@ -15,7 +15,7 @@
 //! 0.05 nats, a level at which greedy continuations almost always agree.
 
 use candle_core::{DType, Device, Tensor};
-use kvbench::model::{ForwardOptions, Decoder, Logits, ModelConfig, WeightSource};
+use kvbench::model::{Decoder, ForwardOptions, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 use kvbench_methods::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
 use kvbench_methods::{Budget, KvCache, MethodConfig, Observations, Storage, Stored};

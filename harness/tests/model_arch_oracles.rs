@@ -70,11 +70,12 @@ fn pick(row: &[f32]) -> u32 {
 fn check_family(family: &str, chunk: usize) {
     let dir = arch_dir(family);
     let reference: Reference =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     let files = resolve(&ModelSpec::Local(dir.clone()), &FetchOptions::from_env())
         .unwrap_or_else(|e| panic!("{family}: {e}"));
-    let loaded = kvbench::loader::load(&files, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{family}: {e:#}"));
+    let loaded =
+        kvbench::loader::load(&files, &Device::Cpu).unwrap_or_else(|e| panic!("{family}: {e:#}"));
     let model = &loaded.model;
     for case in &reference.cases {
         let n = case.input_ids.len();
@@ -88,7 +89,11 @@ fn check_family(family: &str, chunk: usize) {
         let out = model.forward(&case.input_ids, &mut cache, &opts).unwrap();
         let logits = out.logits.unwrap();
         let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
-        assert_eq!(case.logits_every_8th_position.len(), n.div_ceil(8), "{label}: positions");
+        assert_eq!(
+            case.logits_every_8th_position.len(),
+            n.div_ceil(8),
+            "{label}: positions"
+        );
         for (pos, want) in &case.logits_every_8th_position {
             let pos: usize = pos.parse().unwrap();
             assert_logits(&label, &format!("position {pos}"), &rows[pos], want);
@@ -107,7 +112,13 @@ fn check_family(family: &str, chunk: usize) {
             let out = model
                 .forward(&[next], &mut cache, &ForwardOptions::default())
                 .unwrap();
-            let row: Vec<f32> = out.logits.unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let row: Vec<f32> = out
+                .logits
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             next = pick(&row);
             greedy.push(next);
         }

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use kvbench::model::{ForwardOptions, Decoder, Logits, ModelConfig, WeightSource};
+use kvbench::model::{Decoder, ForwardOptions, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 
 #[test]

@@ -2,7 +2,7 @@
 //! (`../shared/data/reference/smollm2_reference.json`).
 
 use candle_core::{DType, Device};
-use kvbench::model::{argmax, ForwardOptions, Decoder, Logits, ModelConfig, WeightSource};
+use kvbench::model::{argmax, Decoder, ForwardOptions, Logits, ModelConfig, WeightSource};
 use kvbench::testing::{shared_data, smollm2_gguf};
 use serde_json::Value;
 

@@ -16,7 +16,10 @@ const MODELS: &[(&str, &str)] = &[
         "meta-llama/Llama-3.1-8B-Instruct",
         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
     ),
-    ("Qwen/Qwen2.5-7B-Instruct", "<|im_end|>\n<|im_start|>assistant\n"),
+    (
+        "Qwen/Qwen2.5-7B-Instruct",
+        "<|im_end|>\n<|im_start|>assistant\n",
+    ),
     (
         "google/gemma-3-it (1b/4b/12b/27b)",
         "<end_of_turn>\n<start_of_turn>model\n",
@@ -80,7 +83,9 @@ fn single_turn_parts_make_the_rendered_conversation() {
     }
     // Llama 3.1 and Gemma 3 write BOS; Qwen and SmolLM2 templates do not.
     let llama = turn_text(&sample(), 0, Some(&template(MODELS[0].0))).unwrap();
-    assert!(llama.context.starts_with("<|begin_of_text|><|start_header_id|>system"));
+    assert!(llama
+        .context
+        .starts_with("<|begin_of_text|><|start_header_id|>system"));
     let gemma = turn_text(&sample(), 0, Some(&template(MODELS[2].0))).unwrap();
     assert!(gemma.context.starts_with("<bos><start_of_turn>user\n"));
 }
@@ -119,7 +124,10 @@ fn multi_turn_history_renders_gold_answers_as_assistant_turns() {
         // Turn 0 of a multi-turn sample is the single-turn split.
         let first = turn_text(&s, 0, Some(&t)).unwrap();
         assert_eq!(first.question, format!("{QUESTION}{generation_prompt}"));
-        assert_eq!(first.context, text.context, "{key}: the context is shared by all turns");
+        assert_eq!(
+            first.context, text.context,
+            "{key}: the context is shared by all turns"
+        );
     }
     // The gold answers sit in the assistant's turns (Qwen's markup shown).
     let qwen = turn_text(&s, 2, Some(&template(MODELS[1].0))).unwrap();
@@ -131,7 +139,10 @@ fn multi_turn_history_renders_gold_answers_as_assistant_turns() {
 #[test]
 fn without_a_template_the_text_stays_plain() {
     let text = turn_text(&sample(), 0, None).unwrap();
-    assert_eq!((text.context.as_str(), text.question.as_str()), (CONTEXT, QUESTION));
+    assert_eq!(
+        (text.context.as_str(), text.question.as_str()),
+        (CONTEXT, QUESTION)
+    );
     assert!(!text.templated);
 }
 
@@ -145,12 +156,18 @@ fn needle_answer_prefix_follows_the_llama_generation_prompt() {
     let samples = config.generate(&WhitespaceTokens).unwrap();
     let s = &samples[0];
     let turn = &s.turns[0];
-    let prefix = turn.answer_prefix.clone().expect("needle turns have an answer prefix");
+    let prefix = turn
+        .answer_prefix
+        .clone()
+        .expect("needle turns have an answer prefix");
     let name = prefix
         .strip_prefix("Answer: ")
         .and_then(|p| p.strip_suffix(" lives in"))
         .unwrap_or_else(|| panic!("{prefix:?}"));
-    assert_eq!(turn.question, format!("\n\nQuestion: Where does {name} live?\n"));
+    assert_eq!(
+        turn.question,
+        format!("\n\nQuestion: Where does {name} live?\n")
+    );
 
     let text = turn_text(s, 0, Some(&template(MODELS[0].0))).unwrap();
     let header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
@@ -167,11 +184,17 @@ fn needle_answer_prefix_follows_the_llama_generation_prompt() {
     let full = format!("{}{}", text.context, text.question);
     let user_header = "<|start_header_id|>user<|end_header_id|>\n\n";
     let start = full.find(user_header).expect("a user message") + user_header.len();
-    let end = start + full[start..].find("<|eot_id|>").expect("the user turn ends");
+    let end = start
+        + full[start..]
+            .find("<|eot_id|>")
+            .expect("the user turn ends");
     let user = &full[start..end];
     assert!(user.starts_with(&s.context[..40]), "{user:?}");
     assert!(user.ends_with(&turn.question), "{user:?}");
-    assert!(!user.contains(&prefix), "the answer prefix leaked into the user message");
+    assert!(
+        !user.contains(&prefix),
+        "the answer prefix leaked into the user message"
+    );
     assert!(!user.contains("Answer:"));
     assert_eq!(full.matches(prefix.as_str()).count(), 1);
     assert!(!text.context.contains("Question:"));

@@ -26,7 +26,9 @@ fn methods_compress_global_layers_and_leave_sliding_ones() {
             if d.name == "quant" {
                 json["group"] = serde_json::json!(32);
             }
-            serde_json::from_value::<MethodConfig>(json).unwrap().build()
+            serde_json::from_value::<MethodConfig>(json)
+                .unwrap()
+                .build()
         })
         .collect();
     let needs = methods
@@ -39,8 +41,13 @@ fn methods_compress_global_layers_and_leave_sliding_ones() {
         observe: needs,
         ..Default::default()
     };
-    let obs = model.forward(&tokens, &mut context, &opts).unwrap().observations;
-    let global: Vec<usize> = (0..cfg.n_layers).filter(|&l| cfg.window(l).is_none()).collect();
+    let obs = model
+        .forward(&tokens, &mut context, &opts)
+        .unwrap()
+        .observations;
+    let global: Vec<usize> = (0..cfg.n_layers)
+        .filter(|&l| cfg.window(l).is_none())
+        .collect();
     assert_eq!(global, vec![5]);
     for method in &methods {
         let name = method.name();
@@ -61,7 +68,10 @@ fn methods_compress_global_layers_and_leave_sliding_ones() {
         }
         if method.uses_budget() {
             let kept: usize = cache.layer(5).head_lens().iter().sum();
-            assert!(kept < 160 * cfg.n_kv_heads, "{name}: global layer not compressed");
+            assert!(
+                kept < 160 * cfg.n_kv_heads,
+                "{name}: global layer not compressed"
+            );
         }
         // Decode a few tokens through the compressed cache.
         let mut next = 7;

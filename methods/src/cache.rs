@@ -298,7 +298,11 @@ impl KvCache {
 
     /// Mark sliding-window layers (`windows[l] = Some(w)`); one entry per layer.
     pub fn with_windows(mut self, windows: Vec<Option<usize>>) -> Self {
-        assert_eq!(windows.len(), self.layers.len(), "one window entry per layer");
+        assert_eq!(
+            windows.len(),
+            self.layers.len(),
+            "one window entry per layer"
+        );
         self.windows = windows;
         self
     }

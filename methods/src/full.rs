@@ -1,7 +1,7 @@
 //! `full`: no compression. The baseline every other method is compared with.
 
-use crate::{Budget, KvCache, Method, MethodError, Observations};
 use crate::describe::{Conformance, Describe, Description, Expect};
+use crate::{Budget, KvCache, Method, MethodError, Observations};
 
 #[derive(Clone, Debug, Default)]
 pub struct Full;

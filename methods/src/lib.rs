@@ -46,14 +46,14 @@ mod testing;
 
 pub use budget::Budget;
 pub use cache::{HeadGroup, KvCache, LayerKv, Storage};
+pub use describe::{Conformance, Describe, Description, Expect, Param};
 pub use method::{
     LayerObservation, Method, ObservationNeeds, Observations, Rope, Session, Stateless,
 };
-pub use describe::{Conformance, Describe, Description, Expect, Param};
+pub use params::ParamError;
 pub use registry::{
     method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
 };
-pub use params::ParamError;
 pub use scoring::Scorer;
 pub use storage::{Form, Stored};
 

@@ -49,7 +49,12 @@ pub(crate) fn check_range(
     hi_inclusive: bool,
     meaning: &str,
 ) -> Result<(), ParamError> {
-    let ok = value >= lo && if hi_inclusive { value <= hi } else { value < hi };
+    let ok = value >= lo
+        && if hi_inclusive {
+            value <= hi
+        } else {
+            value < hi
+        };
     if ok {
         return Ok(());
     }

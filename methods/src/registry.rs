@@ -10,8 +10,8 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::composed::Composed;
-pub use crate::describe::{MethodDescription, ParamDescription};
 use crate::describe::{assemble, Describe};
+pub use crate::describe::{MethodDescription, ParamDescription};
 use crate::selection::scoring::Scorer;
 use crate::selection::snapkv::SnapKv;
 use crate::{full::Full, Method, ParamError};
@@ -150,9 +150,7 @@ impl ScorerConfig {
     /// Check the scorer's parameters, reported as the field `field` of the method `outer`
     /// (`adakv: scorer.window (snapkv) ...`).
     pub fn validate_within(&self, outer: &'static str, field: &str) -> Result<(), ParamError> {
-        self.scorer()
-            .validate()
-            .map_err(|e| e.within(outer, field))
+        self.scorer().validate().map_err(|e| e.within(outer, field))
     }
 }
 
@@ -294,7 +292,11 @@ mod tests {
             fields.sort();
             let mut documented: Vec<&str> = d.params.iter().map(|p| p.name).collect();
             documented.sort();
-            assert_eq!(fields, documented, "{}: documented params vs config fields", d.name);
+            assert_eq!(
+                fields, documented,
+                "{}: documented params vs config fields",
+                d.name
+            );
             // Rebuild the config from the documented defaults alone.
             let mut from_docs = serde_json::json!({ "method": d.name });
             for p in &d.params {
@@ -354,32 +356,162 @@ mod tests {
         let cases: &[(&str, &str, &str, &str)] = &[
             // (config, method, field, part of the allowed values)
             (r#"{"method":"kivi","bits":3}"#, "kivi", "bits", "2 or 4"),
-            (r#"{"method":"kivi","group":0}"#, "kivi", "group", "at least 1"),
-            (r#"{"method":"kivi","residual":100}"#, "kivi", "residual", "multiple of group"),
-            (r#"{"method":"quant","bits":5}"#, "quant", "bits", "2, 4 or 8"),
-            (r#"{"method":"quant","group":0}"#, "quant", "group", "at least 1"),
-            (r#"{"method":"h2o","recent_fraction":-0.1}"#, "h2o", "recent_fraction", "[0, 1]"),
-            (r#"{"method":"h2o","recent_fraction":1.5}"#, "h2o", "recent_fraction", "[0, 1]"),
-            (r#"{"method":"adakv","floor":1.5}"#, "adakv", "floor", "[0, 1]"),
-            (r#"{"method":"think","key_channel_ratio":1.0}"#, "think", "key_channel_ratio", "[0, 1)"),
-            (r#"{"method":"think","key_channel_ratio":-0.5}"#, "think", "key_channel_ratio", "[0, 1)"),
-            (r#"{"method":"kvsharer","fraction":1.2}"#, "kvsharer", "fraction", "[0, 1)"),
-            (r#"{"method":"minicache","t":-1}"#, "minicache", "t", "[0, 1]"),
-            (r#"{"method":"minicache","gamma":2}"#, "minicache", "gamma", "[0, 1]"),
-            (r#"{"method":"snapkv","window":0}"#, "snapkv", "window", "at least 1"),
-            (r#"{"method":"snapkv","kernel":4}"#, "snapkv", "kernel", "odd"),
-            (r#"{"method":"think","window":0}"#, "think", "window", "at least 1"),
-            (r#"{"method":"lagkv","lag_size":0}"#, "lagkv", "lag_size", "at least 1"),
-            (r#"{"method":"kv_head_merge","group_size":0}"#, "kv_head_merge", "group_size", "at least 1"),
-            (r#"{"method":"lowrank","rank":4,"energy":0.5}"#, "lowrank", "rank", "not both"),
-            (r#"{"method":"lowrank","rank":0}"#, "lowrank", "rank", "at least 1"),
-            (r#"{"method":"lowrank","energy":1.5}"#, "lowrank", "energy", "(0, 1]"),
-            (r#"{"method":"pyramidkv","beta":0.5}"#, "pyramidkv", "beta", ">= 1"),
-            (r#"{"method":"kvmerger","threshold":".nan"}"#, "kvmerger", "threshold", "[-1, 1]"),
-            (r#"{"method":"adakv","scorer":{"method":"snapkv","window":0}}"#, "adakv", "scorer.window (snapkv)", "at least 1"),
-            (r#"{"method":"pyramidkv","scorer":{"method":"h2o","recent_fraction":2}}"#, "pyramidkv", "scorer.recent_fraction (h2o)", "[0, 1]"),
-            (r#"{"method":"cam","scorer":{"method":"lagkv","lag_size":0}}"#, "cam", "scorer.lag_size (lagkv)", "at least 1"),
-            (r#"{"method":"per_layer","ratios":[0.5],"scorer":{"method":"snapkv","kernel":2}}"#, "per_layer", "scorer.kernel (snapkv)", "odd"),
+            (
+                r#"{"method":"kivi","group":0}"#,
+                "kivi",
+                "group",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"kivi","residual":100}"#,
+                "kivi",
+                "residual",
+                "multiple of group",
+            ),
+            (
+                r#"{"method":"quant","bits":5}"#,
+                "quant",
+                "bits",
+                "2, 4 or 8",
+            ),
+            (
+                r#"{"method":"quant","group":0}"#,
+                "quant",
+                "group",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"h2o","recent_fraction":-0.1}"#,
+                "h2o",
+                "recent_fraction",
+                "[0, 1]",
+            ),
+            (
+                r#"{"method":"h2o","recent_fraction":1.5}"#,
+                "h2o",
+                "recent_fraction",
+                "[0, 1]",
+            ),
+            (
+                r#"{"method":"adakv","floor":1.5}"#,
+                "adakv",
+                "floor",
+                "[0, 1]",
+            ),
+            (
+                r#"{"method":"think","key_channel_ratio":1.0}"#,
+                "think",
+                "key_channel_ratio",
+                "[0, 1)",
+            ),
+            (
+                r#"{"method":"think","key_channel_ratio":-0.5}"#,
+                "think",
+                "key_channel_ratio",
+                "[0, 1)",
+            ),
+            (
+                r#"{"method":"kvsharer","fraction":1.2}"#,
+                "kvsharer",
+                "fraction",
+                "[0, 1)",
+            ),
+            (
+                r#"{"method":"minicache","t":-1}"#,
+                "minicache",
+                "t",
+                "[0, 1]",
+            ),
+            (
+                r#"{"method":"minicache","gamma":2}"#,
+                "minicache",
+                "gamma",
+                "[0, 1]",
+            ),
+            (
+                r#"{"method":"snapkv","window":0}"#,
+                "snapkv",
+                "window",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"snapkv","kernel":4}"#,
+                "snapkv",
+                "kernel",
+                "odd",
+            ),
+            (
+                r#"{"method":"think","window":0}"#,
+                "think",
+                "window",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"lagkv","lag_size":0}"#,
+                "lagkv",
+                "lag_size",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"kv_head_merge","group_size":0}"#,
+                "kv_head_merge",
+                "group_size",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"lowrank","rank":4,"energy":0.5}"#,
+                "lowrank",
+                "rank",
+                "not both",
+            ),
+            (
+                r#"{"method":"lowrank","rank":0}"#,
+                "lowrank",
+                "rank",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"lowrank","energy":1.5}"#,
+                "lowrank",
+                "energy",
+                "(0, 1]",
+            ),
+            (
+                r#"{"method":"pyramidkv","beta":0.5}"#,
+                "pyramidkv",
+                "beta",
+                ">= 1",
+            ),
+            (
+                r#"{"method":"kvmerger","threshold":".nan"}"#,
+                "kvmerger",
+                "threshold",
+                "[-1, 1]",
+            ),
+            (
+                r#"{"method":"adakv","scorer":{"method":"snapkv","window":0}}"#,
+                "adakv",
+                "scorer.window (snapkv)",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"pyramidkv","scorer":{"method":"h2o","recent_fraction":2}}"#,
+                "pyramidkv",
+                "scorer.recent_fraction (h2o)",
+                "[0, 1]",
+            ),
+            (
+                r#"{"method":"cam","scorer":{"method":"lagkv","lag_size":0}}"#,
+                "cam",
+                "scorer.lag_size (lagkv)",
+                "at least 1",
+            ),
+            (
+                r#"{"method":"per_layer","ratios":[0.5],"scorer":{"method":"snapkv","kernel":2}}"#,
+                "per_layer",
+                "scorer.kernel (snapkv)",
+                "odd",
+            ),
         ];
         for &(json, method, field, allowed) in cases {
             let c: MethodConfig = if json.contains(".nan") {
@@ -393,7 +525,10 @@ mod tests {
             let e = c.validate().expect_err(json);
             assert_eq!((e.method, e.field.as_str()), (method, field), "{json}: {e}");
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("{method}: {field} ")) && msg.contains(allowed), "{json}: {msg}");
+            assert!(
+                msg.starts_with(&format!("{method}: {field} ")) && msg.contains(allowed),
+                "{json}: {msg}"
+            );
             // The run-time error of the method is the same error.
             assert!(c.build().validate().is_err());
         }
@@ -441,8 +576,9 @@ mod tests {
                 json["ratios"] = serde_json::json!(vec![0.5; 16]);
             }
             let c: MethodConfig = serde_json::from_value(json).unwrap();
-            c.check_model_shape(16, 8, 128)
-                .unwrap_or_else(|e| panic!("{}: defaults rejected on a 16-layer model: {e}", d.name));
+            c.check_model_shape(16, 8, 128).unwrap_or_else(|e| {
+                panic!("{}: defaults rejected on a 16-layer model: {e}", d.name)
+            });
         }
     }
 

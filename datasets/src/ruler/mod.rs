@@ -30,9 +30,9 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
+use crate::prompt::ChatTemplateMode;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{self, HubError};

@@ -64,7 +64,11 @@ fn every_task_fits_its_length_and_answers_are_in_the_context() {
         assert_eq!(s.meta["ruler"], true);
         // every task has RULER's answer prefix, which starts with a space
         let prefix = s.turns[0].answer_prefix.as_deref().unwrap_or_default();
-        assert!(prefix.starts_with(" ") && prefix.len() > 1, "{}: {prefix:?}", s.id);
+        assert!(
+            prefix.starts_with(" ") && prefix.len() > 1,
+            "{}: {prefix:?}",
+            s.id
+        );
         assert!(!s.turns[0].question.contains(prefix.trim()), "{}", s.id);
     }
 }
@@ -91,16 +95,28 @@ fn niah_templates_and_answer_prefixes() {
         .unwrap_or_else(|| panic!("{q}"));
     assert_eq!(
         s.turns[0].answer_prefix.as_deref(),
-        Some(format!(" The special magic number for {key} mentioned in the provided text is").as_str())
+        Some(
+            format!(" The special magic number for {key} mentioned in the provided text is")
+                .as_str()
+        )
     );
     // plain text: RULER's singular rewrite of `template + answer_prefix`, from the question line
     let mut whole = format!("{}{}", niah::TEMPLATE, niah::ANSWER_PREFIX);
-    for (from, to) in [("Some", "A"), ("are all", "is"), ("are", "is"), ("answers", "answer")] {
+    for (from, to) in [
+        ("Some", "A"),
+        ("are all", "is"),
+        ("are", "is"),
+        ("answers", "answer"),
+    ] {
         whole = whole.replace(from, to);
     }
     let whole = crate::scbench::prompts::fill(
         &whole,
-        &[("type_needle_v", "number"), ("context", "\u{0}"), ("query", key)],
+        &[
+            ("type_needle_v", "number"),
+            ("context", "\u{0}"),
+            ("query", key),
+        ],
     );
     assert_eq!(plain(s), whole.split("\u{0}\n").nth(1).unwrap());
     let value = &s.turns[0].answers[0];
@@ -167,7 +183,10 @@ fn vt_cwe_fwe_prompts() {
     assert!(s
         .context
         .contains(" Answer: The top 10 words that appear most often in the list are: 1. "));
-    assert_eq!(s.turns[0].question, "\nQuestion: What are the 10 most common words in the above list?");
+    assert_eq!(
+        s.turns[0].question,
+        "\nQuestion: What are the 10 most common words in the above list?"
+    );
     assert_eq!(
         s.turns[0].answer_prefix.as_deref(),
         Some(" Answer: The top 10 words that appear most often in the list are:")
@@ -175,7 +194,10 @@ fn vt_cwe_fwe_prompts() {
     assert_eq!(plain(s), "\nQuestion: What are the 10 most common words in the above list? Answer: The top 10 words that appear most often in the list are:");
     let s = &generate(&config(&["fwe"], &[2048], 1))[0];
     assert_eq!(plain(s), "\nQuestion: Do not provide any explanation. Please ignore the dots '....'. What are the three most frequently appeared words in the above coded text? Answer: According to the coded text above, the three most frequently appeared words are:");
-    assert_eq!(s.turns[0].answer_prefix.as_deref(), Some(synthetic::FWE_ANSWER_PREFIX));
+    assert_eq!(
+        s.turns[0].answer_prefix.as_deref(),
+        Some(synthetic::FWE_ANSWER_PREFIX)
+    );
     assert_eq!(s.turns[0].answers.len(), 3);
     for a in &s.turns[0].answers {
         assert!(s.context.matches(a.as_str()).count() > 5, "{a}");
@@ -190,7 +212,10 @@ fn qa_uses_the_gold_document() {
         "Question: In what country is Normandy located?"
     );
     assert_eq!(s[0].turns[0].answer_prefix.as_deref(), Some(" Answer:"));
-    assert_eq!(plain(&s[0]), "Question: In what country is Normandy located? Answer:");
+    assert_eq!(
+        plain(&s[0]),
+        "Question: In what country is Normandy located? Answer:"
+    );
     assert!(s[0].context.contains("Document 1:\n"));
     assert!(s[0].context.contains("Normandy"));
     assert_eq!(s[0].metric, Metric::StringMatchPart);

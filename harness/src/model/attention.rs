@@ -45,12 +45,7 @@ impl MaskCache {
     /// order, and a sliding layer's entries are consecutive positions, so indices stand for
     /// positions.
     #[allow(clippy::too_many_arguments)]
-    fn get(
-        &mut self,
-        key: MaskKey,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    fn get(&mut self, key: MaskKey, dtype: DType, device: &Device) -> Result<Tensor> {
         if let Some((_, m)) = self.masks.iter().find(|(k, _)| *k == key) {
             return Ok(m.clone());
         }
@@ -101,7 +96,9 @@ pub fn attend(
         let (g, len) = (group.n_heads(), group.len());
         let elem = q.dtype().size_in_bytes();
         let span = p.window.map_or(len, |w| w.min(len) + p.chunk);
-        let chunk = p.chunk.min((SCORE_BUFFER_BYTES / (hq * span * elem)).max(16));
+        let chunk = p
+            .chunk
+            .min((SCORE_BUFFER_BYTES / (hq * span * elem)).max(16));
         let qg = q.narrow(0, group.first_head * q_per_kv, g * q_per_kv)?;
         let storage = &group.storage;
         // Dense groups are read in one block; compressed ones are reconstructed block by block.
@@ -289,7 +286,14 @@ mod tests {
         layer.retain(&[vec![0, 2, 5], vec![1, 3, 4, 5]]).unwrap();
         assert_eq!(layer.groups().len(), 2);
         let q = Tensor::randn(0f32, 1.0, (hkv * g, 1, d), &dev).unwrap();
-        let got = attend(&q, &layer, &params(g, d, 8), &mut MaskCache::default(), None).unwrap();
+        let got = attend(
+            &q,
+            &layer,
+            &params(g, d, 8),
+            &mut MaskCache::default(),
+            None,
+        )
+        .unwrap();
         for (h, keep) in [(0usize, vec![0u32, 2, 5]), (1, vec![1, 3, 4, 5])] {
             let ids = Tensor::new(keep.as_slice(), &dev).unwrap();
             let kh = k

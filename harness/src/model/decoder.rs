@@ -132,7 +132,11 @@ impl Decoder {
                     qkv.narrow(0, qd + kd, kd)?.contiguous()?,
                 )
             } else {
-                (get(W::Q, &[qd, h])?, get(W::K, &[kd, h])?, get(W::V, &[kd, h])?)
+                (
+                    get(W::Q, &[qd, h])?,
+                    get(W::K, &[kd, h])?,
+                    get(W::V, &[kd, h])?,
+                )
             };
             let o = get(W::O, &[h, qd])?;
             let (gate, up) = if src.contains(l(W::GateUp)) && !src.contains(l(W::Gate)) {
@@ -162,11 +166,7 @@ impl Decoder {
             );
             let o_bias = bias(W::OBias, h, cfg.o_bias)?;
             let opt_norm = |src: &mut WeightSource, w, n, on: bool| -> Result<Option<Tensor>> {
-                Ok(if on {
-                    Some(norm(src, l(w), n)?)
-                } else {
-                    None
-                })
+                Ok(if on { Some(norm(src, l(w), n)?) } else { None })
             };
             blocks.push(Block {
                 attn_norm: norm(src, l(W::AttnNorm), h)?,
@@ -255,7 +255,11 @@ impl Decoder {
                 &b.post_mlp_norm,
             ];
             n += required.iter().map(|t| tensor_bytes(t)).sum::<usize>();
-            n += optional.iter().flat_map(|t| t.iter()).map(tensor_bytes).sum::<usize>();
+            n += optional
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(tensor_bytes)
+                .sum::<usize>();
         }
         n
     }
@@ -449,7 +453,12 @@ impl RopeTable {
 
     /// cos/sin for positions `start..start + t`, `[t, rotary_dim / 2]` in `dtype`, scaled by the
     /// attention factor (yarn). Computed in f32 as transformers does.
-    fn cos_sin(&self, start: usize, t: usize, dtype: DType) -> candle_core::Result<(Tensor, Tensor)> {
+    fn cos_sin(
+        &self,
+        start: usize,
+        t: usize,
+        dtype: DType,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let device = self.inv_freq.device();
         let inv_freq = if self.spec.is_dynamic() {
             let inv = self.spec.inv_freq(start + t);

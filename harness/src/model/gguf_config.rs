@@ -32,7 +32,8 @@ pub fn from_gguf(content: &gguf_file::Content, source: &str) -> Result<ModelConf
         let v = get(&p(k))?;
         Ok(v.to_u32()
             .or_else(|_| v.to_u64().map(|x| x as u32))
-            .with_context(|| format!("{source}: `{}` is not an integer", p(k)))? as usize)
+            .with_context(|| format!("{source}: `{}` is not an integer", p(k)))?
+            as usize)
     };
     let f = |k: &str| -> Result<f64> {
         Ok(get(&p(k))?
@@ -96,9 +97,8 @@ pub fn from_gguf(content: &gguf_file::Content, source: &str) -> Result<ModelConf
         rms_norm_eps: f("attention.layer_norm_rms_epsilon")?,
         rope,
         // llama.cpp's default local base for Gemma 3, unless the file names one.
-        rope_local: gemma.then(|| {
-            RopeSpec::plain(f("rope.freq_base_swa").unwrap_or(10_000.0), rotary_dim)
-        }),
+        rope_local: gemma
+            .then(|| RopeSpec::plain(f("rope.freq_base_swa").unwrap_or(10_000.0), rotary_dim)),
         // llama.cpp's converter permutes llama/mistral Q and K for interleaved rotation; the
         // other families keep the NeoX (halves) layout.
         rope_interleaved: architecture == Architecture::Llama,
@@ -201,7 +201,10 @@ mod tests {
         put(&format!("{arch}.block_count"), V::U32(12));
         put(&format!("{arch}.feed_forward_length"), V::U32(128));
         put(&format!("{arch}.vocab_size"), V::U32(100));
-        put(&format!("{arch}.attention.layer_norm_rms_epsilon"), V::F32(1e-6));
+        put(
+            &format!("{arch}.attention.layer_norm_rms_epsilon"),
+            V::F32(1e-6),
+        );
         put(&format!("{arch}.rope.freq_base"), V::F32(1e6));
         for (k, v) in extra {
             put(&format!("{arch}.{k}"), v.clone());
@@ -238,9 +241,15 @@ mod tests {
         );
         let cfg = from_gguf(&lin, "l.gguf").unwrap();
         assert_eq!(cfg.rope.scaling, RopeScaling::Linear { factor: 4.0 });
-        let odd = content("llama", &[("rope.scaling.yarn_log_multiplier", V::F32(0.1))]);
+        let odd = content(
+            "llama",
+            &[("rope.scaling.yarn_log_multiplier", V::F32(0.1))],
+        );
         let e = from_gguf(&odd, "l.gguf").unwrap_err().to_string();
-        assert!(e.contains("l.gguf") && e.contains("llama.rope.scaling.yarn_log_multiplier"), "{e}");
+        assert!(
+            e.contains("l.gguf") && e.contains("llama.rope.scaling.yarn_log_multiplier"),
+            "{e}"
+        );
         let longrope = content(
             "llama",
             &[
@@ -249,9 +258,15 @@ mod tests {
             ],
         );
         let e = from_gguf(&longrope, "l.gguf").unwrap_err().to_string();
-        assert!(e.contains("longrope") && e.contains("rope.scaling.type"), "{e}");
+        assert!(
+            e.contains("longrope") && e.contains("rope.scaling.type"),
+            "{e}"
+        );
         let arch = content("mamba", &[]);
         let e = from_gguf(&arch, "m.gguf").unwrap_err().to_string();
-        assert!(e.contains("general.architecture") && e.contains("mamba"), "{e}");
+        assert!(
+            e.contains("general.architecture") && e.contains("mamba"),
+            "{e}"
+        );
     }
 }

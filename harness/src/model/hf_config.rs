@@ -43,7 +43,10 @@ impl Fields<'_> {
         self.get(key)
             .map(|v| {
                 v.as_f64().with_context(|| {
-                    format!("{}: `{}{key}` must be a number, got {v}", self.source, self.prefix)
+                    format!(
+                        "{}: `{}{key}` must be a number, got {v}",
+                        self.source, self.prefix
+                    )
                 })
             })
             .transpose()
@@ -52,7 +55,10 @@ impl Fields<'_> {
         self.get(key)
             .map(|v| {
                 v.as_bool().with_context(|| {
-                    format!("{}: `{}{key}` must be true or false, got {v}", self.source, self.prefix)
+                    format!(
+                        "{}: `{}{key}` must be true or false, got {v}",
+                        self.source, self.prefix
+                    )
                 })
             })
             .transpose()
@@ -318,7 +324,10 @@ mod tests {
         c["query_pre_attn_scalar"] = json!(256);
         let cfg = parse(&c, "c").unwrap();
         let w: Vec<_> = cfg.layer_windows.clone();
-        assert_eq!(w, vec![Some(512), Some(512), Some(512), Some(512), Some(512), None]);
+        assert_eq!(
+            w,
+            vec![Some(512), Some(512), Some(512), Some(512), Some(512), None]
+        );
         assert_eq!(cfg.rope_for(0).theta, 10_000.0);
         assert_eq!(cfg.rope_for(5).theta, 1e6);
         assert!((cfg.attn_scale - 1.0 / 16.0).abs() < 1e-12);
@@ -332,20 +341,27 @@ mod tests {
         let cfg = parse(&v5, "v5").unwrap();
         assert_eq!(cfg.rope_for(0).theta, 1e4);
         assert_eq!(cfg.rope_for(5).theta, 1e6);
-        assert!(matches!(cfg.rope.scaling, super::super::rope::RopeScaling::Linear { .. }));
+        assert!(matches!(
+            cfg.rope.scaling,
+            super::super::rope::RopeScaling::Linear { .. }
+        ));
     }
 
     #[test]
     fn errors_name_the_field() {
         let e = parse(&base("mamba"), "cfg.json").unwrap_err().to_string();
-        assert!(e.contains("cfg.json") && e.contains("model_type") && e.contains("mamba"), "{e}");
+        assert!(
+            e.contains("cfg.json") && e.contains("model_type") && e.contains("mamba"),
+            "{e}"
+        );
         let mut c = base("llama");
         c["layer_types"] = json!(vec!["full_attention"; 6]);
         c["layer_types"][2] = json!("chunked_attention");
         let e = parse(&c, "cfg.json").unwrap_err().to_string();
         assert!(e.contains("layer_types[2]"), "{e}");
         let mut c = base("phi3");
-        c["rope_scaling"] = json!({"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]});
+        c["rope_scaling"] =
+            json!({"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]});
         let e = parse(&c, "cfg.json").unwrap_err().to_string();
         assert!(e.contains("rope_scaling") && e.contains("longrope"), "{e}");
         let mut c = base("llama");
@@ -359,7 +375,11 @@ mod tests {
         let mut c = base("qwen2");
         c["sliding_window"] = json!(4096);
         c["use_sliding_window"] = json!(false);
-        assert!(parse(&c, "c").unwrap().layer_windows.iter().all(Option::is_none));
+        assert!(parse(&c, "c")
+            .unwrap()
+            .layer_windows
+            .iter()
+            .all(Option::is_none));
         c["use_sliding_window"] = json!(true);
         c["max_window_layers"] = json!(4);
         let w = parse(&c, "c").unwrap().layer_windows;

@@ -37,7 +37,9 @@ pub enum RopeScaling {
         original_max_position_embeddings: usize,
     },
     /// Divide each pair's frequency by its own factor (GGUF `rope_freqs.weight`).
-    FreqFactors { factors: Vec<f32> },
+    FreqFactors {
+        factors: Vec<f32>,
+    },
 }
 
 /// One RoPE: base, how many dimensions rotate, and the scaling.
@@ -287,7 +289,10 @@ mod tests {
 
     #[test]
     fn dynamic_only_acts_past_the_original_context() {
-        let s = parse(json!({"type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 100})).unwrap();
+        let s = parse(
+            json!({"type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 100}),
+        )
+        .unwrap();
         assert_eq!(s.inv_freq(100), RopeSpec::plain(10_000.0, 16).inv_freq(1));
         // base' = base * (2 * 400 / 100 - 1)^(16 / 14): every non-constant frequency is lower.
         let grown = s.inv_freq(400);
@@ -298,8 +303,10 @@ mod tests {
 
     #[test]
     fn llama3_keeps_high_frequencies_and_divides_low_ones() {
-        let s = parse(json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}))
+        let s = parse(
+            json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+        )
         .unwrap();
         let base = RopeSpec::plain(10_000.0, 16).inv_freq(1);
         let got = s.inv_freq(1);
@@ -310,7 +317,10 @@ mod tests {
 
     #[test]
     fn yarn_default_attention_factor() {
-        let s = parse(json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})).unwrap();
+        let s = parse(
+            json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}),
+        )
+        .unwrap();
         assert!((s.attention_factor() - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
         let base = RopeSpec::plain(10_000.0, 16).inv_freq(1);
         let got = s.inv_freq(1);

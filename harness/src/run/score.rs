@@ -1,7 +1,6 @@
 //! Score stage: the task metric on the decoded prediction, and fidelity to the full-cache
 //! reference run on the same turn (greedy token agreement, first-token KL divergence).
 
-
 use super::generate::Generation;
 use super::TurnRef;
 

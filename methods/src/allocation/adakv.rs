@@ -19,10 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
 use crate::selection::select::{evict_with, top_k_sorted, KeepRule, Uniform};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
-use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +115,13 @@ impl Method for AdaKv {
         let mut rule = Adaptive {
             floor: self.floor.clamp(0.0, 1.0),
         };
-        evict_with(cache, obs, self.scorer.scorer(), &mut Uniform(budget), &mut rule)
+        evict_with(
+            cache,
+            obs,
+            self.scorer.scorer(),
+            &mut Uniform(budget),
+            &mut rule,
+        )
     }
 }
 
@@ -146,10 +152,15 @@ impl KeepRule for Adaptive {
 impl Describe for AdaKv {
     const DESCRIPTION: Description = Description {
         family: "allocator",
-        summary: "One top-k across the KV heads of a layer with a per-head floor; heads stored ragged.",
+        summary:
+            "One top-k across the KV heads of a layer with a per-head floor; heads stored ragged.",
         paper: "https://arxiv.org/abs/2407.11550",
         params: &[
-            Param::new("floor", "number", "share of the uniform budget every head keeps"),
+            Param::new(
+                "floor",
+                "number",
+                "share of the uniform budget every head keeps",
+            ),
             Param::new("scorer", "scorer", "scorer ranking the entries"),
         ],
     };

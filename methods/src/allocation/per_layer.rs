@@ -10,10 +10,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
 use crate::selection::select::{evict_with, TopK};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
-use crate::describe::{Describe, Description, Param};
 
 /// `Default` (no ratios) only fills the documented defaults; `ratios` is required in YAML.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -116,7 +116,11 @@ impl Describe for PerLayer {
         summary: "Explicit compression ratio per layer (the ratios are the budget; runs once).",
         paper: "",
         params: &[
-            Param::required("ratios", "list of numbers", "fraction removed in each layer, one per layer, each in [0, 1)"),
+            Param::required(
+                "ratios",
+                "list of numbers",
+                "fraction removed in each layer, one per layer, each in [0, 1)",
+            ),
             Param::new("scorer", "scorer", "scorer ranking the entries"),
         ],
     };

@@ -18,10 +18,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
 use crate::selection::select::{evict_with, round_preserving_sum, TopK};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
-use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

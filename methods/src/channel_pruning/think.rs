@@ -19,9 +19,9 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 use crate::storage::{ChannelPruned, Stored};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 

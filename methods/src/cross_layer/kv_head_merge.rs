@@ -18,9 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 use crate::storage::HeadShared;
 use crate::{Budget, HeadGroup, KvCache, Method, MethodError, Observations, Storage, Stored};
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use candle_core::{DType, Tensor};
 
-use crate::{Budget, KvCache, Method, MethodError, Observations};
 use crate::describe::{Conformance, Describe, Description, Expect, Param};
+use crate::{Budget, KvCache, Method, MethodError, Observations};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -171,8 +171,16 @@ impl Method for KvSharer {
         _head_dim: usize,
     ) -> std::result::Result<(), crate::ParamError> {
         self.target_count(n_layers).map(|_| ()).map_err(|e| {
-            let field = if self.layers_shared.is_some() { "layers_shared" } else { "fraction" };
-            crate::ParamError::new("kvsharer", field, e.to_string().trim_start_matches("kvsharer: ").to_string())
+            let field = if self.layers_shared.is_some() {
+                "layers_shared"
+            } else {
+                "fraction"
+            };
+            crate::ParamError::new(
+                "kvsharer",
+                field,
+                e.to_string().trim_start_matches("kvsharer: ").to_string(),
+            )
         })
     }
     fn compress(&self, cache: &mut KvCache, _obs: &Observations, _budget: &Budget) -> Result<()> {

@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use candle_core::{DType, Tensor};
 
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 use crate::storage::Merged;
 use crate::{Budget, KvCache, Method, MethodError, Observations, Storage, Stored};
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -161,7 +161,15 @@ impl Method for MiniCache {
     }
     fn validate(&self) -> std::result::Result<(), crate::ParamError> {
         use crate::params::check_range;
-        check_range("minicache", "t", self.t, 0.0, 1.0, true, "SLERP weight of the deeper layer")?;
+        check_range(
+            "minicache",
+            "t",
+            self.t,
+            0.0,
+            1.0,
+            true,
+            "SLERP weight of the deeper layer",
+        )?;
         check_range(
             "minicache",
             "gamma",

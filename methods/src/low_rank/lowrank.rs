@@ -22,10 +22,10 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 use crate::linalg::symmetric_eigen;
 use crate::storage::{LowRank, Stored};
 use crate::{Budget, KvCache, Method, MethodError, Observations, Storage};
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -145,7 +145,8 @@ impl Method for LowRankMethod {
         false
     }
     fn validate(&self) -> std::result::Result<(), crate::ParamError> {
-        let err = |field: &str, message: String| Err(crate::ParamError::new("lowrank", field, message));
+        let err =
+            |field: &str, message: String| Err(crate::ParamError::new("lowrank", field, message));
         match (self.rank, self.energy) {
             (Some(_), Some(_)) => err(
                 "rank",

@@ -31,13 +31,13 @@ use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::selection::h2o::H2o;
+use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
+use crate::selection::h2o::H2o;
 use crate::selection::scoring::LayerInput;
 use crate::selection::select::{evict_with, top_k_per_head, KeepRule, Uniform};
 use crate::selection::streaming_llm::StreamingLlm;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
-use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -233,8 +233,7 @@ impl KeepRule for MergeEvicted<'_> {
                     rng.gen::<f32>()
                 }));
             }
-            let merged =
-                Tensor::from_vec(merged, (n, len, d), v.device())?.to_dtype(v.dtype())?;
+            let merged = Tensor::from_vec(merged, (n, len, d), v.device())?.to_dtype(v.dtype())?;
             Ok(Storage {
                 k: g.storage.k.clone(),
                 v: g.storage.v.encode_like(&merged, 0..n)?,

@@ -38,8 +38,8 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::h2o::H2o;
 use crate::registry::ScorerConfig;
+use crate::selection::h2o::H2o;
 use crate::selection::scoring::LayerInput;
 use crate::selection::select::{evict_with, top_k_sorted, KeepRule, TopK, Uniform};
 use crate::{

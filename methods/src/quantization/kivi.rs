@@ -24,11 +24,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Conformance, Describe, Description, Expect, Param};
 use crate::params::check_positive;
 use crate::quantization::quant::{check_scheme_shape, check_schemes, quantize_cache};
 use crate::storage::{QuantAxis, QuantScheme, ResidualRule};
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError};
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +109,12 @@ impl Method for Kivi {
                 format!("must be 2 or 4 (KIVI-2 or KIVI-4), got {}", self.bits),
             ));
         }
-        check_positive("kivi", "group", self.group, "entries per key group, channels per value group")?;
+        check_positive(
+            "kivi",
+            "group",
+            self.group,
+            "entries per key group, channels per value group",
+        )?;
         if self.residual == 0 || !self.residual.is_multiple_of(self.group) {
             return Err(ParamError::new(
                 "kivi",

@@ -20,10 +20,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
-use crate::params::check_positive;
-use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError, Storage, Stored};
 use crate::describe::{Conformance, Describe, Description, Expect, Param};
+use crate::params::check_positive;
+use crate::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
+use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError, Storage, Stored};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -163,7 +163,12 @@ impl Method for Quant {
                 format!("must be 2, 4 or 8, got {}", self.bits),
             ));
         }
-        check_positive("quant", "group", self.group, "consecutive channels sharing a scale")
+        check_positive(
+            "quant",
+            "group",
+            self.group,
+            "consecutive channels sharing a scale",
+        )
     }
     fn check_model_shape(
         &self,

@@ -120,7 +120,13 @@ impl Method for Chunk {
     ) -> Result<(), MethodError> {
         self.validate()?;
         let mut rule = Chunks(self.chunk_size);
-        evict_with(cache, obs, self.scorer.scorer(), &mut Uniform(budget), &mut rule)
+        evict_with(
+            cache,
+            obs,
+            self.scorer.scorer(),
+            &mut Uniform(budget),
+            &mut rule,
+        )
     }
 }
 

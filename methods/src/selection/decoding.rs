@@ -16,8 +16,8 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::knorm::Knorm;
 use crate::registry::ScorerConfig;
+use crate::selection::knorm::Knorm;
 use crate::selection::scoring::window_attention;
 use crate::selection::select::evict_layer;
 use crate::{
@@ -184,7 +184,13 @@ impl Method for Decoding {
             self.target_size,
             "entries per layer and KV head after a compression",
         )?;
-        if self.scorer.scorer().observation_needs().query_statistics.is_some() {
+        if self
+            .scorer
+            .scorer()
+            .observation_needs()
+            .query_statistics
+            .is_some()
+        {
             return Err(crate::ParamError::new(
                 "decoding",
                 "scorer",

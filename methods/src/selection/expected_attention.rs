@@ -17,9 +17,9 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{config, softmax_last, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds, Rope};
-use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -106,7 +106,10 @@ impl Scorer for ExpectedAttention {
             return Err(crate::ParamError::new(
                 "expected_attention",
                 "epsilon",
-                format!("= {} must be a finite number (the default is 0)", self.epsilon),
+                format!(
+                    "= {} must be a finite number (the default is 0)",
+                    self.epsilon
+                ),
             ));
         }
         Ok(())

@@ -20,12 +20,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
 use crate::selection::select::{
     evict_uniform, evict_with, top_k_per_head, top_k_sorted, KeepRule, Uniform,
 };
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
-use crate::describe::{Describe, Description, Param};
 
 type Result<T> = std::result::Result<T, MethodError>;
 
@@ -170,7 +170,12 @@ struct TrackAccumulated {
 }
 
 impl TrackAccumulated {
-    fn raw(cache: &KvCache, l: usize, obs: &Observations, targets: &[usize]) -> Result<Vec<Vec<f32>>> {
+    fn raw(
+        cache: &KvCache,
+        l: usize,
+        obs: &Observations,
+        targets: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
         let input = LayerInput {
             index: l,
             layer: cache.layer(l),

@@ -9,9 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description};
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
-use crate::describe::{Describe, Description};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -19,9 +19,9 @@
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{softmax_last, LayerInput, Scorer};
 use crate::MethodError;
-use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

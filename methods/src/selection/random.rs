@@ -8,9 +8,9 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::MethodError;
-use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -48,9 +48,11 @@ impl Describe for Random {
         family: "scorer",
         summary: "Uniformly random entries, seeded per layer and head (baseline).",
         paper: "",
-        params: &[
-            Param::new("seed", "integer", "seed of the per-layer, per-head generators"),
-        ],
+        params: &[Param::new(
+            "seed",
+            "integer",
+            "seed of the per-layer, per-head generators",
+        )],
     };
 }
 

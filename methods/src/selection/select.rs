@@ -146,7 +146,9 @@ impl KeepRule for TopK {
         scores: Vec<Vec<f32>>,
         targets: &[usize],
     ) -> Result<()> {
-        cache.layer_mut(layer).retain(&top_k_per_head(&scores, targets))
+        cache
+            .layer_mut(layer)
+            .retain(&top_k_per_head(&scores, targets))
     }
 }
 

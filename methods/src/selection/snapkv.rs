@@ -15,9 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{gqa_mean, pool1d, window_attention, LayerInput, Pooling, Scorer};
 use crate::{MethodError, ObservationNeeds};
-use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -105,8 +105,16 @@ impl Describe for SnapKv {
         summary: "Attention of the last `window` queries, pooled over neighbours, plus the window.",
         paper: "https://arxiv.org/abs/2404.14469",
         params: &[
-            Param::new("window", "integer", "observation window: last queries that score the prefix; always kept"),
-            Param::new("kernel", "integer", "pooling kernel (odd; 1 disables pooling)"),
+            Param::new(
+                "window",
+                "integer",
+                "observation window: last queries that score the prefix; always kept",
+            ),
+            Param::new(
+                "kernel",
+                "integer",
+                "pooling kernel (odd; 1 disables pooling)",
+            ),
             Param::new("pooling", "max|avg", "pooling over neighbouring entries"),
         ],
     };

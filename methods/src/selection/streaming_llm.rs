@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::{Budget, KvCache, Method, MethodError, Observations};
-use crate::describe::{Describe, Description, Param};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -102,9 +102,11 @@ impl Describe for StreamingLlm {
         family: "scorer",
         summary: "Attention sinks (first entries) plus the most recent window.",
         paper: "https://arxiv.org/abs/2309.17453",
-        params: &[
-            Param::new("sinks", "integer", "entries kept at the start of the sequence"),
-        ],
+        params: &[Param::new(
+            "sinks",
+            "integer",
+            "entries kept at the start of the sequence",
+        )],
     };
 }
 

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{Describe, Description};
 use crate::selection::scoring::{window_attention, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds};
-use crate::describe::{Describe, Description};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
