@@ -329,6 +329,19 @@ impl KvCache {
         if lens.iter().all(|&n| n <= w) {
             return Ok(());
         }
+        // Per decode step on every sliding layer: a dense uniform layer drops its oldest entry
+        // with a view (the next append copies anyway), not a gather per head.
+        if let [g] = self.layers[layer].groups.as_mut_slice() {
+            if g.storage.is_dense() {
+                let n = g.len();
+                let (k, v) = g.storage.keys_values()?;
+                g.storage = Storage::dense(k.narrow(1, n - w, w)?, v.narrow(1, n - w, w)?);
+                for p in &mut g.positions {
+                    p.drain(..n - w);
+                }
+                return Ok(());
+            }
+        }
         let keep: Vec<Vec<u32>> = lens
             .iter()
             .map(|&n| (n.saturating_sub(w) as u32..n as u32).collect())
