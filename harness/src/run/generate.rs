@@ -1,11 +1,10 @@
-//! Fork, compress and decode stages: one method run on one turn forks the shared context cache,
-//! compresses it, appends the question and decodes greedily, calling the method's decode hook
-//! after every token.
+//! Fork, compress and decode stages: one method run on one turn forks the shared prefilled cache,
+//! compresses it, forwards the rest of the prompt (the split's tail) and decodes greedily,
+//! calling the method's decode hook after every token.
 //!
-//! Query-agnostic and query-aware runs take the same path; the one difference is where the
-//! question enters the cache: after compression (the default: the method never sees the
-//! question, as kvpress does) or before it (`query_aware`: the question is prefilled with full
-//! attention and the method compresses context + question).
+//! Query-agnostic and query-aware runs take this same path; they differ only in where the turn
+//! was cut before the prefill (`prefill::Split`): the question is the tail, or only its last
+//! token is.
 //!
 //! Every method hook runs through `on_compressible_layers`, so methods skip sliding-window layers.
 
@@ -24,8 +23,6 @@ use super::prefill::{Engine, Forward, Prefilled};
 pub(super) struct Request<'a> {
     pub method: &'a dyn Method,
     pub budget: Budget,
-    /// Compress after the question is in the cache instead of before.
-    pub query_aware: bool,
     pub max_new_tokens: usize,
 }
 
@@ -35,7 +32,6 @@ impl Request<'static> {
         Request {
             method: &kvbench_methods::full::Full,
             budget: Budget::CompressionRatio(0.0),
-            query_aware: false,
             max_new_tokens,
         }
     }
@@ -47,6 +43,7 @@ pub(super) struct Generation {
     /// Log-probabilities of the first generated token, f64.
     pub first_logprobs: Vec<f64>,
     pub compress_ms: f64,
+    /// The forward of the tail (the question, or its last token) on the compressed cache.
     pub question_ms: f64,
     pub decode_ms_per_token: f64,
     /// The cache as stored right after compression.
@@ -72,40 +69,30 @@ impl StoredCache {
     }
 }
 
-/// Fork the prefilled context, compress, ask the question and decode greedily.
+/// Fork the prefilled cache, compress, forward the tail and decode greedily.
 pub(super) fn generate(
     engine: &Engine,
     prefilled: &Prefilled,
-    question: &[u32],
     request: &Request,
 ) -> Result<Generation> {
     crate::memory::reset_peak(engine.device);
     let mut cache = prefilled.cache.fork();
-    let method = request.method;
-    // Query-aware: the question goes in first, recording what the method needs, and the method
-    // compresses context + question with the question's observations.
-    let asked_first = if request.query_aware {
-        Some(engine.forward(question, &mut cache, Logits::Last, method.needs())?)
-    } else {
-        None
-    };
-    let observations = asked_first
-        .as_ref()
-        .map_or(&prefilled.observations, |f| &f.observations);
     // This request's method state: lives from the compression to the last decoded token.
-    let mut session = method.session();
-    let compress_ms = compress(engine, &mut cache, observations, session.as_mut(), request)?;
+    let mut session = request.method.session();
+    let compress_ms = compress(
+        engine,
+        &mut cache,
+        &prefilled.observations,
+        session.as_mut(),
+        request,
+    )?;
     let stored = StoredCache::measure(&cache);
-    // Query-agnostic: the question goes in after compression; nothing to record.
-    let asked = match asked_first {
-        Some(f) => f,
-        None => engine.forward(
-            question,
-            &mut cache,
-            Logits::Last,
-            ObservationNeeds::default(),
-        )?,
-    };
+    let asked = engine.forward(
+        &prefilled.tail,
+        &mut cache,
+        Logits::Last,
+        ObservationNeeds::default(),
+    )?;
     let first_logits = asked.logits.context("question logits")?;
     let decoded = decode(engine, &mut cache, &first_logits, session.as_mut(), request)?;
     engine.device.synchronize()?;

@@ -3,18 +3,25 @@
 //! ```text
 //! plan     (plan.rs)      datasets -> samples and prompting; method runs built, reference marked
 //! for each sample x turn:
-//!   prompt + prefill (prefill.rs)   tokens; the context prefilled once with full attention
-//!   for each method run:
-//!     fork -> compress -> decode (generate.rs)   the reference once, then every other run
-//!     score   (score.rs)    task metric; agreement and first-token KL against the reference
-//!     record  (record.rs)   one results line, keyed so re-runs skip it
+//!   prompt (prefill.rs)     tokens: context and question
+//!   for each split (query-agnostic, then query-aware when the grid has such runs):
+//!     prefill (prefill.rs)  the turn up to the split's cut, once, with full attention
+//!     for each method run of the split:
+//!       fork -> compress -> decode (generate.rs)   the reference once, then every other run
+//!       score   (score.rs)    task metric; agreement and first-token KL against the reference
+//!       record  (record.rs)   one results line, keyed so re-runs skip it
 //! ```
+//!
+//! The reference (full cache, query-agnostic) is computed on every turn from the query-agnostic
+//! prefill, so fidelity numbers never depend on which runs a resumed run still has to do.
 
 mod generate;
 mod plan;
 mod prefill;
 mod record;
 mod score;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,8 +36,8 @@ use crate::experiment::Plan;
 use crate::loader::LoadedModel;
 
 use generate::{generate, Generation, Request};
-use plan::{DatasetWork, Role, RunPlan};
-use prefill::{Engine, TurnPrompt};
+use plan::{DatasetWork, PlannedRun, Role, RunPlan};
+use prefill::{Engine, Split, TurnPrompt};
 use record::{record_key, Outcome, RunFacts, TurnFacts};
 use score::Scored;
 
@@ -78,8 +85,7 @@ pub fn run(
     let mut writer = ResultsWriter::open(&results)?;
     let engine = Engine::new(loaded, device, plan.raw.attention_chunk);
     let work = RunPlan::new(plan, loaded, opts.limit)?;
-    engine.warm_up(work.needs)?;
-    let config = loaded.model.config();
+    engine.warm_up(work.needs.union())?;
     let mut runner = SampleRunner {
         engine: &engine,
         work: &work,
@@ -88,7 +94,6 @@ pub fn run(
         facts: RunFacts {
             plan,
             device_label: crate::device::label(device),
-            entries_per_token: config.n_layers * config.n_kv_heads,
         },
         written: 0,
         skipped: 0,
@@ -149,7 +154,8 @@ impl SampleRunner<'_> {
         Ok(())
     }
 
-    /// Prompt and prefill once, generate the reference, then each pending method run.
+    /// Prompt once; per split, prefill once and run that split's pending method runs; the
+    /// reference comes from the query-agnostic prefill.
     fn turn(
         &mut self,
         turn: TurnRef,
@@ -158,30 +164,55 @@ impl SampleRunner<'_> {
     ) -> Result<()> {
         let engine = self.engine;
         let prompt = TurnPrompt::new(engine, prompting, &turn)?;
-        let prefilled = engine.prefill(&prompt, self.work.needs)?;
-        let question = &prompt.question_ids;
-        let reference = generate(
-            engine,
-            &prefilled,
-            question,
-            &Request::reference(prompt.max_new_tokens),
-        )?;
-        let facts = TurnFacts {
-            turn,
-            prompt: &prompt,
-            prefilled: &prefilled,
-        };
+        let mut pending: Vec<(&PlannedRun, String)> = Vec::new();
         for (planned, key) in self.work.runs.iter().zip(keys) {
             if self.done.contains(&key) {
                 self.skipped += 1;
-                continue;
+            } else {
+                pending.push((planned, key));
             }
+        }
+        let needs = self.work.needs;
+        let agnostic = engine.prefill(
+            &prompt,
+            Split::QueryAgnostic,
+            needs.of(Split::QueryAgnostic),
+        )?;
+        let reference = generate(
+            engine,
+            &agnostic,
+            &Request::reference(prompt.max_new_tokens),
+        )?;
+        self.split_runs(turn, &prompt, &agnostic, &reference, &pending)?;
+        drop(agnostic);
+        if pending.iter().any(|(p, _)| p.split() == Split::QueryAware) {
+            let aware = engine.prefill(&prompt, Split::QueryAware, needs.of(Split::QueryAware))?;
+            self.split_runs(turn, &prompt, &aware, &reference, &pending)?;
+        }
+        Ok(())
+    }
+
+    /// Generate, score and record every pending run of `prefilled`'s split.
+    fn split_runs(
+        &mut self,
+        turn: TurnRef,
+        prompt: &TurnPrompt,
+        prefilled: &prefill::Prefilled,
+        reference: &Generation,
+        pending: &[(&PlannedRun, String)],
+    ) -> Result<()> {
+        let engine = self.engine;
+        let facts = TurnFacts {
+            turn,
+            prompt,
+            prefilled,
+        };
+        for (planned, key) in pending.iter().filter(|(p, _)| p.split() == prefilled.split) {
             let own: Generation;
             let g = match planned.role {
-                Role::Reference => &reference,
+                Role::Reference => reference,
                 Role::Compressed => {
-                    let request = planned.request(prompt.max_new_tokens);
-                    own = generate(engine, &prefilled, question, &request)?;
+                    own = generate(engine, prefilled, &planned.request(prompt.max_new_tokens))?;
                     &own
                 }
             };
@@ -189,8 +220,8 @@ impl SampleRunner<'_> {
             let outcome = Outcome {
                 planned,
                 generation: g,
-                scored: Scored::new(&turn, prediction, g, &reference),
-                key,
+                scored: Scored::new(&turn, prediction, g, reference),
+                key: key.clone(),
             };
             self.writer
                 .append(&record::build(&self.facts, &facts, outcome))?;

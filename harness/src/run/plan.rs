@@ -11,7 +11,7 @@ use crate::loader::LoadedModel;
 use crate::truncation::TruncationPolicy;
 
 use super::generate::Request;
-use super::prefill::Prompting;
+use super::prefill::{Prompting, Split};
 
 /// One dataset's samples (after `--limit`) and its prompting.
 pub(super) struct DatasetWork {
@@ -38,12 +38,16 @@ pub(super) struct PlannedRun<'a> {
 }
 
 impl PlannedRun<'_> {
+    /// Where this run cuts the turn.
+    pub fn split(&self) -> Split {
+        Split::of(self.run.query_aware)
+    }
+
     /// The generation request for this run on a turn that allows `max_new_tokens`.
     pub fn request(&self, max_new_tokens: usize) -> Request<'_> {
         Request {
             method: self.method.as_ref(),
             budget: self.run.budget.unwrap_or(Budget::CompressionRatio(0.0)),
-            query_aware: self.run.query_aware,
             max_new_tokens,
         }
     }
@@ -53,8 +57,28 @@ impl PlannedRun<'_> {
 pub(super) struct RunPlan<'a> {
     pub datasets: Vec<DatasetWork>,
     pub runs: Vec<PlannedRun<'a>>,
-    /// What the shared prefill records: the union of the query-agnostic runs' needs.
-    pub needs: ObservationNeeds,
+    /// What each split's shared prefill records: the union of its runs' needs.
+    pub needs: SplitNeeds,
+}
+
+/// The observations each split's prefill records.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SplitNeeds {
+    pub query_agnostic: ObservationNeeds,
+    pub query_aware: ObservationNeeds,
+}
+
+impl SplitNeeds {
+    pub fn of(&self, split: Split) -> ObservationNeeds {
+        match split {
+            Split::QueryAgnostic => self.query_agnostic,
+            Split::QueryAware => self.query_aware,
+        }
+    }
+
+    pub fn union(&self) -> ObservationNeeds {
+        self.query_agnostic.union(self.query_aware)
+    }
 }
 
 impl<'a> RunPlan<'a> {
@@ -91,12 +115,17 @@ impl<'a> RunPlan<'a> {
             });
         }
         let runs: Vec<PlannedRun> = plan.runs.iter().map(plan_run).collect();
-        let needs = runs
-            .iter()
-            .filter(|p| !p.run.query_aware)
-            .fold(ObservationNeeds::default(), |acc, p| {
-                acc.union(p.method.needs())
-            });
+        let needs_of = |split: Split| {
+            runs.iter()
+                .filter(|p| p.split() == split)
+                .fold(ObservationNeeds::default(), |acc, p| {
+                    acc.union(p.method.needs())
+                })
+        };
+        let needs = SplitNeeds {
+            query_agnostic: needs_of(Split::QueryAgnostic),
+            query_aware: needs_of(Split::QueryAware),
+        };
         Ok(Self {
             datasets,
             runs,

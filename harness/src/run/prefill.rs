@@ -1,6 +1,7 @@
 //! Prompt and prefill stages: one turn of a sample becomes context and question tokens (chat
-//! template, truncation), and the context is prefilled once with full attention, recording what
-//! the methods need. Every method run of the turn forks this cache.
+//! template, truncation), cut where the runs compress ([`Split`]), and the part before the cut is
+//! prefilled once with full attention, recording what the methods need. Every method run of that
+//! split forks this cache.
 //!
 //! Sharing the prefill is exact for methods that compress after prefill (kvpress semantics): each
 //! layer's compression happens after its attention, and the hidden states passed on are those of
@@ -81,12 +82,21 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Prefill the turn's context with full attention, recording `needs`.
-    pub fn prefill(&self, prompt: &TurnPrompt, needs: ObservationNeeds) -> Result<Prefilled> {
+    /// Prefill the turn up to `split`'s cut with full attention, recording `needs`.
+    pub fn prefill(
+        &self,
+        prompt: &TurnPrompt,
+        split: Split,
+        needs: ObservationNeeds,
+    ) -> Result<Prefilled> {
+        let (prefix, tail) = prompt.split(split);
         let mut cache = self.loaded.model.new_cache();
         crate::memory::reset_peak(self.device);
-        let f = self.forward(&prompt.context_ids, &mut cache, Logits::None, needs)?;
+        let f = self.forward(&prefix, &mut cache, Logits::None, needs)?;
         Ok(Prefilled {
+            split,
+            tokens: prefix.len(),
+            tail,
             // A request's peak is the larger of the shared prefill's and its own
             // compress+decode's.
             peak_bytes: crate::memory::peak_bytes(self.device),
@@ -96,6 +106,32 @@ impl<'a> Engine<'a> {
             observations: f.observations,
             prefill_ms: f.ms,
         })
+    }
+}
+
+/// Where a method run cuts the turn: what is prefilled and compressed, and what is forwarded on
+/// the compressed cache to give the first answer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Split {
+    /// Compress the context; forward the question on the compressed cache (kvpress's default:
+    /// the method never sees the question).
+    QueryAgnostic,
+    /// Compress context + question minus its last token, observed as one prefill (every query of
+    /// it in H2O's accumulated attention, SnapKV's window = its last queries, ...); forward only
+    /// the question's last token on the compressed cache, so the first answer token already sees
+    /// the compression (kvpress's query-aware protocol). A query-aware run is therefore exactly
+    /// a query-agnostic run whose context is context + question[..n-1] and whose question is
+    /// question[n-1].
+    QueryAware,
+}
+
+impl Split {
+    pub fn of(query_aware: bool) -> Self {
+        if query_aware {
+            Split::QueryAware
+        } else {
+            Split::QueryAgnostic
+        }
     }
 }
 
@@ -136,16 +172,33 @@ impl TurnPrompt {
             max_new_tokens,
         })
     }
+
+    /// The tokens prefilled (and compressed) under `split`, and the tokens forwarded after
+    /// compression (never empty: the question is).
+    pub fn split(&self, split: Split) -> (Vec<u32>, Vec<u32>) {
+        let cut = match split {
+            Split::QueryAgnostic => 0,
+            Split::QueryAware => self.question_ids.len() - 1,
+        };
+        let (asked, tail) = self.question_ids.split_at(cut);
+        ([self.context_ids.as_slice(), asked].concat(), tail.to_vec())
+    }
 }
 
-/// The context's cache after the shared prefill, and what was measured on the way.
+/// The turn's cache up to a split's cut after the shared prefill, and what was measured on the
+/// way.
 pub(super) struct Prefilled {
+    pub split: Split,
+    /// Tokens prefilled: what the methods compress.
+    pub tokens: usize,
+    /// Tokens forwarded on each compressed cache before decoding.
+    pub tail: Vec<u32>,
     pub cache: KvCache,
     pub observations: Observations,
     pub prefill_ms: f64,
     /// Device memory high-water mark of the prefill (None on CPU).
     pub peak_bytes: Option<u64>,
-    /// Bytes and entries of the uncompressed context cache.
+    /// Bytes and entries of the uncompressed prefilled cache.
     pub kv_bytes: usize,
     pub entries: usize,
 }

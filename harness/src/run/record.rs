@@ -17,8 +17,6 @@ use super::TurnRef;
 pub(super) struct RunFacts<'a> {
     pub plan: &'a Plan,
     pub device_label: String,
-    /// Cache entries one token adds: layers x KV heads.
-    pub entries_per_token: usize,
 }
 
 /// One turn after the prompt and prefill stages.
@@ -63,12 +61,8 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         key,
     } = outcome;
     let (method_run, method): (&MethodRun, &dyn Method) = (planned.run, planned.method.as_ref());
-    // Query-aware runs compress the question's entries too.
-    let total_entries = if method_run.query_aware {
-        prefilled.entries + prompt.question_ids.len() * run.entries_per_token
-    } else {
-        prefilled.entries
-    };
+    // What the method compressed: the context, or context + question[..n-1] when query-aware.
+    let total_entries = prefilled.entries;
     Record {
         experiment: plan.raw.experiment.clone(),
         model: plan.raw.model.clone(),
@@ -85,7 +79,7 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         query_aware: method_run.query_aware,
         target_ratio: method_run
             .budget
-            .map_or(0.0, |b| b.target_ratio(prompt.context_ids.len())),
+            .map_or(0.0, |b| b.target_ratio(prefilled.tokens)),
         achieved_ratio: 1.0 - g.stored.kept_entries as f64 / total_entries as f64,
         score: scored.score,
         prediction: scored.prediction,
