@@ -23,6 +23,10 @@ pub struct RawExperiment {
     pub device: Option<String>,
     #[serde(default)]
     pub seed: u64,
+    /// Default preset of every method entry that names none (`kvpress`, `kvpress_leaderboard`,
+    /// `kvcache_factory`; see `presets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     pub datasets: Vec<DatasetConfig>,
     /// Each entry is one method map or a list of them, applied in order (`[A, B]`, recorded `a+b`).
     pub methods: Vec<MethodSpec>,
@@ -60,6 +64,8 @@ pub struct Plan {
     pub raw: RawExperiment,
     pub model: ModelSpec,
     pub runs: Vec<MethodRun>,
+    /// What the user should know but is not an error (a parameter overriding a preset's).
+    pub notes: Vec<String>,
 }
 
 /// 1-based line of the first occurrence of `needle` in `text`, to point errors at the YAML.
@@ -92,6 +98,14 @@ fn method_entry_lines(text: &str) -> Vec<usize> {
     out
 }
 
+/// Line of the `index`-th entry of `methods:`, else of `methods:` itself.
+fn entry_line(text: &str, index: usize) -> Option<usize> {
+    method_entry_lines(text)
+        .get(index)
+        .copied()
+        .or_else(|| line_of(text, "methods:"))
+}
+
 /// `FILE:LINE: method `NAME`, field `FIELD`: what is wrong and the allowed values`, for the
 /// `index`-th entry of `methods:` (its part `part` when it is a composition).
 fn method_param_error(
@@ -102,10 +116,7 @@ fn method_param_error(
     part: usize,
     e: &ParamError,
 ) -> anyhow::Error {
-    let line = method_entry_lines(text)
-        .get(index)
-        .copied()
-        .or_else(|| line_of(text, "methods:"));
+    let line = entry_line(text, index);
     let within = match spec {
         MethodSpec::Composed(parts) if parts.len() > 1 => {
             format!(" (part {} of the composition)", part + 1)
@@ -137,15 +148,32 @@ impl Plan {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: RawExperiment = serde_yaml_ng::from_str(text).map_err(|e| {
+        let yaml_error = |e: serde_yaml_ng::Error| {
             let line = e.location().map(|l| l.line());
             let mut msg = format!("{}: {e}", at(path, line));
             if e.to_string().contains("unknown variant") && e.to_string().contains("method") {
                 msg += &format!("\nregistered methods: {}", method_names().join(", "));
             }
             anyhow::anyhow!(msg)
-        })?;
-        Self::validate(raw, text, path)
+        };
+        let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+        let (raw, notes) = if crate::presets::used_in(&value) {
+            // Presets resolved on the YAML tree: later errors lose their exact line, so the
+            // method entries' lines are named where they matter.
+            let notes = crate::presets::resolve(&mut value)
+                .map_err(|(i, e)| anyhow::anyhow!("{}: {e}", at(path, entry_line(text, i))))?;
+            let raw = serde_yaml_ng::from_value(value)
+                .map_err(|e| anyhow::anyhow!("{}: {e} (after applying presets)", path.display()))?;
+            (raw, notes)
+        } else {
+            (
+                serde_yaml_ng::from_str(text).map_err(yaml_error)?,
+                Vec::new(),
+            )
+        };
+        let mut plan = Self::validate(raw, text, path)?;
+        plan.notes = notes;
+        Ok(plan)
     }
 
     fn validate(raw: RawExperiment, text: &str, path: &Path) -> Result<Self> {
@@ -222,6 +250,7 @@ impl Plan {
             raw,
             model,
             runs,
+            notes: Vec::new(),
         })
     }
 }

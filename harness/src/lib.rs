@@ -15,6 +15,7 @@ pub mod loader;
 pub mod manifest;
 pub mod memory;
 pub mod model;
+pub mod presets;
 pub mod prompt;
 pub mod run;
 /// The runner's former path (`kvbench::runner::{run, RunOptions, ...}`).

@@ -164,6 +164,7 @@ fn real_main() -> Result<()> {
         }
         Command::Validate { experiment } => {
             let plan = Plan::load(&experiment)?;
+            print_notes(&plan);
             println!(
                 "{}: ok — model {}, {} dataset(s), {} method run(s)",
                 experiment.display(),
@@ -193,6 +194,20 @@ fn real_main() -> Result<()> {
                         m.summary,
                         params.join(", "),
                         m.paper
+                    );
+                }
+                println!(
+                    "\npresets (`preset: NAME` on a method entry or for the whole experiment):"
+                );
+                for p in kvbench::presets::PRESETS {
+                    let covered: Vec<&str> = (p.methods)().iter().map(|(m, _)| *m).collect();
+                    println!(
+                        "{:<20} {} [{}]\n{:<20} source: {}",
+                        p.name,
+                        p.about,
+                        covered.join(", "),
+                        "",
+                        p.source
                     );
                 }
             }
@@ -265,6 +280,12 @@ fn real_main() -> Result<()> {
     }
 }
 
+fn print_notes(plan: &Plan) {
+    for n in &plan.notes {
+        eprintln!("note: {n}");
+    }
+}
+
 fn cmd_run(
     experiment: PathBuf,
     output: Option<PathBuf>,
@@ -273,6 +294,7 @@ fn cmd_run(
     fresh: bool,
 ) -> Result<()> {
     let plan = Plan::load(&experiment)?;
+    print_notes(&plan);
     let device_spec = device
         .or_else(|| plan.raw.device.clone())
         .unwrap_or_else(|| "auto".into());
