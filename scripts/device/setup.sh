@@ -7,6 +7,8 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64
 export KVBENCH_CACHE=/tmp/kvcache
 join_model() {  # name sha256 file
   local dir=$KVBENCH_CACHE/files/sha256-$2
+  # Only the models whose parts this session staged.
+  compgen -G "/tmp/stage/$1.part*" >/dev/null || [ -f "$dir/$3.verified" ] || return 0
   if [ ! -f "$dir/$3.verified" ]; then
     mkdir -p "$dir"
     cat /tmp/stage/$1.part* > "$dir/$3"
