@@ -270,7 +270,7 @@ impl Plan {
             m.check_model_shape(n_layers, n_kv_heads, head_dim)
                 .map_err(|(part, e)| {
                     method_param_error(&self.source, &text, i, m, part, &e).context(format!(
-                        "the model has {n_layers} layers, {n_kv_heads} KV heads of dimension {head_dim}"
+                        "the model has {n_layers} layers that methods compress (its full-attention layers), {n_kv_heads} KV heads of dimension {head_dim}"
                     ))
                 })?;
         }

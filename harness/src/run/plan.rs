@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use kvbench_datasets::{Sample, TokenCounter};
+use kvbench_methods::sliding::compressible_layers;
 use kvbench_methods::{Budget, MethodConfig, MethodSpec, ObservationNeeds};
 
 use crate::experiment::{MethodRun, Plan};
@@ -86,9 +87,14 @@ impl<'a> RunPlan<'a> {
         let template = loaded.tokenizer.template();
         // Before any dataset work: `chat_template: true` needs a model with a template.
         plan.check_chat_templates(template.is_some())?;
-        // Before the first sample: the methods' parameters against the model's shape.
+        // Before the first sample: the methods' parameters against the model's shape, counting
+        // the layers methods see (sliding-window layers are never compressed).
         let c = loaded.model.config();
-        plan.check_model_shape(c.n_layers, c.n_kv_heads, c.head_dim)?;
+        let compressible = match compressible_layers(&loaded.model.new_cache()).len() {
+            0 => c.n_layers, // every layer slides: methods see them all (below the window)
+            n => n,
+        };
+        plan.check_model_shape(compressible, c.n_kv_heads, c.head_dim)?;
         let window = loaded.model.config().max_position_embeddings;
         let counter = TokenizerCounter(&loaded.tokenizer);
         let mut datasets = Vec::new();
@@ -229,5 +235,31 @@ mod tests {
         let got = runs("  - [{method: full}, {method: snapkv}]\n", "[false]");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].3, Role::Compressed);
+    }
+
+    /// On a model with sliding-window layers, `per_layer` gives one ratio per layer that methods
+    /// compress (the full-attention ones), checked when the plan meets the model.
+    #[test]
+    fn per_layer_counts_the_layers_methods_compress() {
+        use crate::fetch::{resolve, FetchOptions, ModelSpec};
+        let dir = crate::testing::shared_data().join("reference/arch/gemma3");
+        let files = resolve(&ModelSpec::Local(dir), &FetchOptions::from_env()).unwrap();
+        let loaded = crate::loader::load(&files, &candle_core::Device::Cpu).unwrap();
+        let layers = loaded.model.config().n_layers;
+        let global = compressible_layers(&loaded.model.new_cache()).len();
+        assert!(global > 0 && global < layers, "{global} of {layers}");
+        let plan = |n: usize| {
+            let ratios = vec!["0.5"; n].join(", ");
+            let text = format!(
+                "experiment: t\nmodel: ./tiny-gemma\ndatasets:\n  - name: niah\n    lengths: [40]\n    samples_per_cell: 1\nmethods:\n  - method: per_layer\n    ratios: [{ratios}]\nbudgets:\n  - compression_ratio: 0.5\n"
+            );
+            Plan::parse(&text, std::path::Path::new("t.yaml")).unwrap()
+        };
+        assert!(RunPlan::new(&plan(global), &loaded, Some(1)).is_ok());
+        let err = RunPlan::new(&plan(layers), &loaded, Some(1))
+            .err()
+            .expect("one ratio per layer of the model is refused");
+        let err = format!("{err:#}");
+        assert!(err.contains(&format!("give exactly {global}")), "{err}");
     }
 }
