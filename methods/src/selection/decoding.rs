@@ -38,7 +38,7 @@ type Result<T> = std::result::Result<T, MethodError>;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(try_from = "DecodingFields")]
 pub struct Decoding {
-    /// Generated tokens between two compressions.
+    /// Forwards between two compressions: the question's counts as the first (kvpress).
     pub interval: usize,
     /// Entries per layer and KV head after a compression.
     pub target_size: usize,
@@ -298,7 +298,7 @@ impl Describe for Decoding {
         summary: "During generation, every `interval` tokens, cut every head to `target_size` entries with a scorer (kvpress DecodingPress; runs once).",
         paper: "",
         params: &[
-            Param::new("interval", "integer", "generated tokens between two compressions"),
+            Param::new("interval", "integer", "forwards between two compressions, the question's counting as the first (kvpress's compression_interval)"),
             Param::new("target_size", "integer", "entries per layer and KV head after a compression"),
             Param::new("buffer", "integer", "generated tokens whose queries attention-based scorers see"),
             Param::new("scorer", "scorer", "scorer ranking the entries (expected_attention excluded)"),
@@ -306,11 +306,13 @@ impl Describe for Decoding {
     };
 
     fn conformance() -> crate::describe::Conformance {
+        // Interval 5: the question's forward is step 1, so the conformance test's 4th decoded
+        // token compresses every head to 40.
         crate::describe::Conformance::expect(crate::describe::Expect::Unchanged)
-            .with_params(serde_json::json!({"interval": 2, "target_size": 40}))
+            .with_params(serde_json::json!({"interval": 5, "target_size": 40}))
             .with_specs([
-                serde_json::json!({"method": "decoding", "interval": 2, "target_size": 40, "scorer": {"method": "snapkv", "window": 4}}),
-                serde_json::json!({"method": "decoding", "interval": 2, "target_size": 40, "scorer": {"method": "h2o"}}),
+                serde_json::json!({"method": "decoding", "interval": 5, "target_size": 40, "scorer": {"method": "snapkv", "window": 4}}),
+                serde_json::json!({"method": "decoding", "interval": 5, "target_size": 40, "scorer": {"method": "h2o"}}),
             ])
     }
 }
