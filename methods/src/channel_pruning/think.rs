@@ -249,7 +249,7 @@ mod tests {
             })
             .collect();
         let run = |n: usize| {
-            let mut cache = cache_with_keys(&[keys.clone()]);
+            let mut cache = cache_with_keys(std::slice::from_ref(&keys));
             let q = recorded[recorded.len() - n..].to_vec();
             think
                 .compress(
