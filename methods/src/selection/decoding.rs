@@ -16,7 +16,9 @@
 //! `interval` tokens. The runner calls the decode hook only after generated tokens, so the session
 //! starts its count at 1 for the question. Not reproduced: kvpress also compresses right after
 //! the question's forward when `interval = 1` or when the question alone is at least
-//! `target_size` tokens long (here that compression happens after the first generated token).
+//! `target_size` tokens long (here that compression happens after the first generated token);
+//! and its buffer also holds the question's hidden states until the first compression, where
+//! attention-based scorers here see only generated tokens' queries.
 //!
 //! Defaults: `interval = 512`, `target_size = 2048`, `buffer = 256` (kvpress's defaults); scorer
 //! `knorm` (the scorer of kvpress's decoding examples; it needs no queries).
