@@ -10,12 +10,22 @@
 //! (`LayerKv::retain` keeps one group per head), so the memory is really freed, where kvpress's
 //! `AdaKVPress` only masks the evicted entries.
 //!
-//! Defaults: `floor = 0.2` (the paper's alpha, kvpress's `alpha_safeguard`, KVCache-Factory's
-//! `--floor`); scorer `snapkv` with its defaults (window 32, kernel 7, max pooling; the AdaKV
-//! reference code and KVCache-Factory use window 32, kernel 7, max pooling, averaging the window's
-//! attention instead of summing it, which ranks identically). KVCache-Factory rounds each head's
-//! share (`round(count (1 - floor) + floor B)`), so its total is only approximately `heads x B`;
-//! the floor-then-global rule here is kvpress's.
+//! Defaults: `floor = 0.2`, the paper's alpha, kvpress's `AdaKVPress.alpha_safeguard` default
+//! (0.20, applied as `int(n_kept x alpha)` as here) and KVCache-Factory's `floor_ratio` default
+//! (`init_adakv`; its `run_longbench.py --floor 0.2` writes `config.floor`, which `init_adakv`
+//! does not read, so `floor_ratio`'s own 0.2 is what runs). Scorer `snapkv` with its defaults
+//! (window 32, kernel 7, max pooling), the settings of the AdaKV repository's LongBench runs;
+//! kvpress's `AdaKVPress` wraps any `ScorerPress` and has no default scorer; KVCache-Factory's
+//! `init_adakv` defaults to window 32, kernel 5, max pooling, but its `run_longbench.py` runs
+//! window 8, kernel 7, max pooling, and it averages the window's attention instead of summing it
+//! (which ranks identically).
+//!
+//! KVCache-Factory's `AdaKVCluster` differs further: its floor is a share of `B - window` (its
+//! `base_capacity`), the window being added to every head afterwards; with `normalize` (on by
+//! default) each head's scores are scaled by the share of its attention in its top `B - window`
+//! before the global top-k; and each head's count is rounded
+//! (`round(count (1 - floor) + floor (B - window))`), so its total is only approximately
+//! `heads x B`. The floor-then-global rule here is kvpress's.
 
 use serde::{Deserialize, Serialize};
 

@@ -3,8 +3,9 @@
 //! Paper: Xu et al., "ThinK: Thinner Key Cache by Query-Driven Pruning", ICLR 2025,
 //! <https://arxiv.org/abs/2407.21018>; reference code SalesforceAIResearch/ThinK. Score of channel
 //! `c` of a head: `mean_w(q_c²) x mean_n(k_c²)`, the squared magnitudes of that channel in the
-//! observation window's queries (the last `window` prefill queries, after RoPE) and in the head's
-//! keys; `floor(key_channel_ratio x head_dim)` channels are removed, the best ones kept. Keys before the
+//! observation window's queries (the last `window` prefill queries, after RoPE, as kvpress's
+//! `ThinKPress.compute_window_queries`; exactly `window` of them even when another method of the
+//! experiment made the shared prefill record more) and in the head's keys (all of them); `floor(key_channel_ratio x head_dim)` channels are removed, the best ones kept. Keys before the
 //! window are stored with only the kept channels (`Stored::ChannelPruned`, channel indices counted
 //! in the bytes); the window's keys and every key generated later are stored whole, and values are
 //! untouched, as in the reference code.
@@ -139,7 +140,12 @@ impl Method for Think {
                 if n <= w {
                     return Ok(g.storage.clone());
                 }
-                let qg = q.narrow(0, g.first_head * q_per_kv, g.n_heads() * q_per_kv)?;
+                // Only this method's own window of queries scores the channels: the shared
+                // prefill records the most any method asked for (snapkv's 64, say).
+                let (q_len, q_w) = (q.dim(1)?, self.window.min(q.dim(1)?));
+                let qg = q
+                    .narrow(0, g.first_head * q_per_kv, g.n_heads() * q_per_kv)?
+                    .narrow(1, q_len - q_w, q_w)?;
                 let channels = self.channels(&k, &qg, q_per_kv)?;
                 let mut pruned = ChannelPruned::encode(&k.narrow(1, 0, n - w)?, &channels)?;
                 crate::storage::Form::append(&mut pruned, &k.narrow(1, n - w, w)?)?;
@@ -211,6 +217,58 @@ mod tests {
         }
         // Bytes: pruned 4 x 2 f32 + 2 channel indices u32 + window 2 x 4 f32; values 6 x 4 f32.
         assert_eq!(cache.bytes(), (4 * 2 + 2 + 2 * 4 + 6 * 4) * 4);
+    }
+
+    #[test]
+    fn scores_with_its_own_window_whatever_else_was_recorded() {
+        // think (window 2) alone records 2 window queries; beside snapkv (window 6) the shared
+        // prefill records 6. The 4 earlier queries point at channels 0 and 3, the last 2 at
+        // channels 1 and 2: think must keep {1, 2} either way, with identical keys.
+        use crate::selection::snapkv::SnapKv;
+        let think = Think {
+            key_channel_ratio: 0.5,
+            window: 2,
+        };
+        let snapkv = SnapKv {
+            window: 6,
+            ..Default::default()
+        };
+        let alone = think.needs().window_queries;
+        let beside = think.needs().union(snapkv.needs()).window_queries;
+        assert_eq!((alone, beside), (2, 6));
+        let keys: Vec<Vec<f32>> = (0..8)
+            .map(|i| vec![1.0 + i as f32, 1.0, 1.0, 1.0])
+            .collect();
+        let recorded: Vec<Vec<f32>> = (0..6)
+            .map(|i| {
+                if i < 4 {
+                    vec![9.0, 0.0, 0.0, 9.0]
+                } else {
+                    vec![0.0, 1.0, 2.0, 0.0]
+                }
+            })
+            .collect();
+        let run = |n: usize| {
+            let mut cache = cache_with_keys(std::slice::from_ref(&keys));
+            let q = recorded[recorded.len() - n..].to_vec();
+            think
+                .compress(
+                    &mut cache,
+                    &obs_with_queries(&[q], 1),
+                    &Budget::CompressionRatio(0.0),
+                )
+                .unwrap();
+            let g = &cache.layer(0).groups()[0];
+            let Stored::ChannelPruned(f) = &g.storage.k else {
+                panic!("keys not pruned");
+            };
+            assert_eq!(f.kept_channels(), 2);
+            let (k, _) = g.storage.keys_values().unwrap();
+            k.get(0).unwrap().to_vec2::<f32>().unwrap()
+        };
+        let (a, b) = (run(alone), run(beside));
+        assert_eq!(a[0], vec![0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -18,14 +18,23 @@
 //! and H2O); `merge_budget = 0` = the kept entries after the last evicted one, i.e. the scorer's
 //! recent window, as the reference code's `merge_budget = recent_budget`; `seed = 0`.
 //!
-//! Deviations: the probability divides by the mean accumulated attention of the receiving entries
-//! (the paper's rule, also kvpress's `CAMPress`); the reference code divides by the maximum over
-//! the sinks and the window. `A` is the full-attention prefill's accumulated attention, where the
-//! reference code averages the masked (sinks + window) attention of the queries seen so far.
-//! Merging happens once after the prefill (kvpress semantics), not at every generated token. Near
-//! the end of a head fewer than `m` entries may follow an evicted one; the shares then divide by
-//! the entries there are (the reference code always divides by `m`). The merge runs on the host,
-//! `O(len x head_dim)` per head.
+//! Deviations from the reference code: the probability divides by the mean accumulated attention
+//! of the receiving entries (the paper's rule, also kvpress's); the reference code divides by the
+//! maximum over the sinks and the window. `A` is the full-attention prefill's accumulated
+//! attention, where the reference code averages the masked (sinks + window) attention of the
+//! queries seen so far. Merging happens once, on the prefilled context, with the budget axis (as
+//! kvpress's prefill presses compress), not at every generated token. Near the end of a head fewer
+//! than `m` entries may follow an evicted one; the shares then divide by the entries there are
+//! (the reference code always divides by `m`). The merge runs on the host, `O(len x head_dim)`
+//! per head.
+//!
+//! Not kvpress's `CAMPress`, which is a `DecodingPress` (kvpress/presses/cam_press.py): it leaves
+//! the prefilled context alone and, during generation, every `compression_interval` (512) steps
+//! cuts the cache to `target_size` (2048); its scores are averaged over the KV heads, so every KV
+//! head evicts the same positions; only the `k` best-scored evicted entries (`k` = steps since the
+//! last compression) are merged, each into the next `merge_budget` (32) *kept* entries, with no
+//! cascade through evicted ones; and `A` sums the attention of the generated tokens only. For
+//! kvpress-style decode-time compression use `decoding` (eviction without merging).
 
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
@@ -246,7 +255,7 @@ impl KeepRule for MergeEvicted<'_> {
 impl Describe for Cam {
     const DESCRIPTION: Description = Description {
         family: "merging",
-        summary: "A scorer picks the kept entries; each evicted value is spread over the next `merge_budget` entries (Bernoulli, probability its accumulated attention over theirs) instead of dropped; keys unchanged.",
+        summary: "After the prefill, a scorer picks the kept entries per head; each evicted value is spread over the next `merge_budget` entries (Bernoulli, probability its accumulated attention over theirs) instead of dropped; keys unchanged. Not kvpress's decode-time CAMPress.",
         paper: "https://proceedings.mlr.press/v235/zhang24n.html",
         params: &[
             Param::new("scorer", "scorer", "scorer ranking the entries"),

@@ -10,9 +10,13 @@
 //! recent entries in full precision and quantize each older one as it leaves that window
 //! (`ResidualRule::Sliding`).
 //!
-//! Defaults: `bits = 2` (KIVI-2, the paper's headline setting; 4 gives KIVI-4), `group = 32`,
-//! `residual = 128`, the paper's main setting (G = 32, R = 128) and the reference code's
-//! (jy-yuan/KIVI) defaults. Scales and zero points are f16, as in the reference code.
+//! Defaults: `bits = 2` (KIVI-2, the paper's headline setting and the reference code's `k_bits`
+//! / `v_bits` default; 4 gives KIVI-4), `group = 32`, `residual = 128`: the paper's main setting
+//! (G = 32, R = 128), also the reference repository's LongBench setting (`docs/long_bench.md`).
+//! They are not the reference code's argument defaults: jy-yuan/KIVI's `utils/process_args.py`
+//! defaults to `group_size = 128`, `residual_length = 128`, and its `example.py` and
+//! `long_context_example.py` use `group_size = 32`, `residual_length = 32`. Scales and zero
+//! points are f16, as in the reference code.
 //!
 //! Deviations: the reference multiplies queries with the packed codes in fused kernels; here
 //! attention reads dequantized blocks, which gives the same values. Scales are rounded up to f16

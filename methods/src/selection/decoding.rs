@@ -9,6 +9,17 @@
 //! the buffer is cleared after each compression. `h2o` as a scorer here sums the attention of the
 //! buffered queries; `expected_attention` is not supported (it needs prefill query statistics).
 //!
+//! Cadence, as kvpress counts it: `DecodingPress.forward_hook` counts every forward after the
+//! prefill, and kvpress's pipeline forwards the question (after the context's prefill) as one
+//! such forward, then each generated token but the last. So the question's forward is step 1 and
+//! the first compression follows the forward of generated token `interval - 1`, then every
+//! `interval` tokens. The runner calls the decode hook only after generated tokens, so the session
+//! starts its count at 1 for the question. Not reproduced: kvpress also compresses right after
+//! the question's forward when `interval = 1` or when the question alone is at least
+//! `target_size` tokens long (here that compression happens after the first generated token);
+//! and its buffer also holds the question's hidden states until the first compression, where
+//! attention-based scorers here see only generated tokens' queries.
+//!
 //! Defaults: `interval = 512`, `target_size = 2048`, `buffer = 256` (kvpress's defaults); scorer
 //! `knorm` (the scorer of kvpress's decoding examples; it needs no queries).
 
@@ -29,7 +40,7 @@ type Result<T> = std::result::Result<T, MethodError>;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(try_from = "DecodingFields")]
 pub struct Decoding {
-    /// Generated tokens between two compressions.
+    /// Forwards between two compressions: the question's counts as the first (kvpress).
     pub interval: usize,
     /// Entries per layer and KV head after a compression.
     pub target_size: usize,
@@ -206,7 +217,7 @@ impl Method for Decoding {
     fn session(&self) -> Box<dyn Session + '_> {
         Box::new(DecodingSession {
             config: self,
-            steps: 0,
+            steps: 1,
             queries: Vec::new(),
         })
     }
@@ -215,7 +226,8 @@ impl Method for Decoding {
 /// One request of `decoding`: its step counter and query buffer.
 struct DecodingSession<'a> {
     config: &'a Decoding,
-    /// Generated tokens since the last compression.
+    /// Forwards since the last compression: the question's (counted at prefill, as kvpress does)
+    /// and the generated tokens'.
     steps: usize,
     /// Per layer, the queries of the latest generated tokens, `[q_heads, 1, head_dim]` each.
     queries: Vec<Vec<Tensor>>,
@@ -223,7 +235,8 @@ struct DecodingSession<'a> {
 
 impl Session for DecodingSession<'_> {
     fn on_prefill(&mut self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<()> {
-        self.steps = 0;
+        // The question's forward, which follows, is kvpress's first decoding step.
+        self.steps = 1;
         self.queries.clear();
         Ok(())
     }
@@ -287,7 +300,7 @@ impl Describe for Decoding {
         summary: "During generation, every `interval` tokens, cut every head to `target_size` entries with a scorer (kvpress DecodingPress; runs once).",
         paper: "",
         params: &[
-            Param::new("interval", "integer", "generated tokens between two compressions"),
+            Param::new("interval", "integer", "forwards between two compressions, the question's counting as the first (kvpress's compression_interval)"),
             Param::new("target_size", "integer", "entries per layer and KV head after a compression"),
             Param::new("buffer", "integer", "generated tokens whose queries attention-based scorers see"),
             Param::new("scorer", "scorer", "scorer ranking the entries (expected_attention excluded)"),
@@ -295,11 +308,13 @@ impl Describe for Decoding {
     };
 
     fn conformance() -> crate::describe::Conformance {
+        // Interval 5: the question's forward is step 1, so the conformance test's 4th decoded
+        // token compresses every head to 40.
         crate::describe::Conformance::expect(crate::describe::Expect::Unchanged)
-            .with_params(serde_json::json!({"interval": 2, "target_size": 40}))
+            .with_params(serde_json::json!({"interval": 5, "target_size": 40}))
             .with_specs([
-                serde_json::json!({"method": "decoding", "interval": 2, "target_size": 40, "scorer": {"method": "snapkv", "window": 4}}),
-                serde_json::json!({"method": "decoding", "interval": 2, "target_size": 40, "scorer": {"method": "h2o"}}),
+                serde_json::json!({"method": "decoding", "interval": 5, "target_size": 40, "scorer": {"method": "snapkv", "window": 4}}),
+                serde_json::json!({"method": "decoding", "interval": 5, "target_size": 40, "scorer": {"method": "h2o"}}),
             ])
     }
 }
@@ -338,10 +353,11 @@ mod tests {
     #[test]
     fn compresses_to_target_every_interval() {
         // Knorm; keys' norm = index + 1, so the oldest (smallest) survive. Prefill of 6 is left
-        // alone; after 2 generated tokens (8 entries) the head is cut to 5; then it grows again.
+        // alone; interval 3 with the question's forward as step 1: after 2 generated tokens (8
+        // entries) the head is cut to 5; then 3 more tokens each time.
         let mut cache = cache_with_keys(&[(0..6).map(|i| vec![i as f32 + 1.0]).collect()]);
         let m = Decoding {
-            interval: 2,
+            interval: 3,
             target_size: 5,
             ..Default::default()
         };
@@ -358,8 +374,36 @@ mod tests {
         step(s.as_mut(), &mut cache, vec![100.0], vec![0.0]);
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 1, 2, 3, 6]]);
         step(s.as_mut(), &mut cache, vec![1.0], vec![0.0]);
-        assert_eq!(cache.entries(), 6);
-        assert_eq!(cache.next_position(), 9);
+        step(s.as_mut(), &mut cache, vec![1.0], vec![0.0]);
+        assert_eq!(cache.entries(), 7);
+        step(s.as_mut(), &mut cache, vec![1.0], vec![0.0]);
+        assert_eq!(cache.entries(), 5);
+        assert_eq!(cache.next_position(), 11);
+    }
+
+    #[test]
+    fn the_question_forward_is_the_first_step() {
+        // kvpress's DecodingPress with compression_interval = 2: the question's forward is step 1,
+        // generated token 1's forward step 2, which compresses; then tokens 3, 5, ...
+        let mut cache = cache_with_keys(&[(0..6).map(|i| vec![i as f32 + 1.0]).collect()]);
+        let m = Decoding {
+            interval: 2,
+            target_size: 5,
+            ..Default::default()
+        };
+        let mut s = m.session();
+        s.on_prefill(
+            &mut cache,
+            &Observations::default(),
+            &Budget::CompressionRatio(0.0),
+        )
+        .unwrap();
+        let mut lens = Vec::new();
+        for _ in 0..4 {
+            step(s.as_mut(), &mut cache, vec![0.5], vec![0.0]);
+            lens.push(cache.entries());
+        }
+        assert_eq!(lens, vec![5, 6, 5, 6]);
     }
 
     #[test]

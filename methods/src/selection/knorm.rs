@@ -3,8 +3,14 @@
 //! Paper: Devoto et al., "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression",
 //! 2024, <https://arxiv.org/abs/2406.11430>. Score of an entry: minus the L2 norm of its key
 //! (post-RoPE, as stored; RoPE preserves norms). No parameters; no window and no sinks, as in
-//! kvpress's `KnormPress` and KVCache-Factory's `L2NormCluster` (whose optional `skip_layers` is
-//! empty by default, so every layer is compressed here too).
+//! kvpress's `KnormPress` (`-keys.norm(dim=-1)`, every layer compressed) and KVCache-Factory's
+//! `L2NormCluster`.
+//!
+//! Defaults: every layer compressed, as kvpress does. KVCache-Factory differs: its `init_l2norm`
+//! sets `skip_layers = [0, 1]` when the config names none (and its `run_longbench.py` names
+//! none), so layers 0 and 1 keep their whole cache there (the class's own default, `[]`, is
+//! never used by its scripts). The nearest here is `per_layer` with `scorer: knorm` and ratio 0
+//! on layers 0 and 1.
 
 use serde::{Deserialize, Serialize};
 
