@@ -40,7 +40,8 @@ fn kvpress_methods() -> Vec<(&'static str, Value)> {
         ("snapkv", kvpress_snapkv()),
         (
             "pyramidkv",
-            json!({"method": "pyramidkv", "beta": 20.0, "scorer": kvpress_snapkv()}),
+            json!({"method": "pyramidkv", "beta": 20.0, "schedule": "kvpress",
+                   "scorer": kvpress_snapkv()}),
         ),
         (
             "streaming_llm",
@@ -95,7 +96,8 @@ fn kvcache_factory_methods() -> Vec<(&'static str, Value)> {
         ("snapkv", factory_snapkv()),
         (
             "pyramidkv",
-            json!({"method": "pyramidkv", "beta": 20.0, "scorer": factory_snapkv()}),
+            json!({"method": "pyramidkv", "beta": 20.0, "schedule": "kvcache_factory",
+                   "scorer": factory_snapkv()}),
         ),
         (
             "adakv",
