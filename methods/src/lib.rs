@@ -83,7 +83,9 @@ mod testing;
 
 pub use budget::Budget;
 pub use cache::{HeadGroup, KvCache, LayerKv, Storage};
-pub use describe::{Conformance, Describe, Description, Expect, Param};
+pub use describe::{
+    AfterDecode, Conformance, Describe, Description, Expect, ExtraSpec, Param, Rows,
+};
 pub use method::{
     LayerObservation, Method, ObservationNeeds, Observations, Rope, Session, Stateless,
 };

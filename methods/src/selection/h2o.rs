@@ -377,8 +377,11 @@ impl Describe for H2o {
     };
 
     fn conformance() -> crate::describe::Conformance {
-        crate::describe::Conformance::default()
-            .with_specs([serde_json::json!({"method": "h2o", "decode": true})])
+        // The decode variant holds the cache at its size after prefill.
+        crate::describe::Conformance::default().with_spec_after_decode(
+            serde_json::json!({"method": "h2o", "decode": true}),
+            crate::describe::AfterDecode::Held,
+        )
     }
 }
 
