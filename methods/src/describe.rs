@@ -9,7 +9,7 @@ use serde::Serialize;
 pub trait Describe {
     const DESCRIPTION: Description;
 
-    /// What `tests/conformance.rs` checks for this method: the default suits a method that keeps
+    /// What `tests/conformance/` checks for this method: the default suits a method that keeps
     /// `budget.kept(len)` entries per layer and head and runs on the test's tiny cache with its
     /// defaults; a method that allocates otherwise, or needs other parameters, overrides it.
     fn conformance() -> Conformance {
@@ -17,7 +17,7 @@ pub trait Describe {
     }
 }
 
-/// How many entries a method keeps at prefill, as `tests/conformance.rs` checks it (the test's
+/// How many entries a method keeps at prefill, as `tests/conformance/` checks it (the test's
 /// cache: 3 layers, 2 KV heads, 64 entries).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Expect {
@@ -37,7 +37,7 @@ pub enum Expect {
     Storage,
 }
 
-/// How the stored rows of the kept entries read back, as `tests/conformance.rs` compares them
+/// How the stored rows of the kept entries read back, as `tests/conformance/` compares them
 /// with the originals.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Rows {

@@ -135,7 +135,6 @@ pub fn check_storage(name: &str, exp: &Expected, cache: &KvCache, original: &[(T
 
 /// Every budget: allocation, storage, positions and decoding after compression.
 pub fn check_budgets(
-    name: &str,
     exp: &Expected,
     method: &dyn Method,
     full: &KvCache,
@@ -144,6 +143,7 @@ pub fn check_budgets(
     budgets: &[Budget],
     rng: &mut Rand,
 ) {
+    let name = method.name();
     for budget in budgets {
         {
             let mut c = full.fork();

@@ -101,7 +101,6 @@ fn every_registered_method_meets_the_cache_contract() {
         // ratios per layer ignores the budget).
         if let Want::One(Expect::Ratios(_)) = exp.kept {
             check_budgets(
-                name,
                 &exp,
                 method.as_ref(),
                 &full,
@@ -184,7 +183,6 @@ fn every_registered_method_meets_the_cache_contract() {
             }
         }
         check_budgets(
-            name,
             &exp,
             method.as_ref(),
             &full,
