@@ -10,8 +10,9 @@ pub trait Describe {
     const DESCRIPTION: Description;
 
     /// What `tests/conformance/` checks for this method: the default suits a method that keeps
-    /// `budget.kept(len)` entries per layer and head and runs on the test's tiny cache with its
-    /// defaults; a method that allocates otherwise, or needs other parameters, overrides it.
+    /// `budget.kept(len)` entries per layer and head, keeps their rows bit for bit, evicts nothing
+    /// while decoding and runs on the test's tiny cache with its defaults; a method that does
+    /// otherwise, or needs other parameters, overrides it.
     fn conformance() -> Conformance {
         Conformance::default()
     }

@@ -273,6 +273,8 @@ impl Session for H2oSession<'_> {
                 })
                 .collect()
         });
+        // The shared eviction driver, targets the held sizes: every layer's step attention goes
+        // into the running scores, and a head above its size loses its lowest-scored entry.
         let mut allocator = |l: usize, _: usize, _: &[usize]| -> Vec<usize> { limits[l].clone() };
         let mut rule = HoldSize {
             config: self.config,
