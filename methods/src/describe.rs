@@ -9,15 +9,16 @@ use serde::Serialize;
 pub trait Describe {
     const DESCRIPTION: Description;
 
-    /// What `tests/conformance.rs` checks for this method: the default suits a method that keeps
-    /// `budget.kept(len)` entries per layer and head and runs on the test's tiny cache with its
-    /// defaults; a method that allocates otherwise, or needs other parameters, overrides it.
+    /// What `tests/conformance/` checks for this method: the default suits a method that keeps
+    /// `budget.kept(len)` entries per layer and head, keeps their rows bit for bit, evicts nothing
+    /// while decoding and runs on the test's tiny cache with its defaults; a method that does
+    /// otherwise, or needs other parameters, overrides it.
     fn conformance() -> Conformance {
         Conformance::default()
     }
 }
 
-/// How many entries a method keeps at prefill, as `tests/conformance.rs` checks it (the test's
+/// How many entries a method keeps at prefill, as `tests/conformance/` checks it (the test's
 /// cache: 3 layers, 2 KV heads, 64 entries).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Expect {
@@ -37,25 +38,92 @@ pub enum Expect {
     Storage,
 }
 
+/// How the stored rows of the kept entries read back, as `tests/conformance/` compares them
+/// with the originals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Rows {
+    /// Keys and values are the original rows, bit for bit, in exactly the bytes dense rows need.
+    #[default]
+    Verbatim,
+    /// Keys verbatim; values rewritten (evicted values merged into the kept ones: `cam`).
+    ValuesRewritten,
+    /// Keys and values rewritten (entries merged together: `kvmerger`).
+    Rewritten,
+    /// Rounded (quantization) to the bit width of the parameter named `bits`: every row within
+    /// half a quantization step of the original, in fewer bytes than dense.
+    Quantized { bits: &'static str },
+}
+
+impl Rows {
+    /// Keys are compared with the originals (bit for bit, or within the rounding).
+    pub fn keys_compared(&self) -> bool {
+        !matches!(self, Rows::Rewritten)
+    }
+    /// Values are compared with the originals (bit for bit, or within the rounding).
+    pub fn values_compared(&self) -> bool {
+        matches!(self, Rows::Verbatim | Rows::Quantized { .. })
+    }
+}
+
+/// How many entries the cache holds after the test's decode steps (4 generated tokens after the
+/// prefill, each appended to every layer and KV head before the decode hook runs).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum AfterDecode {
+    /// Nothing is evicted while generating: the prefill's entries plus one per token, layer and
+    /// head.
+    #[default]
+    Appends,
+    /// The cache stays at its size after the prefill (`h2o`'s decode variant).
+    Held,
+    /// Every layer and head holds exactly this many entries (`decoding`'s `target_size`).
+    PerHead(usize),
+}
+
+/// A further configuration run through the test, with the expectations it changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExtraSpec {
+    /// A JSON method spec (`{"method": "chunk", "chunk_size": 5}`).
+    pub spec: serde_json::Value,
+    /// Replaces the method's `after_decode` for this configuration.
+    pub after_decode: Option<AfterDecode>,
+}
+
 /// A method's conformance expectations, declared in its own file (`Describe::conformance`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Conformance {
     pub expect: Expect,
+    /// How the kept rows read back.
+    pub rows: Rows,
+    /// How many entries decoding leaves.
+    pub after_decode: AfterDecode,
     /// Parameters (a JSON object; `Null` for none) set over the defaults in the test's run of the
     /// registered method, for defaults that do not fit its tiny cache (`kivi`'s `group`).
     pub params: serde_json::Value,
-    /// Further configurations to run through the test, each a JSON method spec
-    /// (`{"method": "chunk", "chunk_size": 5}`), to exercise other code paths.
-    pub extra_specs: Vec<serde_json::Value>,
+    /// Further configurations to run through the test, to exercise other code paths; each is
+    /// checked against the method's expectations, `after_decode` replaced where it says so.
+    pub extra_specs: Vec<ExtraSpec>,
 }
 
 impl Conformance {
-    /// The default (uniform, default parameters, no extra specs) with `expect`.
+    /// The default (uniform, rows verbatim, decoding appends, default parameters, no extra specs)
+    /// with `expect`.
     pub fn expect(expect: Expect) -> Self {
         Conformance {
             expect,
             ..Conformance::default()
         }
+    }
+
+    /// The kept rows read back as `rows` says.
+    pub fn with_rows(mut self, rows: Rows) -> Self {
+        self.rows = rows;
+        self
+    }
+
+    /// Decoding leaves the entries `after_decode` says.
+    pub fn with_after_decode(mut self, after_decode: AfterDecode) -> Self {
+        self.after_decode = after_decode;
+        self
     }
 
     /// Run the registered method with `params` (a JSON object) over its defaults.
@@ -64,9 +132,26 @@ impl Conformance {
         self
     }
 
-    /// Also run each of `specs` (JSON method specs).
+    /// Also run each of `specs` (JSON method specs), under the method's expectations.
     pub fn with_specs(mut self, specs: impl IntoIterator<Item = serde_json::Value>) -> Self {
-        self.extra_specs.extend(specs);
+        self.extra_specs
+            .extend(specs.into_iter().map(|spec| ExtraSpec {
+                spec,
+                after_decode: None,
+            }));
+        self
+    }
+
+    /// Also run `spec`, expecting `after_decode` of it instead of the method's.
+    pub fn with_spec_after_decode(
+        mut self,
+        spec: serde_json::Value,
+        after_decode: AfterDecode,
+    ) -> Self {
+        self.extra_specs.push(ExtraSpec {
+            spec,
+            after_decode: Some(after_decode),
+        });
         self
     }
 }

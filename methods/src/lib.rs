@@ -6,8 +6,9 @@
 //! each method file holds its selection rule, paper and defaults.
 
 //! Layout: the core pieces at the top (cache, `Method` and sessions, budgets, parameters, the
-//! registry, composition), the methods in one folder per family following the surveys' taxonomy,
-//! and the storage forms they produce in `storage/`, separate from the methods.
+//! registry, composition), the methods in one folder per family following the surveys' taxonomy
+//! (declared by the `registry!` block below, one line per method), and the storage forms they
+//! produce in `storage/`, separate from the methods.
 
 pub mod budget;
 pub mod cache;
@@ -21,39 +22,75 @@ pub mod registry;
 pub mod sliding;
 pub mod storage;
 
-pub mod allocation;
-pub mod channel_pruning;
-pub mod cross_layer;
-pub mod low_rank;
-pub mod merging;
-pub mod quantization;
-pub mod selection;
-
-// The flat paths of before the family folders (`kvbench_methods::snapkv`, ...) keep working.
-pub use allocation::{adakv, per_layer, pyramidkv};
-pub use channel_pruning::think;
-pub use cross_layer::{kv_head_merge, kvsharer, minicache};
-pub use low_rank::lowrank;
-pub use merging::{cam, kvmerger};
-pub use quantization::{kivi, quant};
-pub use selection::{
-    decoding, expected_attention, h2o, keydiff, knorm, lagkv, random, scoring, select, snapkv,
-    streaming_llm, tova,
-};
+// Every method, one line each in its family's block: `file: Variant(Config) = "yaml_name"`, plus
+// `[scorer]` for a token scorer that other methods may use as `scorer:` (see `registry!`). This
+// declares `src/<family>/<file>.rs` as `crate::<family>::<file>` (and flat, `crate::<file>`) and
+// generates `MethodConfig`, `ScorerConfig`, `SCORER_NAMES` and the descriptions of `METHODS`.
+registry::registry! {
+    /// Selection (eviction): scorers that rank entries and keep the best, `chunk` (whole chunks
+    /// ranked by a scorer) and `decoding` (a scorer applied during generation), plus the
+    /// machinery every scorer shares (`scoring`: the `Scorer` trait, window attention, pooling;
+    /// `select`: top-k, exact budgets, the eviction driver).
+    selection with scoring, select {
+        streaming_llm: StreamingLlm(StreamingLlm) = "streaming_llm" [scorer],
+        h2o: H2o(H2o) = "h2o" [scorer],
+        snapkv: Snapkv(SnapKv) = "snapkv" [scorer],
+        tova: Tova(Tova) = "tova" [scorer],
+        knorm: Knorm(Knorm) = "knorm" [scorer],
+        random: Random(Random) = "random" [scorer],
+        expected_attention: ExpectedAttention(ExpectedAttention) = "expected_attention" [scorer],
+        keydiff: Keydiff(KeyDiff) = "keydiff" [scorer],
+        lagkv: Lagkv(LagKv) = "lagkv" [scorer],
+        chunk: Chunk(Chunk) = "chunk",
+        decoding: Decoding(Decoding) = "decoding",
+    }
+    /// Budget allocation: how many entries each layer and head keeps, entries picked by a
+    /// selection scorer.
+    allocation {
+        pyramidkv: Pyramidkv(PyramidKv) = "pyramidkv",
+        adakv: Adakv(AdaKv) = "adakv",
+        per_layer: PerLayer(PerLayer) = "per_layer",
+    }
+    /// Merging: evicted entries are merged into the kept ones instead of dropped.
+    merging {
+        cam: Cam(Cam) = "cam",
+        kvmerger: Kvmerger(KvMerger) = "kvmerger",
+    }
+    /// Cross-layer and cross-head sharing: layers or heads store one shared cache.
+    cross_layer {
+        minicache: Minicache(MiniCache) = "minicache",
+        kvsharer: Kvsharer(KvSharer) = "kvsharer",
+        kv_head_merge: KvHeadMerge(KvHeadMerge) = "kv_head_merge",
+    }
+    /// Channel pruning: key channels removed per head (`storage::ChannelPruned`).
+    channel_pruning {
+        think: Think(Think) = "think",
+    }
+    /// Low rank: keys (and optionally values) stored as codes on a per-head basis
+    /// (`storage::LowRank`).
+    low_rank {
+        lowrank: Lowrank(LowRankMethod) = "lowrank",
+    }
+    /// Quantization: entries stored as low-bit integers and scales (`storage::Quantized`).
+    quantization {
+        kivi: Kivi(Kivi) = "kivi",
+        quant: Quant(Quant) = "quant",
+    }
+}
 
 #[cfg(test)]
 mod testing;
 
 pub use budget::Budget;
 pub use cache::{HeadGroup, KvCache, LayerKv, Storage};
-pub use describe::{Conformance, Describe, Description, Expect, Param};
+pub use describe::{
+    AfterDecode, Conformance, Describe, Description, Expect, ExtraSpec, Param, Rows,
+};
 pub use method::{
     LayerObservation, Method, ObservationNeeds, Observations, Rope, Session, Stateless,
 };
 pub use params::ParamError;
-pub use registry::{
-    method_names, MethodConfig, MethodDescription, MethodSpec, ScorerConfig, METHODS,
-};
+pub use registry::{method_names, MethodDescription, MethodSpec, METHODS};
 pub use scoring::Scorer;
 pub use storage::{Form, Stored};
 

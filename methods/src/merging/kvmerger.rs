@@ -394,7 +394,10 @@ impl Describe for KvMerger {
     };
 
     fn conformance() -> crate::describe::Conformance {
-        crate::describe::Conformance::default().with_specs([serde_json::json!({
+        // Merged entries' keys and values are rewritten.
+        crate::describe::Conformance::default()
+            .with_rows(crate::describe::Rows::Rewritten)
+            .with_specs([serde_json::json!({
             "method": "kvmerger",
             "threshold": 0.0,
             "skip_first_layers": 0,

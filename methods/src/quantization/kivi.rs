@@ -28,7 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param, Rows};
 use crate::params::check_positive;
 use crate::quantization::quant::{check_scheme_shape, check_schemes, quantize_cache};
 use crate::storage::{QuantAxis, QuantScheme, ResidualRule};
@@ -167,6 +167,7 @@ impl Describe for Kivi {
     fn conformance() -> Conformance {
         // Groups that fit the test's head_dim; a residual the decode steps fill up.
         Conformance::expect(Expect::Unchanged)
+            .with_rows(Rows::Quantized { bits: "bits" })
             .with_params(serde_json::json!({"group": 4, "residual": 16}))
             .with_specs([
                 serde_json::json!({"method": "kivi", "bits": 4, "group": 8, "residual": 8}),

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::describe::{Conformance, Describe, Description, Expect, Param};
+use crate::describe::{Conformance, Describe, Description, Expect, Param, Rows};
 use crate::params::check_positive;
 use crate::storage::{QuantAxis, QuantScheme, Quantized, ResidualRule};
 use crate::{Budget, KvCache, Method, MethodError, Observations, ParamError, Storage, Stored};
@@ -208,6 +208,7 @@ impl Describe for Quant {
     fn conformance() -> Conformance {
         // Groups that fit the test's head_dim; a residual the decode steps fill up.
         Conformance::expect(Expect::Unchanged)
+            .with_rows(Rows::Quantized { bits: "bits" })
             .with_params(serde_json::json!({"group": 4, "residual": 3}))
             .with_specs([serde_json::json!({"method": "quant", "bits": 8, "group": 8, "residual": 2, "symmetric": true})])
     }

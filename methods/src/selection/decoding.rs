@@ -30,7 +30,7 @@ use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
 use crate::selection::knorm::Knorm;
 use crate::selection::scoring::window_attention;
-use crate::selection::select::evict_layer;
+use crate::selection::select::{evict_with, TopK};
 use crate::{
     Budget, KvCache, LayerObservation, Method, MethodError, ObservationNeeds, Observations, Session,
 };
@@ -278,15 +278,13 @@ impl Session for DecodingSession<'_> {
         } else {
             Observations::default()
         };
-        for l in 0..n_layers {
-            let targets: Vec<usize> = cache
-                .layer(l)
-                .head_lens()
-                .iter()
-                .map(|&n| n.min(self.config.target_size))
-                .collect();
-            evict_layer(cache, l, &synthetic, self.config.scorer.scorer(), &targets)?;
-        }
+        // Every head holding more than `target_size` entries is cut down to it.
+        let target_size = self.config.target_size;
+        let mut allocator = |_: usize, _: usize, lens: &[usize]| -> Vec<usize> {
+            lens.iter().map(|&n| n.min(target_size)).collect()
+        };
+        let scorer = self.config.scorer.scorer();
+        evict_with(cache, &synthetic, scorer, &mut allocator, &mut TopK)?;
         for buf in &mut self.queries {
             buf.clear();
         }
@@ -309,8 +307,9 @@ impl Describe for Decoding {
 
     fn conformance() -> crate::describe::Conformance {
         // Interval 5: the question's forward is step 1, so the conformance test's 4th decoded
-        // token compresses every head to 40.
+        // token compresses every head to `target_size`.
         crate::describe::Conformance::expect(crate::describe::Expect::Unchanged)
+            .with_after_decode(crate::describe::AfterDecode::PerHead(40))
             .with_params(serde_json::json!({"interval": 5, "target_size": 40}))
             .with_specs([
                 serde_json::json!({"method": "decoding", "interval": 5, "target_size": 40, "scorer": {"method": "snapkv", "window": 4}}),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
 use crate::selection::select::{
-    evict_uniform, evict_with, top_k_per_head, top_k_sorted, KeepRule, Uniform,
+    evict_uniform, evict_with, score_layer, top_k_per_head, top_k_sorted, KeepRule, Uniform,
 };
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
 
@@ -273,43 +273,96 @@ impl Session for H2oSession<'_> {
                 })
                 .collect()
         });
-        for (l, limit) in limits.iter().enumerate() {
-            let lens = cache.layer(l).head_lens();
-            let input = LayerInput {
-                index: l,
-                layer: cache.layer(l),
-                obs,
-                next_position: cache.next_position(),
-                targets: &[],
-            };
-            let (q, pos) = input.window_queries(1, "h2o")?;
-            let att = window_attention(input.layer, &q, &pos, input.q_per_kv("h2o")?)?;
-            let scores = &mut st.scores[l];
-            for ((s, a), &len) in scores.iter_mut().zip(&att).zip(&lens) {
-                s.resize(len, 0.0);
-                for (x, y) in s.iter_mut().zip(gqa_mean(&a.squeeze(1)?)?) {
-                    *x += y;
-                }
-            }
-            if lens.iter().zip(limit).all(|(n, lim)| n <= lim) {
-                continue;
-            }
-            let keep: Vec<Vec<u32>> = scores
-                .iter()
-                .zip(limit)
-                .map(|(s, &lim)| {
-                    let recent = self.config.recent(lim).min(s.len());
-                    let mut pinned = s.clone();
-                    let n = pinned.len();
-                    pinned[n - recent..].fill(f32::INFINITY);
-                    top_k_sorted(&pinned, lim)
-                })
-                .collect();
-            cache.layer_mut(l).retain(&keep)?;
-            for (s, k) in scores.iter_mut().zip(&keep) {
-                *s = k.iter().map(|&i| s[i as usize]).collect();
+        // The shared eviction driver, targets the held sizes: every layer's step attention goes
+        // into the running scores, and a head above its size loses its lowest-scored entry.
+        let mut allocator = |l: usize, _: usize, _: &[usize]| -> Vec<usize> { limits[l].clone() };
+        let mut rule = HoldSize {
+            config: self.config,
+            scores: &mut st.scores,
+        };
+        evict_with(cache, obs, &StepAttention, &mut allocator, &mut rule)
+    }
+}
+
+/// The decode variant's scorer: each stored entry's attention from the newest generated token,
+/// averaged over the query heads of its KV head (GQA). Nothing pinned: [`HoldSize`] adds it to the
+/// running scores and pins the recent share there.
+struct StepAttention;
+
+impl Scorer for StepAttention {
+    fn scorer_name(&self) -> &'static str {
+        "h2o"
+    }
+    fn observation_needs(&self) -> ObservationNeeds {
+        ObservationNeeds {
+            window_queries: 1,
+            ..Default::default()
+        }
+    }
+    fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>> {
+        let (q, pos) = input.window_queries(1, "h2o")?;
+        let att = window_attention(input.layer, &q, &pos, input.q_per_kv("h2o")?)?;
+        att.iter().map(|a| gqa_mean(&a.squeeze(1)?)).collect()
+    }
+}
+
+/// The decode variant's keep rule, its targets being the held sizes: every layer's step attention
+/// ([`StepAttention`]) is added to the running scores (entries appended since start from zero);
+/// a head that outgrew its size keeps the best running scores, the recent share pinned.
+struct HoldSize<'a> {
+    config: &'a H2o,
+    /// The running scores, `[layer][head][entry]`.
+    scores: &'a mut [Vec<Vec<f32>>],
+}
+
+impl HoldSize<'_> {
+    fn accumulate(&mut self, l: usize, step: &[Vec<f32>]) {
+        for (s, a) in self.scores[l].iter_mut().zip(step) {
+            s.resize(a.len(), 0.0);
+            for (x, y) in s.iter_mut().zip(a) {
+                *x += y;
             }
         }
+    }
+}
+
+impl KeepRule for HoldSize<'_> {
+    fn apply(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        _obs: &Observations,
+        step: Vec<Vec<f32>>,
+        limits: &[usize],
+    ) -> Result<()> {
+        self.accumulate(l, &step);
+        let scores = &mut self.scores[l];
+        let keep: Vec<Vec<u32>> = scores
+            .iter()
+            .zip(limits)
+            .map(|(s, &lim)| {
+                let recent = self.config.recent(lim).min(s.len());
+                let mut pinned = s.clone();
+                let n = pinned.len();
+                pinned[n - recent..].fill(f32::INFINITY);
+                top_k_sorted(&pinned, lim)
+            })
+            .collect();
+        cache.layer_mut(l).retain(&keep)?;
+        for (s, k) in scores.iter_mut().zip(&keep) {
+            *s = k.iter().map(|&i| s[i as usize]).collect();
+        }
+        Ok(())
+    }
+    fn unchanged(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        limits: &[usize],
+    ) -> Result<()> {
+        let step = score_layer(cache, l, obs, &StepAttention, limits)?;
+        self.accumulate(l, &step);
         Ok(())
     }
 }
@@ -326,8 +379,11 @@ impl Describe for H2o {
     };
 
     fn conformance() -> crate::describe::Conformance {
-        crate::describe::Conformance::default()
-            .with_specs([serde_json::json!({"method": "h2o", "decode": true})])
+        // The decode variant holds the cache at its size after prefill.
+        crate::describe::Conformance::default().with_spec_after_decode(
+            serde_json::json!({"method": "h2o", "decode": true}),
+            crate::describe::AfterDecode::Held,
+        )
     }
 }
 

@@ -187,18 +187,6 @@ pub fn evict_layer_with(
     rule.apply(cache, index, obs, scores, targets)
 }
 
-/// Score layer `index` with `scorer` and keep `targets[h]` entries of head `h` (all of them where
-/// the target is at least the head's length). Does nothing, scoring included, when no head shrinks.
-pub fn evict_layer(
-    cache: &mut KvCache,
-    index: usize,
-    obs: &Observations,
-    scorer: &dyn Scorer,
-    targets: &[usize],
-) -> Result<()> {
-    evict_layer_with(cache, index, obs, scorer, targets, &mut TopK)
-}
-
 /// Scores of layer `index`, checked to have one value per stored entry.
 pub fn score_layer(
     cache: &KvCache,

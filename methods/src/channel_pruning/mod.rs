@@ -1,3 +1,0 @@
-//! Channel pruning: key channels removed per head (`storage::ChannelPruned`).
-
-pub mod think;

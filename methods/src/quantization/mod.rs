@@ -1,4 +1,0 @@
-//! Quantization: entries stored as low-bit integers and scales (`storage::Quantized`).
-
-pub mod kivi;
-pub mod quant;
