@@ -16,7 +16,6 @@ datasets:
     lengths: [160]
     depths: [0.3, 0.7]
     samples_per_cell: 2
-    haystack: {file: {path: haystack.txt}}
 methods:
   - method: full
   - method: streaming_llm
@@ -62,7 +61,17 @@ fn rerun_skips_and_killed_run_resumes_without_duplicates() {
     // paths in an experiment are relative to the working directory: give the file's own
     let haystack = dir.join(HAYSTACK_FILE);
     std::fs::write(&haystack, HAYSTACK).unwrap();
-    let experiment = EXPERIMENT.replace("haystack.txt", haystack.to_str().unwrap());
+    let experiment = EXPERIMENT.replace(
+        "    samples_per_cell: 2\n",
+        &format!(
+            "    samples_per_cell: 2\n    haystack: {{file: {{path: {}}}}}\n",
+            haystack.display()
+        ),
+    );
+    assert!(
+        experiment.contains("haystack: {file: {path: /"),
+        "{experiment}"
+    );
     std::fs::write(&exp, experiment).unwrap();
     let out = dir.join("out");
     let results = out.join("results.jsonl");
