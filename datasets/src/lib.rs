@@ -6,6 +6,7 @@
 //! (compressed query-agnostically), then for each [`Turn`] appends the turn's `question` and
 //! decodes greedily `max_new_tokens`; [`metrics::score`] compares the prediction with the answers.
 
+pub mod datafile;
 pub mod hub;
 pub mod jsonl;
 pub mod longbench;
@@ -21,6 +22,7 @@ pub mod scbench;
 pub mod source;
 pub mod tokens;
 
+pub use datafile::DataFile;
 pub use jsonl::{FieldMap, JsonlConfig, JsonlError, LineError, LineProblem, Loaded, Unit};
 pub use longbench::LongBenchConfig;
 pub use longbench_v2::LongBenchV2Config;

@@ -14,15 +14,19 @@ use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::longbench::{default_revision, string_field};
+use crate::longbench::string_field;
 use crate::metrics::strip_python;
 use crate::records::LineProblem;
 use crate::records::{line_error, read_records};
-use crate::source::{DataSource, LoadOptions, SourceError};
-use crate::{hub, Loaded, Metric, Sample, TokenCounter, Turn};
+use crate::source::{hashed, DataSource, LoadOptions, SourceError};
+use crate::{hub, DataFile, Loaded, Metric, Sample, TokenCounter, Turn};
 
 pub const TASK: &str = "longbench_v2";
 pub const DEFAULT_REPO: &str = "THUDM/LongBench-v2";
+/// The commit of [`DEFAULT_REPO`] read unless `revision:` says otherwise: "Update README.md" by
+/// the authors, with the 465 MB `data.json`.
+/// Source: <https://huggingface.co/datasets/THUDM/LongBench-v2/tree/2b48e494f2c7a2f0af81aae178e05c7e1dde0fe9>.
+pub const DEFAULT_REVISION: &str = "2b48e494f2c7a2f0af81aae178e05c7e1dde0fe9";
 /// `pred.py`'s `max_new_tokens` without chain of thought.
 pub const MAX_NEW_TOKENS: usize = 128;
 const TEMPLATE: &str = include_str!("longbench/v2_0shot.txt");
@@ -37,6 +41,7 @@ pub struct LongBenchV2Config {
     pub source: DataSource,
     #[serde(default = "default_repo")]
     pub repo: String,
+    /// Revision of `repo` (a commit, branch or tag); default [`DEFAULT_REVISION`].
     #[serde(default = "default_revision")]
     pub revision: String,
     /// Middle-truncate prompts longer than this many tokens (`pred.py`'s `model2maxlen`).
@@ -52,6 +57,10 @@ pub struct LongBenchV2Config {
 
 fn default_repo() -> String {
     DEFAULT_REPO.into()
+}
+
+fn default_revision() -> String {
+    DEFAULT_REVISION.into()
 }
 
 impl LongBenchV2Config {
@@ -71,10 +80,21 @@ impl LongBenchV2Config {
         counter: &dyn TokenCounter,
         opts: &LoadOptions,
     ) -> Result<Loaded, SourceError> {
+        let mut loaded = Loaded::default();
         let path = match &self.source {
-            DataSource::Path(p) => p.clone(),
+            DataSource::Path(p) => {
+                if p.exists() {
+                    loaded.files.push(hashed(p, || DataFile::local(p))?);
+                }
+                p.clone()
+            }
             DataSource::Hub => {
-                hub::dataset_file(&self.repo, &self.revision, "data.json", &opts.hub)?
+                let p = hub::dataset_file(&self.repo, &self.revision, "data.json", &opts.hub)?;
+                let f = hashed(&p, || {
+                    DataFile::hub(&self.repo, &self.revision, "data.json", &p)
+                })?;
+                loaded.files.push(f);
+                p
             }
             DataSource::Parquet => {
                 return Err(SourceError::Config {
@@ -85,7 +105,6 @@ impl LongBenchV2Config {
             }
         };
         let (unit, records) = read_records(&path, None)?;
-        let mut loaded = Loaded::default();
         for r in records {
             if self.limit.is_some_and(|l| loaded.samples.len() >= l) {
                 break;

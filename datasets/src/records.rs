@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::Sample;
+use crate::{DataFile, Sample};
 
 /// One bad line: `data.jsonl line 3: field `answers` is missing; expected a string or a list of
 /// strings`.
@@ -73,11 +73,13 @@ pub enum LineProblem {
     DuplicateId { id: String, first: usize },
 }
 
-/// The good samples of a file and the errors of its bad lines.
+/// The good samples of a dataset, the errors of its bad lines and the files it was read from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Loaded {
     pub samples: Vec<Sample>,
     pub errors: Vec<LineError>,
+    /// Every data file read, with its sha256 (empty for generated data without input files).
+    pub files: Vec<DataFile>,
 }
 
 /// serde_json's message with its location given as a column only: the line is ours.

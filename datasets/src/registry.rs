@@ -7,8 +7,8 @@ use crate::longbench_v2::{self, LongBenchV2Config};
 use crate::ruler::RulerConfig;
 use crate::scbench::ScbenchConfig;
 use crate::{
-    needle, ChatTemplateMode, DatasetError, JsonlConfig, LoadOptions, Loaded, Metric, NeedleConfig,
-    Sample, TokenCounter,
+    needle, ChatTemplateMode, DataFile, DatasetError, JsonlConfig, LoadOptions, Loaded, Metric,
+    NeedleConfig, Sample, TokenCounter,
 };
 
 /// A dataset as written in an experiment (`- name: niah`, `lengths: [1024, 4096]`).
@@ -60,6 +60,20 @@ impl DatasetConfig {
         }
     }
 
+    /// The revision of the hub repository the samples are read from (`None` for local files and
+    /// generated data; RULER's hub inputs name theirs per file in [`Loaded::files`]).
+    pub fn revision(&self) -> Option<&str> {
+        match self {
+            DatasetConfig::Longbench(c) => c.effective_revision(),
+            DatasetConfig::LongbenchV2(c) => match c.source {
+                crate::DataSource::Path(_) => None,
+                _ => Some(c.revision.as_str()),
+            },
+            DatasetConfig::Scbench(c) => c.effective_revision(),
+            DatasetConfig::Niah(_) | DatasetConfig::Jsonl(_) | DatasetConfig::Ruler(_) => None,
+        }
+    }
+
     /// Every sample, or the first error. `counter` sizes generated contexts (and truncates
     /// long prompts) in the model's tokens; hub files go through `$KVBENCH_CACHE`/`$HF_ENDPOINT`.
     pub fn build(&self, counter: &dyn TokenCounter) -> Result<Vec<Sample>, DatasetError> {
@@ -83,17 +97,37 @@ impl DatasetConfig {
     ) -> Result<Loaded, DatasetError> {
         let generated = |samples| Loaded {
             samples,
-            errors: Vec::new(),
+            ..Loaded::default()
         };
-        let loaded = match self {
+        let mut loaded = match self {
             DatasetConfig::Niah(c) => generated(c.generate(counter)?),
-            DatasetConfig::Ruler(c) => generated(c.generate(counter, opts)?),
+            DatasetConfig::Ruler(c) => c.generate_loaded(counter, opts)?,
             DatasetConfig::Jsonl(c) if strict => generated(c.load()?),
             DatasetConfig::Jsonl(c) => c.load_lenient()?,
             DatasetConfig::Longbench(c) => c.load(counter, opts)?,
             DatasetConfig::LongbenchV2(c) => c.load(counter, opts)?,
             DatasetConfig::Scbench(c) => c.load(counter, opts)?,
         };
+        match self {
+            DatasetConfig::Niah(NeedleConfig {
+                haystack: needle::Haystack::File { path },
+                ..
+            }) => {
+                let f = DataFile::local(path).map_err(|source| needle::NeedleError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                loaded.files.push(f);
+            }
+            DatasetConfig::Jsonl(c) => {
+                let f = DataFile::local(&c.path).map_err(|source| crate::JsonlError::Read {
+                    path: c.path.clone(),
+                    source,
+                })?;
+                loaded.files.push(f);
+            }
+            _ => {}
+        }
         if strict {
             if let Some(e) = loaded.errors.first() {
                 return Err(crate::JsonlError::Line(e.clone()).into());

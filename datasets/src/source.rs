@@ -8,14 +8,17 @@ use serde::{Deserialize, Serialize};
 use crate::hub::{HubError, HubOptions, ZipMemberError};
 use crate::records::RecordsError;
 
-/// The revision where the hub keeps its parquet export of a dataset.
+/// The revision where the hub keeps its parquet export of a dataset. A branch the hub's converter
+/// rewrites, not a fixed commit: a dataset without a verified export commit reads it unpinned
+/// (its `revision:` pins it).
 pub const PARQUET_REVISION: &str = "refs/convert/parquet";
 
 /// YAML: `source: hub` (default), `source: parquet`, or `source: {path: DIR_OR_FILE}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DataSource {
-    /// The repository's own data files at `revision` (default `main`), downloaded into the cache.
+    /// The repository's own data files at `revision` (default: the dataset's pinned commit),
+    /// downloaded into the cache.
     #[default]
     Hub,
     /// The hub's parquet export (`refs/convert/parquet`): `{config}/test/0000.parquet`.
@@ -45,11 +48,27 @@ pub enum SourceError {
     Zip(#[from] ZipMemberError),
     #[error(transparent)]
     Records(#[from] RecordsError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{dataset}: {message}")]
     Config {
         dataset: &'static str,
         message: String,
     },
+}
+
+/// `f` as the data file of `path`, or the error of reading it.
+pub(crate) fn hashed(
+    path: &std::path::Path,
+    f: impl FnOnce() -> std::io::Result<crate::DataFile>,
+) -> Result<crate::DataFile, SourceError> {
+    f().map_err(|source| SourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Options every loader shares: where hub files are cached and fetched from.

@@ -66,25 +66,53 @@ fn longbench_data_zip_from_the_hub_then_from_the_cache() {
         ("data/hotpotqa.jsonl", &records.join("\n")),
         ("data/trec.jsonl", ""),
     ]);
-    dataset(&s, "THUDM/LongBench", "main", "data.zip", &zip, true);
+    let pinned = kvbench_datasets::longbench::DEFAULT_REVISION;
+    dataset(&s, "THUDM/LongBench", pinned, "data.zip", &zip, true);
     let mut c = LongBenchConfig::local("unused", &["hotpotqa"]);
     c.source = DataSource::Hub;
     let loaded = c.load(&WhitespaceTokens, &opts(&dir.0, &s.base)).unwrap();
     assert_eq!(loaded.samples.len(), 1);
     assert_eq!(loaded.samples[0].id, "h1");
+    // the archive and the member read, each with its origin and sha256
+    let files: Vec<(&str, &str, String, u64)> = loaded
+        .files
+        .iter()
+        .map(|f| {
+            assert_eq!(f.repo.as_deref(), Some("THUDM/LongBench"));
+            assert_eq!(f.commit.as_deref(), Some(COMMIT));
+            (
+                f.name.as_str(),
+                f.revision.as_deref().unwrap(),
+                f.sha256.clone(),
+                f.bytes,
+            )
+        })
+        .collect();
+    let member = records.join("\n");
+    assert_eq!(
+        files,
+        [
+            ("data.zip", pinned, sha256_hex(&zip), zip.len() as u64),
+            (
+                "data.zip/data/hotpotqa.jsonl",
+                pinned,
+                sha256_hex(member.as_bytes()),
+                member.len() as u64
+            ),
+        ]
+    );
     // the bad record names the archive member, the line and the field
     let e = loaded.errors[0].to_string();
     assert!(e.ends_with("data.zip/data/hotpotqa.jsonl line 2: field `answers` is missing; expected a list of strings"), "{e}");
-    assert!(s
-        .requests()
-        .iter()
-        .any(|r| r.starts_with("GET /datasets/THUDM/LongBench/resolve/main/data.zip")));
+    assert!(s.requests().iter().any(|r| r.starts_with(&format!(
+        "GET /datasets/THUDM/LongBench/resolve/{pinned}/data.zip"
+    ))));
     // again with the server gone: from the cache
     s.stop();
     let again = c
         .load(&WhitespaceTokens, &opts(&dir.0, &dead_endpoint()))
         .unwrap();
-    assert_eq!(again.samples, loaded.samples);
+    assert_eq!(again, loaded);
 }
 
 #[test]
@@ -197,10 +225,11 @@ fn scbench_jsonl_from_the_hub() {
     let s = Server::start();
     let dir = TempDir::new("datasets-hub", "scbench");
     let rec = r#"{"id": 0, "context": "{\"a\": \"1\"}", "multi_turns": [{"input": "Key: \"a\"", "answer": "1"}]}"#;
+    let pinned = kvbench_datasets::scbench::DEFAULT_REVISION;
     dataset(
         &s,
         "microsoft/SCBench",
-        "main",
+        pinned,
         "data/scbench_kv.jsonl",
         rec.as_bytes(),
         false,
@@ -210,6 +239,27 @@ fn scbench_jsonl_from_the_hub() {
     let loaded = c.load(&WhitespaceTokens, &opts(&dir.0, &s.base)).unwrap();
     assert_eq!(loaded.samples.len(), 1);
     assert_eq!(loaded.samples[0].turns[0].question, "Key: \"a\"");
+    let f = &loaded.files[0];
+    assert_eq!(
+        (f.name.as_str(), f.revision.as_deref(), f.bytes),
+        ("data/scbench_kv.jsonl", Some(pinned), rec.len() as u64)
+    );
+    assert_eq!(f.sha256, sha256_hex(rec.as_bytes()));
+    // `revision:` overrides the pin
+    dataset(
+        &s,
+        "microsoft/SCBench",
+        "main",
+        "data/scbench_kv.jsonl",
+        rec.as_bytes(),
+        false,
+    );
+    let mut on_main = c.clone();
+    on_main.revision = Some("main".into());
+    let l = on_main
+        .load(&WhitespaceTokens, &opts(&dir.0, &s.base))
+        .unwrap();
+    assert_eq!(l.files[0].revision.as_deref(), Some("main"));
     // a missing file names its URL
     let mut c2 = c.clone();
     c2.tasks = vec!["scbench_vt".into()];
@@ -218,7 +268,9 @@ fn scbench_jsonl_from_the_hub() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("/datasets/microsoft/SCBench/resolve/main/data/scbench_vt.jsonl"),
+        e.contains(&format!(
+            "/datasets/microsoft/SCBench/resolve/{pinned}/data/scbench_vt.jsonl"
+        )),
         "{e}"
     );
 }

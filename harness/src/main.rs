@@ -31,7 +31,8 @@ enum Command {
         /// auto, cpu, cuda or cuda:N (default: the experiment's `device`, else auto).
         #[arg(long)]
         device: Option<String>,
-        /// At most N samples per dataset.
+        /// At most N samples of each task of each dataset: the first N of every task, in the
+        /// dataset's order (LongBench with 3 tasks and `--limit 2` runs 6 samples).
         #[arg(long)]
         limit: Option<usize>,
         /// Start over: move existing results aside instead of skipping finished records.
@@ -332,7 +333,7 @@ fn cmd_run(
         &plan.raw.model,
         &files,
         &kvbench::device::label(&device),
-        &kvbench::manifest::PromptFacts::new(&plan, &loaded),
+        &kvbench::manifest::PromptFacts::new(&plan, &loaded, &outcome.data),
     )?;
     let rows = kvbench_reports::summarize(&outcome.records);
     let md = kvbench_reports::to_markdown(&rows);

@@ -1,12 +1,13 @@
 //! `run.json`: what a run directory's report cites about the run itself: kvbench version and git
 //! commit, device, the model files with their sha256, and how prompts were made: architecture,
-//! the chat template's sha256, the BOS/EOS ids, and per dataset the `chat_template` option and
-//! the truncation policy.
+//! the chat template's sha256, the BOS/EOS ids, and per dataset the `chat_template` option, the
+//! truncation policy, the revision read and every data file read (name, origin, sha256, bytes).
 
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use kvbench_datasets::DataFile;
 use sha2::{Digest, Sha256};
 
 use serde::Serialize;
@@ -40,10 +41,27 @@ pub struct DatasetPromptFacts {
     /// `auto`, `true` or `false`, as the experiment says.
     pub chat_template: String,
     pub truncation: TruncationPolicy,
+    /// The revision of the hub repository read (the pinned default or the experiment's
+    /// `revision:`); absent for local and generated data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Every data file read: name, hub repo, revision and resolved commit where from the hub,
+    /// sha256 and bytes.
+    pub files: Vec<DataFile>,
+}
+
+/// What a dataset's samples were read from, as the run loaded them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DatasetData {
+    pub name: String,
+    pub revision: Option<String>,
+    pub files: Vec<DataFile>,
 }
 
 impl PromptFacts {
-    pub fn new(plan: &Plan, loaded: &LoadedModel) -> Self {
+    /// `data`: what each dataset of the plan was read from, in the plan's order
+    /// ([`crate::run::RunOutcome::data`]).
+    pub fn new(plan: &Plan, loaded: &LoadedModel, data: &[DatasetData]) -> Self {
         let cfg = loaded.model.config();
         let tok = &loaded.tokenizer;
         let template = tok.template();
@@ -66,10 +84,19 @@ impl PromptFacts {
                 .raw
                 .datasets
                 .iter()
-                .map(|d| DatasetPromptFacts {
-                    name: d.name().to_string(),
-                    chat_template: d.chat_template().as_str().to_string(),
-                    truncation: TruncationPolicy::new(d.max_length(), cfg.max_position_embeddings),
+                .enumerate()
+                .map(|(i, d)| {
+                    let read = data.get(i).filter(|r| r.name == d.name());
+                    DatasetPromptFacts {
+                        name: d.name().to_string(),
+                        chat_template: d.chat_template().as_str().to_string(),
+                        truncation: TruncationPolicy::new(
+                            d.max_length(),
+                            cfg.max_position_embeddings,
+                        ),
+                        revision: read.and_then(|r| r.revision.clone()),
+                        files: read.map(|r| r.files.clone()).unwrap_or_default(),
+                    }
                 })
                 .collect(),
         }
@@ -178,4 +205,50 @@ pub fn write(
     let path = dir.join("run.json");
     std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_entries_name_the_revision_and_every_file() {
+        let file = DataFile {
+            name: "data/scbench_kv.jsonl".into(),
+            repo: Some("microsoft/SCBench".into()),
+            revision: Some("f43226eed3a026f927a67c60739c228390d959c2".into()),
+            commit: Some("f43226eed3a026f927a67c60739c228390d959c2".into()),
+            sha256: "ab".repeat(32),
+            bytes: 12,
+        };
+        let facts = DatasetPromptFacts {
+            name: "scbench".into(),
+            chat_template: "auto".into(),
+            truncation: TruncationPolicy::new(None, 4096),
+            revision: file.revision.clone(),
+            files: vec![file.clone()],
+        };
+        let v = serde_json::to_value(&facts).unwrap();
+        assert_eq!(v["revision"], "f43226eed3a026f927a67c60739c228390d959c2");
+        assert_eq!(
+            v["files"][0],
+            serde_json::json!({
+                "name": "data/scbench_kv.jsonl",
+                "repo": "microsoft/SCBench",
+                "revision": "f43226eed3a026f927a67c60739c228390d959c2",
+                "commit": "f43226eed3a026f927a67c60739c228390d959c2",
+                "sha256": "ab".repeat(32),
+                "bytes": 12,
+            })
+        );
+        // local and generated data: no revision, files only where read
+        let local = DatasetPromptFacts {
+            revision: None,
+            files: Vec::new(),
+            ..facts
+        };
+        let v = serde_json::to_value(&local).unwrap();
+        assert!(v.get("revision").is_none());
+        assert_eq!(v["files"], serde_json::json!([]));
+    }
 }

@@ -24,6 +24,13 @@ budgets:
   - tokens: 64
 ";
 
+/// The niah filler text, read from a file so that `run.json` records a data file.
+const HAYSTACK: &str = "The river was calm that morning. Boats drifted past the old mill. \
+    A light wind moved the reeds along the bank. Nobody hurried on days like this.\n\n\
+    The market opened late. Baskets of apples stood by the door, and the baker sold bread \
+    until noon. Later the clouds came in from the hills.\n";
+const HAYSTACK_FILE: &str = "haystack.txt";
+
 fn workdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kvbench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -51,7 +58,21 @@ fn keys(path: &Path) -> Vec<String> {
 fn rerun_skips_and_killed_run_resumes_without_duplicates() {
     let dir = workdir("resume");
     let exp = dir.join("exp.yaml");
-    std::fs::write(&exp, EXPERIMENT).unwrap();
+    // paths in an experiment are relative to the working directory: give the file's own
+    let haystack = dir.join(HAYSTACK_FILE);
+    std::fs::write(&haystack, HAYSTACK).unwrap();
+    let experiment = EXPERIMENT.replace(
+        "    samples_per_cell: 2\n",
+        &format!(
+            "    samples_per_cell: 2\n    haystack: {{file: {{path: {}}}}}\n",
+            haystack.display()
+        ),
+    );
+    assert!(
+        experiment.contains("haystack: {file: {path: /"),
+        "{experiment}"
+    );
+    std::fs::write(&exp, experiment).unwrap();
     let out = dir.join("out");
     let results = out.join("results.jsonl");
     let args = [
@@ -133,6 +154,16 @@ fn rerun_skips_and_killed_run_resumes_without_duplicates() {
         run["datasets"][0]["truncation"],
         serde_json::json!({"policy": "middle", "window": run["max_position_embeddings"]})
     );
+    // the data files read, with their sha256: here the haystack file (generated data has none)
+    let files = run["datasets"][0]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]["name"].as_str().unwrap().ends_with(HAYSTACK_FILE));
+    assert_eq!(files[0]["bytes"], HAYSTACK.len());
+    assert_eq!(
+        files[0]["sha256"],
+        kvbench_testkit::sha256_hex(HAYSTACK.as_bytes())
+    );
+    assert!(run["datasets"][0].get("revision").is_none(), "local data");
     let records = read_results(&results).unwrap();
     for r in &records {
         assert_eq!(r.truncated_tokens, 0, "160-token contexts fit the window");

@@ -19,10 +19,11 @@ use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::datafile::record;
 use crate::records::{describe, invalid, LineProblem};
 use crate::records::{line_error, read_records};
-use crate::source::{parquet_path, DataSource, LoadOptions, SourceError, PARQUET_REVISION};
-use crate::{hub, Loaded, Metric, Sample, TokenCounter, Turn};
+use crate::source::{hashed, parquet_path, DataSource, LoadOptions, SourceError, PARQUET_REVISION};
+use crate::{hub, DataFile, Loaded, Metric, Sample, TokenCounter, Turn};
 
 /// The 21 LongBench tasks, in `pred.py`'s order.
 pub const TASKS: &[&str] = &[
@@ -74,6 +75,20 @@ pub const FIRST_LINE: &[&str] = &["trec", "triviaqa", "samsum", "lsht"];
 
 pub const DEFAULT_REPO: &str = "THUDM/LongBench";
 
+/// The commit of [`DEFAULT_REPO`] that `source: hub` reads unless `revision:` says otherwise:
+/// "Update LongBench.py" (Aug 29, 2023), the authors' last commit before the hub's parquet
+/// conversion; its `data.zip` (114 MB, uploaded in 4a90f81) is the one `main` still holds.
+/// Source: <https://huggingface.co/datasets/THUDM/LongBench/tree/f72191f71cd6fcd0da8a54f0915078efda579449>
+/// (and the commit history at
+/// <https://huggingface.co/datasets/THUDM/LongBench/commits/47ac8bb45fc28f01f2a837b942995aa20974a207>).
+pub const DEFAULT_REVISION: &str = "f72191f71cd6fcd0da8a54f0915078efda579449";
+
+/// The revision `source: parquet` reads unless `revision:` says otherwise: UNPINNED. The hub's
+/// converter rewrote LongBench's export many times and no commit of it holding all 34 configs
+/// could be verified, so the export branch itself is read; the commit it resolved to is recorded
+/// in `run.json`.
+pub const PARQUET_DEFAULT_REVISION_UNPINNED: &str = PARQUET_REVISION;
+
 /// `eval.py`'s `dataset2metric`.
 pub fn metric(task: &str) -> Option<Metric> {
     Some(match task.strip_suffix("_e").unwrap_or(task) {
@@ -102,9 +117,10 @@ pub struct LongBenchConfig {
     pub source: DataSource,
     #[serde(default = "default_repo")]
     pub repo: String,
-    /// Revision of `repo` for `source: hub`.
-    #[serde(default = "default_revision")]
-    pub revision: String,
+    /// Revision of `repo` (a commit, branch or tag) for `source: hub` or `parquet`; default:
+    /// [`DEFAULT_REVISION`] (hub), [`PARQUET_DEFAULT_REVISION_UNPINNED`] (parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Middle-truncate prompts longer than this many tokens (LongBench's `model2maxlen`).
     #[serde(default)]
     pub max_length: Option<usize>,
@@ -125,10 +141,6 @@ fn default_repo() -> String {
     DEFAULT_REPO.into()
 }
 
-pub(crate) fn default_revision() -> String {
-    "main".into()
-}
-
 impl LongBenchConfig {
     /// Every task, from a local directory of `{task}.jsonl` files.
     pub fn local(dir: impl Into<PathBuf>, tasks: &[&str]) -> Self {
@@ -137,10 +149,21 @@ impl LongBenchConfig {
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
             source: DataSource::Path(dir.into()),
             repo: default_repo(),
-            revision: default_revision(),
+            revision: None,
             max_length: None,
             limit: None,
         }
+    }
+
+    /// The revision of `repo` read: `revision:`, else the source's default; `None` for local
+    /// files.
+    pub fn effective_revision(&self) -> Option<&str> {
+        let default = match self.source {
+            DataSource::Path(_) => return None,
+            DataSource::Hub => DEFAULT_REVISION,
+            DataSource::Parquet => PARQUET_DEFAULT_REVISION_UNPINNED,
+        };
+        Some(self.revision.as_deref().unwrap_or(default))
     }
 
     fn check(&self) -> Result<(), SourceError> {
@@ -173,7 +196,8 @@ impl LongBenchConfig {
     ) -> Result<Loaded, SourceError> {
         self.check()?;
         let mut loaded = Loaded::default();
-        let mut zip: Option<PathBuf> = None;
+        let revision = self.effective_revision().unwrap_or_default();
+        let mut zip: Option<(PathBuf, DataFile)> = None;
         for task in &self.tasks {
             let (path, bytes) = match &self.source {
                 DataSource::Path(dir) => {
@@ -182,33 +206,33 @@ impl LongBenchConfig {
                     } else {
                         dir.join(format!("{task}.jsonl"))
                     };
+                    if p.exists() {
+                        record(&mut loaded.files, hashed(&p, || DataFile::local(&p))?);
+                    }
                     (p, None)
                 }
                 DataSource::Hub => {
-                    let archive = match &zip {
+                    let (archive, file) = match &zip {
                         Some(z) => z.clone(),
                         None => {
-                            let z = hub::dataset_file(
-                                &self.repo,
-                                &self.revision,
-                                "data.zip",
-                                &opts.hub,
-                            )?;
-                            zip = Some(z.clone());
-                            z
+                            let z = hub::dataset_file(&self.repo, revision, "data.zip", &opts.hub)?;
+                            let f =
+                                hashed(&z, || DataFile::hub(&self.repo, revision, "data.zip", &z))?;
+                            record(&mut loaded.files, f.clone());
+                            zip = Some((z.clone(), f.clone()));
+                            (z, f)
                         }
                     };
                     let member = format!("data/{task}.jsonl");
                     let bytes = hub::zip_member(&archive, &member)?;
+                    record(&mut loaded.files, DataFile::member(&file, &member, &bytes));
                     (archive.join(member), Some(bytes))
                 }
                 DataSource::Parquet => {
-                    let p = hub::dataset_file(
-                        &self.repo,
-                        PARQUET_REVISION,
-                        &parquet_path(task),
-                        &opts.hub,
-                    )?;
+                    let name = parquet_path(task);
+                    let p = hub::dataset_file(&self.repo, revision, &name, &opts.hub)?;
+                    let f = hashed(&p, || DataFile::hub(&self.repo, revision, &name, &p))?;
+                    record(&mut loaded.files, f);
                     (p, None)
                 }
             };

@@ -157,9 +157,16 @@ fn config_serde() {
     )
     .unwrap();
     assert_eq!(c.source, DataSource::Path("d".into()));
-    assert_eq!((c.max_length, c.revision.as_str()), (Some(3500), "main"));
+    assert_eq!((c.max_length, c.effective_revision()), (Some(3500), None));
     let c: LongBenchConfig = serde_json::from_str(r#"{"source": "parquet"}"#).unwrap();
-    assert_eq!((c.tasks.len(), c.source), (21, DataSource::Parquet));
+    assert_eq!((c.tasks.len(), &c.source), (21, &DataSource::Parquet));
+    assert_eq!(c.effective_revision(), Some("refs/convert/parquet"));
+    // the hub's files are pinned to a commit unless `revision:` says otherwise
+    let c: LongBenchConfig = serde_json::from_str(r#"{}"#).unwrap();
+    assert_eq!(c.effective_revision(), Some(DEFAULT_REVISION));
+    assert_eq!(DEFAULT_REVISION.len(), 40);
+    let c: LongBenchConfig = serde_json::from_str(r#"{"revision": "main"}"#).unwrap();
+    assert_eq!(c.effective_revision(), Some("main"));
     let e = serde_json::from_str::<LongBenchConfig>(r#"{"task": []}"#)
         .unwrap_err()
         .to_string();

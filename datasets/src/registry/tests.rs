@@ -95,6 +95,34 @@ fn configs_round_trip_and_refuse_unknown_fields() {
 }
 
 #[test]
+fn hub_datasets_name_their_pinned_revision() {
+    let c: DatasetConfig = serde_json::from_str(r#"{"name": "longbench"}"#).unwrap();
+    assert_eq!(c.revision(), Some(longbench::DEFAULT_REVISION));
+    let c: DatasetConfig = serde_json::from_str(r#"{"name": "longbench_v2"}"#).unwrap();
+    assert_eq!(c.revision(), Some(crate::longbench_v2::DEFAULT_REVISION));
+    let c: DatasetConfig = serde_json::from_str(r#"{"name": "scbench"}"#).unwrap();
+    assert_eq!(c.revision(), Some(scbench::DEFAULT_REVISION));
+    let c: DatasetConfig =
+        serde_json::from_str(r#"{"name": "scbench", "source": "parquet"}"#).unwrap();
+    assert_eq!(c.revision(), Some(scbench::PARQUET_DEFAULT_REVISION));
+    let c: DatasetConfig =
+        serde_json::from_str(r#"{"name": "scbench", "revision": "main"}"#).unwrap();
+    assert_eq!(c.revision(), Some("main"));
+    // every pin is a full commit sha
+    for sha in [
+        longbench::DEFAULT_REVISION,
+        crate::longbench_v2::DEFAULT_REVISION,
+        scbench::DEFAULT_REVISION,
+        scbench::PARQUET_DEFAULT_REVISION,
+    ] {
+        assert!(
+            sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()),
+            "{sha}"
+        );
+    }
+}
+
+#[test]
 fn build_through_the_registry() {
     let path = temp_file(
         "reg.jsonl",
@@ -111,6 +139,13 @@ fn build_through_the_registry() {
     );
     let loaded = c.build_lenient(&WhitespaceTokens).unwrap();
     assert_eq!((loaded.samples.len(), loaded.errors.len()), (1, 1));
+    // the file read is recorded with its sha256; local data has no revision
+    assert_eq!(loaded.files, [DataFile::local(&path).unwrap()]);
+    assert_eq!(
+        loaded.files[0].bytes,
+        std::fs::metadata(&path).unwrap().len()
+    );
+    assert_eq!(c.revision(), None);
     let niah = DatasetConfig::Niah(serde_json::from_str(r#"{"lengths": [2]}"#).unwrap());
     assert!(niah
         .build(&WhitespaceTokens)
@@ -119,6 +154,11 @@ fn build_through_the_registry() {
         .contains("shorter than the needle"));
     // a generated dataset's samples carry the described metric and decode length
     let niah = DatasetConfig::Niah(serde_json::from_str(r#"{"lengths": [64]}"#).unwrap());
+    assert!(niah
+        .build_lenient(&WhitespaceTokens)
+        .unwrap()
+        .files
+        .is_empty());
     let d = describe("niah").unwrap();
     for s in niah.build(&WhitespaceTokens).unwrap() {
         assert_eq!(

@@ -28,7 +28,7 @@ pub mod niah;
 pub mod qa;
 pub mod synthetic;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::prompt::ChatTemplateMode;
 use rand::SeedableRng;
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::{self, HubError};
 use crate::source::LoadOptions;
-use crate::{Metric, Sample, TokenCounter, Turn};
+use crate::{DataFile, Loaded, Metric, Sample, TokenCounter, Turn};
 
 /// The 13 tasks of RULER's `synthetic.yaml`.
 pub const TASKS: &[&str] = &[
@@ -59,7 +59,7 @@ pub const TASKS: &[&str] = &[
 /// A file given by path or as a file of a hub dataset repository.
 ///
 /// YAML: `essays: ../data/PaulGrahamEssays.json` or
-/// `essays: {repo: ORG/NAME, file: PaulGrahamEssays.json, revision: main}`.
+/// `essays: {repo: ORG/NAME, file: PaulGrahamEssays.json, revision: COMMIT}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum InputFile {
@@ -67,9 +67,20 @@ pub enum InputFile {
     Hub {
         repo: String,
         file: String,
-        #[serde(default = "crate::longbench::default_revision")]
+        /// Default [`INPUT_DEFAULT_REVISION_UNPINNED`]: give a commit to pin the file.
+        #[serde(default = "default_input_revision")]
         revision: String,
     },
+}
+
+/// The revision of a hub [`InputFile`] without `revision:`: UNPINNED. RULER names no hub
+/// repository for its inputs (its scripts download them from their original sites), so there is
+/// no commit to pin for a repository the experiment picks; `run.json` records the commit the
+/// branch resolved to and each file's sha256. A `revision:` with a commit pins it.
+pub const INPUT_DEFAULT_REVISION_UNPINNED: &str = "main";
+
+fn default_input_revision() -> String {
+    INPUT_DEFAULT_REVISION_UNPINNED.into()
 }
 
 impl InputFile {
@@ -82,13 +93,26 @@ impl InputFile {
                 repo,
                 file,
                 revision,
-            } => {
-                let file = match name {
-                    Some(n) => format!("{}/{n}", file.trim_end_matches('/')),
-                    None => file.clone(),
-                };
-                hub::dataset_file(repo, revision, &file, &opts.hub)
-            }
+            } => hub::dataset_file(repo, revision, &self.hub_name(file, name), &opts.hub),
+        }
+    }
+
+    fn hub_name(&self, file: &str, name: Option<&str>) -> String {
+        match name {
+            Some(n) => format!("{}/{n}", file.trim_end_matches('/')),
+            None => file.to_string(),
+        }
+    }
+
+    /// The data file at `path`, where `resolve(name)` put it.
+    fn data_file(&self, name: Option<&str>, path: &Path) -> std::io::Result<DataFile> {
+        match self {
+            InputFile::Path(_) => DataFile::local(path),
+            InputFile::Hub {
+                repo,
+                file,
+                revision,
+            } => DataFile::hub(repo, revision, &self.hub_name(file, name), path),
         }
     }
 }
@@ -190,6 +214,15 @@ impl RulerConfig {
         counter: &dyn TokenCounter,
         opts: &LoadOptions,
     ) -> Result<Vec<Sample>, RulerError> {
+        Ok(self.generate_loaded(counter, opts)?.samples)
+    }
+
+    /// As [`generate`](Self::generate), with the input files read.
+    pub fn generate_loaded(
+        &self,
+        counter: &dyn TokenCounter,
+        opts: &LoadOptions,
+    ) -> Result<Loaded, RulerError> {
         if self.tasks.is_empty() {
             return Err(RulerError::Empty("tasks"));
         }
@@ -207,7 +240,11 @@ impl RulerConfig {
                 out.extend(self.samples_of(generator.as_ref(), length, counter)?);
             }
         }
-        Ok(out)
+        Ok(Loaded {
+            samples: out,
+            errors: Vec::new(),
+            files: inputs.files.into_inner(),
+        })
     }
 
     fn samples_of(
@@ -326,6 +363,8 @@ pub(crate) struct Inputs<'a> {
     opts: &'a LoadOptions,
     essay: std::cell::OnceCell<std::rc::Rc<Vec<String>>>,
     words: std::cell::OnceCell<std::rc::Rc<WordLists>>,
+    /// Every input file resolved so far.
+    files: std::cell::RefCell<Vec<DataFile>>,
 }
 
 /// wonderwords' lists.
@@ -342,7 +381,21 @@ impl<'a> Inputs<'a> {
             opts,
             essay: Default::default(),
             words: Default::default(),
+            files: Default::default(),
         }
+    }
+
+    /// `file.resolve(name)`, recorded with its sha256.
+    fn resolve(&self, file: &InputFile, name: Option<&str>) -> Result<PathBuf, RulerError> {
+        let path = file.resolve(name, self.opts)?;
+        if path.is_file() {
+            let f = file.data_file(name, &path).map_err(|e| RulerError::Input {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            crate::datafile::record(&mut self.files.borrow_mut(), f);
+        }
+        Ok(path)
     }
 
     fn missing(task: &str, input: &'static str, what: &'static str) -> RulerError {
@@ -365,7 +418,7 @@ impl<'a> Inputs<'a> {
                 "RULER's PaulGrahamEssays.json ({\"text\": ...}), a path or {repo, file}",
             )
         })?;
-        let path = file.resolve(None, self.opts)?;
+        let path = self.resolve(file, None)?;
         let text = crate::needle::read_haystack(&path).map_err(|e| RulerError::Input {
             path: path.clone(),
             message: e.to_string(),
@@ -397,7 +450,7 @@ impl<'a> Inputs<'a> {
             )
         })?;
         let read = |name: &str| -> Result<Vec<String>, RulerError> {
-            let path = dir.resolve(Some(name), self.opts)?;
+            let path = self.resolve(dir, Some(name))?;
             let text = std::fs::read_to_string(&path).map_err(|e| RulerError::Input {
                 path: path.clone(),
                 message: e.to_string(),
@@ -436,7 +489,7 @@ impl<'a> Inputs<'a> {
         let file = file
             .as_ref()
             .ok_or_else(|| Self::missing(task, which, what))?;
-        Ok(file.resolve(None, self.opts)?)
+        self.resolve(file, None)
     }
 }
 

@@ -282,3 +282,30 @@ fn vt_builds_from_tiny_haystacks() {
         }
     }
 }
+
+#[test]
+fn input_files_are_recorded_once_with_their_sha256() {
+    let c = config(
+        &["niah_single_2", "niah_multikey_2", "vt"],
+        &[1024, 2048],
+        1,
+    );
+    let loaded = c
+        .generate_loaded(&WhitespaceTokens, &LoadOptions::from_env())
+        .unwrap();
+    assert_eq!(loaded.samples, generate(&c));
+    let data = shared_data();
+    let essays = data.join("ruler/PaulGrahamEssays.json");
+    let names: Vec<&str> = loaded.files.iter().map(|f| f.name.as_str()).collect();
+    // the three word lists (word keys) and the essays (niah_single_2's haystack), each once
+    // over both lengths; vt reads nothing
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.contains("words")).count(), 3);
+    let e = loaded
+        .files
+        .iter()
+        .find(|f| f.name == essays.display().to_string())
+        .expect("the essays are recorded");
+    assert_eq!(*e, crate::DataFile::local(&essays).unwrap());
+    assert_eq!(e.revision, None);
+}

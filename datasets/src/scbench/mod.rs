@@ -13,6 +13,7 @@
 //! are `DATA_NAME_TO_MAX_NEW_TOKENS`, per turn for the two mixed tasks.
 
 pub mod prompts;
+mod turn;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,11 +24,13 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::longbench::{default_revision, string_field};
+use crate::datafile::record;
+use crate::longbench::string_field;
 use crate::records::{invalid, LineProblem};
 use crate::records::{line_error, read_records};
-use crate::source::{parquet_path, DataSource, LoadOptions, SourceError, PARQUET_REVISION};
-use crate::{hub, truncate_middle, Loaded, Metric, Sample, TokenCounter, Turn, TurnMode};
+use crate::source::{hashed, parquet_path, DataSource, LoadOptions, SourceError};
+use crate::{hub, truncate_middle, DataFile, Loaded, Metric, Sample, TokenCounter, Turn, TurnMode};
+use turn::RawTurn;
 
 /// The 12 SCBench tasks.
 pub const TASKS: &[&str] = &[
@@ -46,6 +49,20 @@ pub const TASKS: &[&str] = &[
 ];
 
 pub const DEFAULT_REPO: &str = "microsoft/SCBench";
+
+/// The commit of [`DEFAULT_REPO`] that `source: hub` reads (`data/{task}.jsonl`) unless
+/// `revision:` says otherwise: "Feature(SCBench): update readme", the last commit that touched
+/// `data/` (all twelve `scbench_*.jsonl`, as `main` has them).
+/// Source: <https://huggingface.co/datasets/microsoft/SCBench/tree/f43226eed3a026f927a67c60739c228390d959c2/data>
+/// (and `tree/main/data`, whose last commit is f43226e).
+pub const DEFAULT_REVISION: &str = "f43226eed3a026f927a67c60739c228390d959c2";
+
+/// The commit of the hub's parquet export (`refs/convert/parquet`) that `source: parquet` reads
+/// unless `revision:` says otherwise: the converter's "Update parquet files" of Dec 24, 2024, the
+/// newest in the export's history, after every config moved from `train/` to `test/`.
+/// Source: <https://huggingface.co/datasets/microsoft/SCBench/commits/70f4e5c38e8454b86fb4ed0a235b840bda72aa70>
+/// and <https://huggingface.co/datasets/microsoft/SCBench/tree/70f4e5c38e8454b86fb4ed0a235b840bda72aa70/scbench_kv/test>.
+pub const PARQUET_DEFAULT_REVISION: &str = "70f4e5c38e8454b86fb4ed0a235b840bda72aa70";
 
 /// The scorer of a task, or of a turn's own task in the mixed ones (`scbench_summary`,
 /// `scbench_passkey`, `scbench_repoqa`, `scbench_kv`): `compute_scores.py`'s mapping through
@@ -104,8 +121,10 @@ pub struct ScbenchConfig {
     pub source: DataSource,
     #[serde(default = "default_repo")]
     pub repo: String,
-    #[serde(default = "default_revision")]
-    pub revision: String,
+    /// Revision of `repo` (a commit, branch or tag) for `source: hub` or `parquet`; default:
+    /// [`DEFAULT_REVISION`] (hub), [`PARQUET_DEFAULT_REVISION`] (parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Middle-truncate the first prompt to this many tokens (SCBench's `max_input_length`:
     /// `max_seq_length - max_new_tokens * turns`, minus 1000 in multi-request mode).
     #[serde(default)]
@@ -138,11 +157,22 @@ impl ScbenchConfig {
             mode,
             source: DataSource::Path(dir.into()),
             repo: default_repo(),
-            revision: default_revision(),
+            revision: None,
             max_length: None,
             max_turns: None,
             limit: None,
         }
+    }
+
+    /// The revision of `repo` read: `revision:`, else the source's default; `None` for local
+    /// files.
+    pub fn effective_revision(&self) -> Option<&str> {
+        let default = match self.source {
+            DataSource::Path(_) => return None,
+            DataSource::Hub => DEFAULT_REVISION,
+            DataSource::Parquet => PARQUET_DEFAULT_REVISION,
+        };
+        Some(self.revision.as_deref().unwrap_or(default))
     }
 
     pub fn load(
@@ -164,20 +194,34 @@ impl ScbenchConfig {
             }
         }
         let mut loaded = Loaded::default();
+        let revision = self.effective_revision().unwrap_or_default();
         for task in &self.tasks {
-            let path = match &self.source {
-                DataSource::Path(dir) if dir.is_file() => dir.clone(),
-                DataSource::Path(dir) => dir.join(format!("{task}.jsonl")),
-                DataSource::Hub => hub::dataset_file(
-                    &self.repo,
-                    &self.revision,
-                    &format!("data/{task}.jsonl"),
-                    &opts.hub,
-                )?,
-                DataSource::Parquet => {
-                    hub::dataset_file(&self.repo, PARQUET_REVISION, &parquet_path(task), &opts.hub)?
+            let (path, file) = match &self.source {
+                DataSource::Path(dir) => {
+                    let p = if dir.is_file() {
+                        dir.clone()
+                    } else {
+                        dir.join(format!("{task}.jsonl"))
+                    };
+                    let f = match p.exists() {
+                        true => Some(hashed(&p, || DataFile::local(&p))?),
+                        false => None,
+                    };
+                    (p, f)
+                }
+                DataSource::Hub | DataSource::Parquet => {
+                    let name = match self.source {
+                        DataSource::Parquet => parquet_path(task),
+                        _ => format!("data/{task}.jsonl"),
+                    };
+                    let p = hub::dataset_file(&self.repo, revision, &name, &opts.hub)?;
+                    let f = hashed(&p, || DataFile::hub(&self.repo, revision, &name, &p))?;
+                    (p, Some(f))
                 }
             };
+            if let Some(f) = file {
+                record(&mut loaded.files, f);
+            }
             let (unit, records) = read_records(&path, None)?;
             let mut samples = Vec::new();
             for r in records {
@@ -202,7 +246,7 @@ impl ScbenchConfig {
         line: usize,
         counter: &dyn TokenCounter,
     ) -> Result<Sample, LineProblem> {
-        let context = string_field(&mut o, "context")?;
+        let context = context_field(task, &mut o)?;
         let turns = match o.remove("multi_turns") {
             Some(Value::Array(t)) if !t.is_empty() => t,
             None => {
@@ -259,6 +303,22 @@ impl ScbenchConfig {
     }
 }
 
+/// The record's `context`: a string, or for `scbench_mf` (whose hub records hold the numbers as a
+/// JSON list) the list as SCBench's prompt shows it: `str.format` of the list, Python's `str()`,
+/// `[3, 1, 4]`.
+fn context_field(task: &str, o: &mut Map<String, Value>) -> Result<String, LineProblem> {
+    match o.get("context") {
+        Some(Value::Array(items)) if task == "scbench_mf" => {
+            if let Some(v) = items.iter().find(|v| !v.is_number()) {
+                return Err(invalid("context[]", v, "a number (scbench_mf)"));
+            }
+            let list = o.remove("context").expect("present");
+            Ok(prompts::python_str(&list))
+        }
+        _ => string_field(o, "context"),
+    }
+}
+
 fn config_error(message: String) -> SourceError {
     SourceError::Config {
         dataset: "scbench",
@@ -272,115 +332,6 @@ fn metric_of(task: &str, turn: &RawTurn) -> Metric {
         .and_then(metric)
         .or_else(|| metric(task))
         .unwrap_or(Metric::Substring)
-}
-
-/// One `multi_turns` entry.
-struct RawTurn {
-    input: String,
-    answer: Value,
-    options: Vec<String>,
-    task: Option<String>,
-    name: Option<String>,
-}
-
-impl RawTurn {
-    fn parse(v: Value, i: usize) -> Result<Self, LineProblem> {
-        let field = |k: &str| format!("multi_turns[{i}].{k}");
-        let Value::Object(mut t) = v else {
-            return Err(invalid(
-                &format!("multi_turns[{i}]"),
-                &v,
-                "an {input, answer} object",
-            ));
-        };
-        let input = match t.remove("input") {
-            Some(Value::String(s)) => s,
-            None => {
-                return Err(LineProblem::Missing {
-                    field: field("input"),
-                    expected: "a string",
-                })
-            }
-            Some(v) => return Err(invalid(&field("input"), &v, "a string")),
-        };
-        let answer = match t.remove("answer") {
-            None | Some(Value::Null) => {
-                return Err(LineProblem::Missing {
-                    field: field("answer"),
-                    expected: "a string, number or list",
-                })
-            }
-            Some(v @ (Value::Object(_) | Value::Bool(_))) => {
-                return Err(invalid(&field("answer"), &v, "a string, number or list"))
-            }
-            Some(v) => v,
-        };
-        let options = match t.remove("options") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .into_iter()
-                .map(|o| match o {
-                    Value::String(s) => Ok(s),
-                    o => Err(invalid(&field("options"), &o, "a list of strings")),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(v) => return Err(invalid(&field("options"), &v, "a list of strings")),
-        };
-        let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
-        Ok(RawTurn {
-            input,
-            answer,
-            options,
-            task: text(t.remove("task")),
-            name: text(t.remove("name")),
-        })
-    }
-
-    /// The reference answers as `get_ground_truth` builds them, as strings.
-    fn answers(&self, task: &str) -> Result<(Vec<String>, bool), LineProblem> {
-        let as_text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        };
-        if task == "scbench_choice_eng" {
-            let answer = as_text(&self.answer);
-            let Some(i) = self
-                .options
-                .iter()
-                .position(|o| *o == answer)
-                .filter(|&i| i < 4)
-            else {
-                return Err(LineProblem::Invalid {
-                    field: "answer".into(),
-                    found: format!("{answer:?}, not among the first four options"),
-                    expected: "one of the turn's options",
-                });
-            };
-            return Ok((vec![answer, "ABCD"[i..=i].to_string()], false));
-        }
-        Ok(match &self.answer {
-            Value::Array(a) => (a.iter().map(as_text).collect(), false),
-            // qa_eng's label is wrapped in a list; other scorers that iterate their label
-            // iterate the characters of a string (Python), which `iterate_characters` replays
-            v @ Value::String(_) => {
-                let iterates =
-                    matches!(task, "scbench_many_shot" | "scbench_qa_chn" | "scbench_vt");
-                (vec![as_text(v)], iterates)
-            }
-            v => (vec![as_text(v)], false),
-        })
-    }
-
-    fn choice_values(&self) -> Vec<(&'static str, &str)> {
-        let opt = |i: usize| self.options.get(i).map_or("", String::as_str);
-        vec![
-            ("question", self.input.as_str()),
-            ("OPTION_A", opt(0)),
-            ("OPTION_B", opt(1)),
-            ("OPTION_C", opt(2)),
-            ("OPTION_D", opt(3)),
-        ]
-    }
 }
 
 /// `re.findall(r"The .+ is", input)[0].lower()[:-3]` as `What is {target}?`.

@@ -207,3 +207,62 @@ fn bad_records_and_truncation() {
     assert!(n <= 20 && n >= 18, "{n}");
     assert_eq!(s.turns[0].question, "\n\nq");
 }
+
+/// `testdata/scbench_mf.jsonl`: records in the hub's shape (`context` a list of integers,
+/// integer answers), as `data/scbench_mf.jsonl` has them.
+#[test]
+fn mf_hub_records_render_the_number_list_as_python_does() {
+    let path = temp_file(
+        "scbench_mf.jsonl",
+        include_str!("testdata/scbench_mf.jsonl"),
+    );
+    let loaded = ScbenchConfig::local(&path, &["scbench_mf"], ScbenchMode::MultiTurn)
+        .load(&WhitespaceTokens, &LoadOptions::from_env())
+        .unwrap();
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(loaded.samples.len(), 2);
+    let s = &loaded.samples[0];
+    assert_eq!(s.id, "0");
+    // `str.format(context=[...])` writes Python's str() of the list
+    assert_eq!(
+        s.context,
+        "What is the largest number of the list?\n\n[12, 3, 7, 41, 0, 41, 5]"
+    );
+    assert_eq!(
+        s.turns[1].question,
+        "41\n\nWhat is the smallest number of the list?\n\n\
+         What is the smallest number in the list? The smallest number of the list is: "
+    );
+    assert_eq!(s.turns[0].answers, ["41"]);
+    assert_eq!(s.score(1, "0"), 1.0);
+    // multi-request: the first turn's raw input, then the list
+    let r = ScbenchConfig::local(&path, &["scbench_mf"], ScbenchMode::MultiRequest)
+        .load(&WhitespaceTokens, &LoadOptions::from_env())
+        .unwrap();
+    assert_eq!(
+        r.samples[1].context,
+        "What is the median of the list? The median of the list is: \n\n[2, 9, 4]"
+    );
+    // the file read is recorded with its sha256
+    assert_eq!(r.files.len(), 1);
+    assert_eq!(
+        r.files[0].sha256,
+        crate::datafile::sha256_hex(include_bytes!("testdata/scbench_mf.jsonl"))
+    );
+    // a list of something else than numbers is an error of that record
+    let bad = json!({"context": ["a"], "multi_turns": [{"input": "The x is", "answer": 1}]});
+    let e = load("scbench_mf", &[bad], ScbenchMode::MultiTurn).errors;
+    assert!(
+        e[0].to_string()
+            .contains("field `context[]` is a string; expected a number"),
+        "{e:?}"
+    );
+    // other tasks still want a string
+    let kv = json!({"context": [1], "multi_turns": [{"input": "k", "answer": "v"}]});
+    let e = load("scbench_kv", &[kv], ScbenchMode::MultiTurn).errors;
+    assert!(
+        e[0].to_string()
+            .contains("field `context` is a list; expected a string"),
+        "{e:?}"
+    );
+}

@@ -45,7 +45,7 @@ pub use score::{agreement, kl_divergence};
 
 pub struct RunOptions {
     pub output: PathBuf,
-    /// At most this many samples per dataset.
+    /// At most this many samples of each task of each dataset (the first ones).
     pub limit: Option<usize>,
     /// Start over: move existing results aside instead of resuming.
     pub fresh: bool,
@@ -58,6 +58,8 @@ pub struct RunOutcome {
     pub skipped: usize,
     /// Every record in the results file after the run (earlier runs included).
     pub records: Vec<Record>,
+    /// Per dataset, the revision and the files its samples were read from (for `run.json`).
+    pub data: Vec<crate::manifest::DatasetData>,
 }
 
 /// One turn of one sample of one dataset.
@@ -111,6 +113,7 @@ pub fn run(
     bar.finish_and_clear();
     let (written, skipped) = (runner.written, runner.skipped);
     Ok(RunOutcome {
+        data: work.datasets.iter().map(|d| d.data.clone()).collect(),
         records: read_results(&results)?,
         results,
         written,

@@ -2,6 +2,8 @@
 //! each dataset's samples and how they become prompts, each method run of the grid with its built
 //! method and its role, and the observations the shared prefill must record.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
 use kvbench_datasets::{Sample, TokenCounter};
 use kvbench_methods::sliding::compressible_layers;
@@ -9,6 +11,7 @@ use kvbench_methods::{Budget, MethodConfig, MethodSpec, ObservationNeeds};
 
 use crate::experiment::{MethodRun, Plan};
 use crate::loader::LoadedModel;
+use crate::manifest::DatasetData;
 use crate::truncation::TruncationPolicy;
 
 use super::generate::Request;
@@ -19,6 +22,8 @@ pub(super) struct DatasetWork {
     pub name: &'static str,
     pub samples: Vec<Sample>,
     pub prompting: Prompting,
+    /// The revision and the files the samples were read from, for `run.json`.
+    pub data: DatasetData,
 }
 
 /// What a method run is to the runner.
@@ -107,7 +112,7 @@ impl<'a> RunPlan<'a> {
             }
             let mut samples = loaded_set.samples;
             if let Some(n) = limit {
-                samples.truncate(n);
+                samples = first_per_task(samples, n);
             }
             let prompting = Prompting {
                 template: template.clone(),
@@ -118,6 +123,11 @@ impl<'a> RunPlan<'a> {
                 name: d.name(),
                 samples,
                 prompting,
+                data: DatasetData {
+                    name: d.name().to_string(),
+                    revision: d.revision().map(str::to_string),
+                    files: loaded_set.files,
+                },
             });
         }
         let runs: Vec<PlannedRun> = plan.runs.iter().map(plan_run).collect();
@@ -142,6 +152,20 @@ impl<'a> RunPlan<'a> {
     pub fn total_samples(&self) -> usize {
         self.datasets.iter().map(|d| d.samples.len()).sum()
     }
+}
+
+/// `--limit N`: the first `n` samples of each task (`Sample::task`), in their order, so a dataset
+/// of several tasks (LongBench, SCBench, RULER) keeps every task.
+pub(super) fn first_per_task(samples: Vec<Sample>, n: usize) -> Vec<Sample> {
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    samples
+        .into_iter()
+        .filter(|s| {
+            let count = taken.entry(s.task.clone()).or_default();
+            *count += 1;
+            *count <= n
+        })
+        .collect()
 }
 
 fn plan_run(run: &MethodRun) -> PlannedRun<'_> {
@@ -188,6 +212,37 @@ impl TokenCounter for TokenizerCounter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_keeps_the_first_samples_of_each_task_in_order() {
+        let sample = |id: &str, task: &str| {
+            Sample::single(
+                id,
+                "c",
+                kvbench_datasets::Turn::new("q", vec!["a".into()]),
+                task,
+                kvbench_datasets::Metric::QaF1,
+                4,
+            )
+        };
+        let samples = vec![
+            sample("a1", "a"),
+            sample("a2", "a"),
+            sample("b1", "b"),
+            sample("a3", "a"),
+            sample("b2", "b"),
+            sample("b3", "b"),
+            sample("c1", "c"),
+        ];
+        let ids = |v: Vec<Sample>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(first_per_task(samples.clone(), 2)),
+            ["a1", "a2", "b1", "b2", "c1"]
+        );
+        assert_eq!(ids(first_per_task(samples.clone(), 1)), ["a1", "b1", "c1"]);
+        assert!(first_per_task(samples.clone(), 0).is_empty());
+        assert_eq!(first_per_task(samples, 9).len(), 7);
+    }
 
     fn runs(yaml_methods: &str, query_aware: &str) -> Vec<(String, Option<Budget>, bool, Role)> {
         let text = format!(
