@@ -391,6 +391,16 @@ fn print_report(outcome: &kvbench_reports::ReportOutcome) {
     for (name, why) in &outcome.skipped_plots {
         eprintln!("note: plot {name} not drawn: {why}");
     }
+    // `--compare`: how many published rows found their cell (the table says why the others did not).
+    if let Some((t, files)) = outcome
+        .table_data
+        .iter()
+        .zip(&outcome.tables)
+        .find(|(t, _)| t.name == "compare")
+    {
+        let first = t.note.split(';').next().unwrap_or_default();
+        println!("compare: {first}: {}", files.markdown.display());
+    }
     println!(
         "report: {} ({} records, {} tables x 4 formats, {} plots x PNG+SVG)",
         outcome.html.display(),

@@ -328,5 +328,10 @@ fn breakdowns_and_the_comparison_with_published_numbers() {
     assert_eq!(by["P10"]["status"], "not run: query-aware");
     let md = std::fs::read_to_string(tables.join("compare.md")).unwrap();
     assert!(md.contains("4 of 10 published rows matched"), "{md}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    // KVBENCH_KEEP_REPORT=1 keeps the report for a person to look at.
+    if std::env::var_os("KVBENCH_KEEP_REPORT").is_none() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    } else {
+        eprintln!("report kept in {}", out.display());
+    }
 }

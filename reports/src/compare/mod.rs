@@ -274,11 +274,6 @@ pub fn compare_table(
                 Ok(config) => match our_score(p, config, records, agg, cfg) {
                     Some(e) => {
                         matched += 1;
-                        let qa = if config.query_aware {
-                            " (query-aware)"
-                        } else {
-                            ""
-                        };
                         (
                             Some(Estimate {
                                 mean: e.mean * 100.0,
@@ -286,7 +281,7 @@ pub fn compare_table(
                                 hi: e.hi * 100.0,
                                 n: e.n,
                             }),
-                            format!("matched {}{qa}", config.label()),
+                            format!("matched {}", config.label()),
                         )
                     }
                     None => (None, "not run: no scores".to_string()),
