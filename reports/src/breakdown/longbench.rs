@@ -87,12 +87,12 @@ fn bucket(r: &Record) -> Option<String> {
         .or_else(|| meta_u64(r, "length").map(|l| bucket_of(l).to_string()))
 }
 
+/// A category's key and its tasks in one language.
+type Category = (&'static str, &'static [&'static str]);
+
 /// The mean over categories of each category's mean over its tasks (`all`), or one category's
 /// mean over its tasks; `tasks` maps task -> scores, `cats` the categories to cover.
-fn category_strata(
-    tasks: &BTreeMap<String, Vec<f64>>,
-    cats: &[(&str, &[&str])],
-) -> Vec<(Vec<f64>, f64)> {
+fn category_strata(tasks: &BTreeMap<String, Vec<f64>>, cats: &[Category]) -> Vec<(Vec<f64>, f64)> {
     let present: Vec<Vec<&Vec<f64>>> = cats
         .iter()
         .map(|(_, members)| {
@@ -127,16 +127,14 @@ pub fn categories_table(ctx: &Context) -> Option<Table> {
             .iter()
             .map(|(k, h, ..)| (k.to_string(), h.to_string())),
     );
-    let languages: [(&str, fn(usize) -> &'static [&'static str]); 2] = [
-        ("English", |i| CATEGORIES[i].2),
-        ("Chinese", |i| CATEGORIES[i].3),
-    ];
+    let languages = [("English", false), ("Chinese", true)];
     let mut out = Vec::new();
     for (config, rs) in rows {
         let tasks = strata(rs.iter().copied(), |r| Some(r.task.clone()));
-        for (language, members_of) in languages {
-            let cats: Vec<(&str, &[&str])> = (0..CATEGORIES.len())
-                .map(|i| (CATEGORIES[i].0, members_of(i)))
+        for (language, chinese) in languages {
+            let cats: Vec<Category> = CATEGORIES
+                .iter()
+                .map(|(key, _, en, zh)| (*key, if chinese { *zh } else { *en }))
                 .collect();
             // A language shows when a task of its own (not only the shared code tasks) ran.
             let own = cats
@@ -190,7 +188,7 @@ pub fn lengths_table(ctx: &Context) -> Option<Table> {
         .iter()
         .map(|b| (b.to_string(), b.to_string()))
         .collect();
-    let all: Vec<(&str, &[&str])> = CATEGORIES.iter().map(|(k, _, en, _)| (*k, *en)).collect();
+    let all: Vec<Category> = CATEGORIES.iter().map(|(k, _, en, _)| (*k, *en)).collect();
     let mut out = Vec::new();
     for (config, rs) in rows {
         let by_bucket: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BUCKETS
@@ -203,7 +201,7 @@ pub fn lengths_table(ctx: &Context) -> Option<Table> {
                 (*b, strata(at, |r| Some(r.task.clone())))
             })
             .collect();
-        let mut groups: Vec<(&str, Vec<(&str, &[&str])>)> = vec![("all", all.clone())];
+        let mut groups: Vec<(&str, Vec<Category>)> = vec![("all", all.clone())];
         for c in &all {
             let ran = by_bucket
                 .values()

@@ -13,7 +13,7 @@ pub const DATASET: &str = "ruler";
 
 /// `4k` for 4096, `128k` for 131072; other lengths as they are.
 pub fn length_header(length: u64) -> String {
-    if length >= 1024 && length % 1024 == 0 {
+    if length >= 1024 && length.is_multiple_of(1024) {
         format!("{}k", length / 1024)
     } else {
         length.to_string()

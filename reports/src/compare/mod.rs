@@ -73,7 +73,9 @@ impl MethodSpec {
                     .as_f64()
                     .zip(want.parse::<f64>().ok())
                     .is_some_and(|(a, b)| a == b),
-                Some(other) => other.to_string() == *want,
+                Some(other) => {
+                    *other == serde_json::from_str::<serde_json::Value>(want).unwrap_or_default()
+                }
                 None => false,
             }
         })
@@ -180,27 +182,30 @@ fn find_config<'c>(p: &Published, agg: &'c Aggregate) -> Result<&'c Config, Stri
     }
 }
 
-/// Our score (0-1) for `p` on `config`.
+/// Our score (0-1) for `p` on `config`, or why there is none.
 fn our_score(
     p: &Published,
     config: &Config,
     records: &[Record],
     agg: &Aggregate,
     cfg: BootstrapConfig,
-) -> Option<Estimate> {
+) -> Result<Estimate, String> {
+    let none = || format!("not run: {} with {}", p.task, config.label());
     if p.task != "average" {
         return agg
             .cells
             .iter()
             .find(|c| c.dataset == p.dataset && c.task == p.task && &c.config == config)
-            .and_then(|c| c.stats.get(&Metric::Score).copied());
+            .and_then(|c| c.stats.get(&Metric::Score).copied())
+            .ok_or_else(none);
     }
     if p.tasks.is_empty() {
         return agg
             .benchmarks
             .iter()
             .find(|b| b.dataset == p.dataset && &b.config == config)
-            .and_then(|b| b.stats.get(&Metric::Score).copied());
+            .and_then(|b| b.stats.get(&Metric::Score).copied())
+            .ok_or_else(none);
     }
     // The mean over the listed tasks of our task means, resampling within tasks.
     let configs = Configs::new(records);
@@ -220,6 +225,20 @@ fn our_score(
                 .collect()
         })
         .collect();
+    let missing: Vec<&str> = p
+        .tasks
+        .iter()
+        .zip(&strata)
+        .filter(|(_, s)| s.is_empty())
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "not run: task(s) {} with {}",
+            missing.join(", "),
+            config.label()
+        ));
+    }
     let refs: Vec<&[f64]> = strata.iter().map(Vec::as_slice).collect();
     let id = format!(
         "compare|{}|{}|{}|{}",
@@ -228,7 +247,7 @@ fn our_score(
         config.method,
         config.budget.label
     );
-    macro_average(&refs, cfg, cell_seed(cfg.seed, &id))
+    macro_average(&refs, cfg, cell_seed(cfg.seed, &id)).ok_or_else(none)
 }
 
 fn text_column(key: &str, elide: bool) -> Column {
@@ -272,7 +291,7 @@ pub fn compare_table(
         .map(|p| {
             let (est, status) = match find_config(p, agg) {
                 Ok(config) => match our_score(p, config, records, agg, cfg) {
-                    Some(e) => {
+                    Ok(e) => {
                         matched += 1;
                         (
                             Some(Estimate {
@@ -284,7 +303,7 @@ pub fn compare_table(
                             format!("matched {}", config.label()),
                         )
                     }
-                    None => (None, "not run: no scores".to_string()),
+                    Err(why) => (None, why),
                 },
                 Err(why) => (None, why),
             };
@@ -349,5 +368,41 @@ mod tests {
         assert_eq!(spec.name, "adakv");
         assert_eq!(spec.params.len(), 2);
         assert_eq!(MethodSpec::parse("snapkv").params, []);
+    }
+
+    #[test]
+    fn method_specs_match_nested_strings_and_numbers() {
+        let record = |method: &str, params: serde_json::Value| -> Record {
+            serde_json::from_value(serde_json::json!({
+                "experiment": "e", "model": "m", "dataset": "d", "task": "t", "sample_id": "s",
+                "turn": 0, "method": method, "method_params": params, "budget": null,
+                "budget_label": "-", "query_aware": false, "target_ratio": 0.0,
+                "achieved_ratio": 0.0, "prediction": "p", "answers": ["a"], "metric": "m",
+                "score": 1.0, "agreement_with_full": 1.0, "kl_first_token": 0.0, "kv_bytes": 1,
+                "kv_bytes_full": 1, "peak_device_bytes": null, "prefill_ms": 1.0,
+                "compress_ms": 0.0, "question_ms": 1.0, "ttft_ms": 2.0,
+                "decode_ms_per_token": 0.0, "context_tokens": 5, "question_tokens": 2,
+                "new_tokens": 1, "device": "cpu", "seed": 0, "kvbench_version": "0", "key": "k"
+            }))
+            .unwrap()
+        };
+        let rs = [
+            record(
+                "adakv",
+                serde_json::json!({"floor": 0.2, "scorer": {"method": "expected_attention"}}),
+            ),
+            record("kivi", serde_json::json!({"bits": 4, "group": 32})),
+        ];
+        let configs = Configs::new(&rs);
+        let (adakv, kivi) = (configs.of(&rs[0]), configs.of(&rs[1]));
+        let m = |spec: &str, c: &Config| MethodSpec::parse(spec).matches(c);
+        assert!(m(
+            "adakv(scorer.method=expected_attention, floor=0.20)",
+            &adakv
+        ));
+        assert!(!m("adakv(scorer.method=snapkv)", &adakv));
+        assert!(!m("adakv(scorer.window=32)", &adakv));
+        assert!(m("kivi(bits=4)", &kivi) && m("kivi", &kivi));
+        assert!(!m("kivi(bits=2)", &kivi) && !m("adakv", &kivi));
     }
 }
