@@ -324,6 +324,18 @@ fn cmd_run(
         let report =
             kvbench_reports::report(std::slice::from_ref(&output), &report_options(&output))
                 .with_context(|| format!("writing the report in {}", output.display()))?;
+        // The benchmarks' own breakdowns the run has data for follow the summary.
+        let breakdowns: Vec<String> = report
+            .table_data
+            .iter()
+            .filter(|t| kvbench_reports::breakdown::NAMES.contains(&t.name.as_str()))
+            .map(kvbench_reports::tables::markdown::to_markdown)
+            .collect();
+        if !breakdowns.is_empty() {
+            let text = breakdowns.join("\n");
+            std::fs::write(output.join("summary.md"), format!("{md}\n{text}"))?;
+            println!("{text}");
+        }
         print_report(&report);
     }
     println!(

@@ -239,6 +239,7 @@ fn breakdowns_and_the_comparison_with_published_numbers() {
             "compare"
         ]
     );
+    assert_eq!(names[4..9], kvbench_reports::breakdown::NAMES);
     let html = std::fs::read_to_string(&outcome.html).unwrap();
     for n in &names {
         assert!(html.contains(&format!("id=\"table-{n}\"")), "{n}");

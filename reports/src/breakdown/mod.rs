@@ -21,6 +21,15 @@ use crate::bootstrap::{cell_seed, weighted_macro_average, BootstrapConfig, Estim
 use crate::tables::{config_columns, config_values, Column, Kind, Table, Value, CI_NOTE};
 use crate::Record;
 
+/// The names of the breakdown tables (their file stems), in report order.
+pub const NAMES: [&str; 5] = [
+    "ruler_lengths",
+    "longbench_categories",
+    "longbench_e_lengths",
+    "longbench_v2",
+    "scbench_turn_tasks",
+];
+
 /// Every breakdown table the records have data for, in a fixed order.
 pub fn breakdown_tables(records: &[Record], agg: &Aggregate, cfg: BootstrapConfig) -> Vec<Table> {
     let ctx = Context::new(records, agg, cfg);
