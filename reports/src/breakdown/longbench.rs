@@ -220,7 +220,11 @@ pub fn lengths_table(ctx: &Context) -> Option<Table> {
                     )
                 })
                 .collect();
-            out.push((config.clone(), Some(group.to_string()), values));
+            let label = CATEGORIES
+                .iter()
+                .find(|c| c.0 == group)
+                .map_or(group, |c| c.1);
+            out.push((config.clone(), Some(label.to_string()), values));
         }
     }
     Some(
@@ -306,10 +310,10 @@ mod tests {
         assert!(close(mean(t, 0, "0-4k"), 0.5));
         assert!(close(mean(t, 0, "4-8k"), 0.5));
         assert!(close(mean(t, 0, "8k+"), 0.25));
-        assert_eq!(text(t, 1, "group"), "single_doc_qa");
+        assert_eq!(text(t, 1, "group"), "Single-Doc QA");
         assert!(close(mean(t, 1, "0-4k"), 1.0));
         assert_eq!(mean(t, 1, "8k+"), None);
-        assert_eq!(text(t, 2, "group"), "multi_doc_qa");
+        assert_eq!(text(t, 2, "group"), "Multi-Doc QA");
         assert!(close(mean(t, 2, "0-4k"), 0.0));
         // the category table does not count LongBench-E tasks
         assert!(!tables(&rs).iter().any(|t| t.name == "longbench_categories"));
