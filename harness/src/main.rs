@@ -347,6 +347,18 @@ fn cmd_run(
         let report =
             kvbench_reports::report(std::slice::from_ref(&output), &report_options(&output))
                 .with_context(|| format!("writing the report in {}", output.display()))?;
+        // The benchmarks' own breakdowns the run has data for follow the summary.
+        let breakdowns: Vec<String> = report
+            .table_data
+            .iter()
+            .filter(|t| kvbench_reports::breakdown::NAMES.contains(&t.name.as_str()))
+            .map(kvbench_reports::tables::markdown::to_markdown)
+            .collect();
+        if !breakdowns.is_empty() {
+            let text = breakdowns.join("\n");
+            std::fs::write(output.join("summary.md"), format!("{md}\n{text}"))?;
+            println!("{text}");
+        }
         print_report(&report);
     }
     println!(
@@ -413,6 +425,16 @@ fn print_report(outcome: &kvbench_reports::ReportOutcome) {
     }
     for (name, why) in &outcome.skipped_plots {
         eprintln!("note: plot {name} not drawn: {why}");
+    }
+    // `--compare`: how many published rows found their cell (the table says why the others did not).
+    if let Some((t, files)) = outcome
+        .table_data
+        .iter()
+        .zip(&outcome.tables)
+        .find(|(t, _)| t.name == "compare")
+    {
+        let first = t.note.split(';').next().unwrap_or_default();
+        println!("compare: {first}: {}", files.markdown.display());
     }
     println!(
         "report: {} ({} records, {} tables x 4 formats, {} plots x PNG+SVG)",

@@ -52,3 +52,70 @@ fn reproduce_experiments_validate_or_wait_for_a_registration() {
     }
     eprintln!("{ok} reproduce experiment(s) validate; waiting for a registration: {waiting:#?}");
 }
+
+/// published.csv's rows use the names kvbench writes in records, so that `--compare` joins them:
+/// registered methods and parameters, dataset and task names, budget labels; every row has a
+/// source and a provenance, and every model but LongChat (no experiment: it needs FastChat's
+/// template) has a reproduce experiment.
+#[test]
+fn published_rows_name_what_kvbench_writes() {
+    use kvbench_datasets::{longbench, ruler};
+    use kvbench_methods::Budget;
+    use kvbench_reports::compare::{model_key, read_published, MethodSpec};
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/reproduce");
+    let rows = read_published(&dir.join("published.csv")).unwrap();
+    assert!(rows.len() >= 200, "{} rows", rows.len());
+    let models: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| Plan::load(&p).unwrap().raw.model)
+        .map(|m| model_key(&m))
+        .collect();
+    for p in &rows {
+        let at = format!("{p:?}");
+        assert!(!p.source.is_empty(), "{at}");
+        assert!(
+            ["checked", "transcription"].contains(&p.provenance.as_str()),
+            "{at}"
+        );
+        let spec = MethodSpec::parse(&p.method);
+        let method = kvbench_methods::METHODS
+            .iter()
+            .find(|m| m.name == spec.name)
+            .unwrap_or_else(|| panic!("unregistered method: {at}"));
+        for (k, _) in &spec.params {
+            let top = k.split('.').next().unwrap();
+            assert!(
+                method.params.iter().any(|d| d.name == top),
+                "{}: no parameter {top}: {at}",
+                method.name
+            );
+        }
+        let tasks: &[&str] = match p.dataset.as_str() {
+            "longbench" => longbench::TASKS,
+            "ruler" => ruler::TASKS,
+            other => panic!("no published rows expected for {other}: {at}"),
+        };
+        assert!(
+            p.task == "average" || tasks.contains(&p.task.as_str()),
+            "{at}"
+        );
+        assert!(p.tasks.iter().all(|t| tasks.contains(&t.as_str())), "{at}");
+        let label = if p.budget == "-" {
+            "-".to_string()
+        } else if let Some(k) = p.budget.strip_prefix("k=") {
+            Budget::Tokens(k.parse().unwrap()).label()
+        } else {
+            let r = p.budget.strip_prefix("r=").expect("k= or r=");
+            Budget::CompressionRatio(r.parse().unwrap()).label()
+        };
+        assert_eq!(label, p.budget, "{at}");
+        assert!(
+            models.contains(&model_key(&p.model)) || p.model == "lmsys/longchat-7b-v1.5-32k",
+            "no reproduce experiment runs {}",
+            p.model
+        );
+    }
+}

@@ -79,6 +79,9 @@ pub struct Config {
     pub method: String,
     /// The registered method name (without parameters): what the plot colours follow.
     pub base_method: String,
+    /// The method's parameters as the records wrote them (JSON), for `--compare` to match a
+    /// published `kivi(bits=4)` whatever the label.
+    pub params: String,
     pub budget: BudgetKey,
     pub query_aware: bool,
 }
@@ -96,7 +99,7 @@ impl Config {
         s
     }
 
-    fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         format!(
             "{}|{}|{}|{}",
             self.model, self.method, self.budget.label, self.query_aware
@@ -173,6 +176,7 @@ impl Configs {
                 .cloned()
                 .unwrap_or_else(|| r.method.clone()),
             base_method: r.method.clone(),
+            params: r.method_params.to_string(),
             budget: BudgetKey::of(r),
             query_aware: r.query_aware,
         }

@@ -124,6 +124,43 @@ pub fn macro_average(strata: &[&[f64]], cfg: BootstrapConfig, seed: u64) -> Opti
     Some(estimate(point, interval(stats), n))
 }
 
+/// A weighted mean over strata of each stratum's mean (RULER's weighted averages over lengths,
+/// LongBench's average of category averages), resampling within each stratum. Weights need not
+/// sum to 1; empty strata and their weights are left out. None when all strata are empty.
+pub fn weighted_macro_average(
+    strata: &[(&[f64], f64)],
+    cfg: BootstrapConfig,
+    seed: u64,
+) -> Option<Estimate> {
+    let strata: Vec<(&[f64], f64)> = strata
+        .iter()
+        .copied()
+        .filter(|(s, w)| !s.is_empty() && *w > 0.0)
+        .collect();
+    let total: f64 = strata.iter().map(|(_, w)| w).sum();
+    if strata.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let n = strata.iter().map(|(s, _)| s.len()).sum();
+    let point = strata.iter().map(|(s, w)| w * mean(s)).sum::<f64>() / total;
+    if n == strata.len() {
+        return Some(estimate(point, (point, point), n));
+    }
+    let mut rng = Rng::new(seed);
+    let stats = (0..cfg.resamples.max(1))
+        .map(|_| {
+            strata
+                .iter()
+                .map(|(s, w)| {
+                    w * (0..s.len()).map(|_| s[rng.below(s.len())]).sum::<f64>() / s.len() as f64
+                })
+                .sum::<f64>()
+                / total
+        })
+        .collect();
+    Some(estimate(point, interval(stats), n))
+}
+
 /// Mean of `a - b` over paired values (same sample and turn), resampling pairs.
 pub fn paired_difference(
     pairs: &[(f64, f64)],
@@ -157,6 +194,25 @@ pub fn unpaired_difference(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn weighted_macro_average_weighs_strata_means() {
+        let cfg = BootstrapConfig {
+            seed: 3,
+            resamples: 200,
+        };
+        let (a, b) = ([1.0, 0.0], [1.0, 1.0, 1.0]);
+        // (1 x 0.5 + 3 x 1.0) / 4
+        let e = weighted_macro_average(&[(&a, 1.0), (&b, 3.0)], cfg, 9).unwrap();
+        assert!((e.mean - 0.875).abs() < 1e-12 && e.n == 5);
+        assert!(e.lo <= e.mean && e.mean <= e.hi && e.lo < e.hi);
+        // equal weights give the macro average, empty strata and zero weights drop out
+        let m = macro_average(&[&a, &b], cfg, 9).unwrap();
+        let w = weighted_macro_average(&[(&a, 2.0), (&b, 2.0), (&[], 5.0), (&[0.0], 0.0)], cfg, 9)
+            .unwrap();
+        assert_eq!((w.mean, w.lo, w.hi), (m.mean, m.lo, m.hi));
+        assert_eq!(weighted_macro_average(&[(&[], 1.0)], cfg, 9), None);
+    }
     use super::*;
 
     fn values() -> Vec<f64> {

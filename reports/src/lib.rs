@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod bootstrap;
+pub mod breakdown;
 pub mod compare;
 pub mod html;
 pub mod merge;

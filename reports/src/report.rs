@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! OUT/report.html                 self-contained page
-//! OUT/tables/{name}.{md,csv,parquet,tex}   metrics, benchmarks, deltas, scores (+ compare)
+//! OUT/tables/{name}.{md,csv,parquet,tex}   metrics, benchmarks, deltas, scores, the benchmarks'
+//!                                 breakdowns the run has data for (+ compare)
 //! OUT/plots/{name}.{png,svg}      score_vs_ratio, fidelity_vs_ratio, memory_vs_ratio,
 //!                                 ttft_breakdown, throughput_vs_context, needle_heatmap, pareto
 //! ```
@@ -15,7 +16,7 @@ use crate::html::{render, PageInfo};
 use crate::merge::{load_runs, Duplicate, Merged};
 use crate::plots::{figures, PlotFile};
 use crate::tables::{self, Table};
-use crate::ResultsError;
+use crate::{Record, ResultsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -100,21 +101,38 @@ pub fn report(inputs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutcome,
 /// The tables of a merged set of records (what [`write_report`] writes).
 pub fn build_tables(merged: &Merged, opts: &ReportOptions) -> Result<Vec<Table>, ReportError> {
     tables_of(
+        &merged.records,
         &aggregate(&merged.records, &opts.baseline, opts.bootstrap),
         opts,
     )
 }
 
-fn tables_of(agg: &Aggregate, opts: &ReportOptions) -> Result<Vec<Table>, ReportError> {
+/// The general tables, then the benchmarks' own breakdowns the records have data for, then the
+/// comparison with published numbers when asked.
+fn tables_of(
+    records: &[Record],
+    agg: &Aggregate,
+    opts: &ReportOptions,
+) -> Result<Vec<Table>, ReportError> {
     let mut out = vec![
         tables::scores_table(agg),
         tables::benchmarks_table(agg),
         tables::metrics_table(agg),
         tables::deltas_table(agg),
     ];
+    out.extend(crate::breakdown::breakdown_tables(
+        records,
+        agg,
+        opts.bootstrap,
+    ));
     if let Some(path) = &opts.compare {
         let published = crate::compare::read_published(path)?;
-        out.push(crate::compare::compare_table(&published, agg));
+        out.push(crate::compare::compare_table(
+            &published,
+            records,
+            agg,
+            opts.bootstrap,
+        ));
     }
     Ok(out)
 }
@@ -145,7 +163,7 @@ pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutco
     }
 
     let agg = aggregate(&merged.records, &opts.baseline, opts.bootstrap);
-    let table_data = tables_of(&agg, opts)?;
+    let table_data = tables_of(&merged.records, &agg, opts)?;
     let mut tables = Vec::new();
     for t in &table_data {
         let files = TableFiles {

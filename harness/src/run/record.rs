@@ -103,11 +103,53 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         seed: plan.raw.seed,
         kvbench_version: env!("CARGO_PKG_VERSION").to_string(),
         key,
-        meta: if sample.meta.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::Value::Object(sample.meta.clone())
-        },
+        meta: record_meta(sample, index),
         kv_storage: g.stored.kv_storage.clone(),
+    }
+}
+
+/// The sample's meta for reports, plus the turn's own task where a mixed task marks it
+/// (SCBench's `scbench_summary_with_needles` and `scbench_repoqa_and_kv` turns) as `turn_task`,
+/// which the report's per-turn-task table reads; null when there is nothing.
+fn record_meta(sample: &kvbench_datasets::Sample, index: usize) -> serde_json::Value {
+    let mut meta = sample.meta.clone();
+    if let Some(task) = sample.turns[index].meta.get("task") {
+        meta.insert("turn_task".into(), task.clone());
+    }
+    if meta.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Object(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvbench_datasets::{Metric, Sample, Turn};
+
+    #[test]
+    fn a_mixed_tasks_turn_task_joins_the_samples_meta() {
+        let mut turn = Turn::new("q", vec!["a".into()]);
+        turn.meta.insert("task".into(), "scbench_passkey".into());
+        let mut s = Sample::single(
+            "s",
+            "c",
+            Turn::new("q0", vec!["a".into()]),
+            "scbench_summary_with_needles",
+            Metric::RougeLsum,
+            800,
+        );
+        s.turns.push(turn);
+        assert_eq!(record_meta(&s, 0), serde_json::Value::Null);
+        assert_eq!(
+            record_meta(&s, 1),
+            serde_json::json!({ "turn_task": "scbench_passkey" })
+        );
+        s.meta.insert("repo".into(), "r".into());
+        assert_eq!(
+            record_meta(&s, 1),
+            serde_json::json!({ "repo": "r", "turn_task": "scbench_passkey" })
+        );
     }
 }

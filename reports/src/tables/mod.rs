@@ -37,7 +37,7 @@ pub struct Column {
 }
 
 impl Column {
-    fn new(key: impl Into<String>, header: impl Into<String>, kind: Kind) -> Self {
+    pub(crate) fn new(key: impl Into<String>, header: impl Into<String>, kind: Kind) -> Self {
         Column {
             key: key.into(),
             header: header.into(),
@@ -110,11 +110,11 @@ impl Table {
     }
 }
 
-const CI_NOTE: &str =
+pub(crate) const CI_NOTE: &str =
     "Means with 95% percentile-bootstrap intervals in brackets (seeded; resampling samples).";
 
 /// The identity columns of a configuration.
-fn config_columns() -> Vec<Column> {
+pub(crate) fn config_columns() -> Vec<Column> {
     vec![
         Column::new("model", "model", Kind::Text).elidable(),
         Column::new("method", "method", Kind::Text),
@@ -123,7 +123,7 @@ fn config_columns() -> Vec<Column> {
     ]
 }
 
-fn config_values(c: &Config) -> Vec<Value> {
+pub(crate) fn config_values(c: &Config) -> Vec<Value> {
     vec![
         Value::Text(c.model.clone()),
         Value::Text(c.method.clone()),
