@@ -8,10 +8,11 @@
 //! (kvpress's leaderboard `expected_attention` is AdaKV around ExpectedAttention with epsilon
 //! 1e-2); such an entry takes no explicit parameters (write the full method instead).
 //!
-//! Not reproduced: KVCache-Factory stores the cache per query head (`repeat_kv` before
-//! compression, its docs/gqa_cache_layout.md), so on GQA models it keeps `q_per_kv` times the
-//! entries kvbench keeps per KV head at the same budget; kvbench selects per KV head (scores
-//! averaged over the group) and reports the bytes of that layout.
+//! KVCache-Factory stores the cache per query head (`repeat_kv` before compression, its
+//! docs/gqa_cache_layout.md), so on GQA models it keeps `q_per_kv` times the entries kvbench keeps
+//! per KV head at the same budget: its `snapkv` and `streaming_llm` run as `query_heads` around the
+//! scorer, with the real bytes of that layout. Its PyramidKV and AdaKV in that layout are not
+//! reproduced (per KV head here).
 
 use serde_json::{json, Map, Value};
 
@@ -91,9 +92,15 @@ fn kvpress_leaderboard_methods() -> Vec<(&'static str, Value)> {
     m
 }
 
+/// KVCache-Factory stores the cache per query head (`repeat_kv` before compression): its scorer
+/// methods run as `query_heads` around the scorer.
+fn per_query_head(scorer: Value) -> Value {
+    json!({"method": "query_heads", "scorer": scorer})
+}
+
 fn kvcache_factory_methods() -> Vec<(&'static str, Value)> {
     vec![
-        ("snapkv", factory_snapkv()),
+        ("snapkv", per_query_head(factory_snapkv())),
         (
             "pyramidkv",
             json!({"method": "pyramidkv", "beta": 20.0, "schedule": "kvcache_factory",
@@ -105,7 +112,7 @@ fn kvcache_factory_methods() -> Vec<(&'static str, Value)> {
         ),
         (
             "streaming_llm",
-            json!({"method": "streaming_llm", "sinks": 4}),
+            per_query_head(json!({"method": "streaming_llm", "sinks": 4})),
         ),
         ("think", json!({"method": "think", "window": 8})),
     ]
@@ -135,8 +142,9 @@ pub const PRESETS: &[Preset] = &[
         source: "Zefan-Cai/KVCache-Factory run_longbench.py (window_sizes 8, kernel_sizes 7, \
                  maxpool; streamingllm window = capacity - 4) and pyramidkv/pyramidkv_utils.py \
                  (beta 20) @ c97f9d706d63d1b56e980f8b81b2a924c21162b3",
-        about: "KVCache-Factory's LongBench script settings (its per-query-head cache layout is \
-                not reproduced: kvbench selects per KV head)",
+        about: "KVCache-Factory's LongBench script settings, its scorer methods in its \
+                per-query-head cache layout (`query_heads`; its PyramidKV and AdaKV in that layout \
+                are not reproduced: they select per KV head here)",
         methods: kvcache_factory_methods,
     },
 ];
@@ -357,15 +365,25 @@ mod tests {
     #[test]
     fn explicit_parameters_win_and_say_so() {
         let a = apply(
-            "kvcache_factory",
-            &entry(json!({"method": "snapkv", "window": 32, "kernel": 7})),
+            "kvpress",
+            &entry(json!({"method": "snapkv", "window": 32, "kernel": 5})),
         )
         .unwrap();
         assert_eq!(a.entry["window"], 32);
-        assert_eq!(a.entry["pooling"], "max");
-        // kernel 7 equals the preset's: no note; window differs: one note naming both values.
+        assert_eq!(a.entry["pooling"], "avg");
+        // kernel 5 equals the preset's: no note; window differs: one note naming both values.
         assert_eq!(a.notes.len(), 1, "{:?}", a.notes);
-        assert!(a.notes[0].contains("`window: 32`") && a.notes[0].contains("`window: 8`"));
+        assert!(a.notes[0].contains("`window: 32`") && a.notes[0].contains("`window: 64`"));
+    }
+
+    #[test]
+    fn kvcache_factory_selects_per_query_head() {
+        let a = apply("kvcache_factory", &entry(json!({"method": "snapkv"}))).unwrap();
+        assert_eq!(
+            a.entry,
+            json!({"method": "query_heads", "scorer": {"method": "snapkv", "window": 8,
+                   "kernel": 7, "pooling": "max"}})
+        );
     }
 
     #[test]

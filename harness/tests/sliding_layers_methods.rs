@@ -67,10 +67,11 @@ fn methods_compress_global_layers_and_leave_sliding_ones() {
             }
         }
         if method.uses_budget() {
-            let kept: usize = cache.layer(5).head_lens().iter().sum();
+            // Every stored head (KV heads, or query heads for `query_heads`) holds fewer entries.
+            let lens = cache.layer(5).head_lens();
             assert!(
-                kept < 160 * cfg.n_kv_heads,
-                "{name}: global layer not compressed"
+                lens.iter().all(|&n| n < 160),
+                "{name}: global layer not compressed: {lens:?}"
             );
         }
         // Decode a few tokens through the compressed cache.

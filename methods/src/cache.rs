@@ -102,9 +102,46 @@ impl LayerKv {
         }
     }
 
+    /// Heads stored: the model's KV heads, or its query heads once the layer was expanded to
+    /// query-head granularity ([`LayerKv::expand_heads`]).
+    pub fn n_heads(&self) -> usize {
+        self.groups.iter().map(|g| g.n_heads()).sum()
+    }
+
+    /// Store every KV head once per query head of its group (`factor` = query heads per KV head),
+    /// so that each query head can keep its own entries (KVCache-Factory's layout, which repeats
+    /// the KV heads before compressing). Attention is unchanged: each query head reads an exact
+    /// copy of its KV head. Later appends are repeated the same way. Dense layers only.
+    pub fn expand_heads(&mut self, factor: usize) -> Result<()> {
+        if factor <= 1 || self.groups.is_empty() {
+            return Ok(());
+        }
+        let (k, v) = self.dense()?;
+        let positions: Vec<Vec<u32>> = self
+            .positions()
+            .into_iter()
+            .flat_map(|p| std::iter::repeat_n(p, factor))
+            .collect();
+        self.groups = vec![HeadGroup {
+            first_head: 0,
+            storage: Storage::dense(repeat_heads(&k, factor)?, repeat_heads(&v, factor)?),
+            positions,
+        }];
+        Ok(())
+    }
+
     /// Append new entries to every head. k, v: `[kv_heads, t, head_dim]`; positions: `[t]`.
-    /// Compressed groups keep themselves compressed (each storage form says how).
+    /// Compressed groups keep themselves compressed (each storage form says how). A layer stored
+    /// per query head gets each KV head's entries once per query head.
     pub fn append(&mut self, k: &Tensor, v: &Tensor, positions: &[u32]) -> Result<()> {
+        let stored = self.n_heads();
+        let (k, v) = match k.dim(0)? {
+            n if stored > n && n > 0 && stored % n == 0 => {
+                (repeat_heads(k, stored / n)?, repeat_heads(v, stored / n)?)
+            }
+            _ => (k.clone(), v.clone()),
+        };
+        let (k, v) = (&k, &v);
         if self.groups.is_empty() {
             let n_heads = k.dim(0)?;
             self.groups.push(HeadGroup {
@@ -513,4 +550,14 @@ impl KvCache {
     pub fn dense_bytes_for(&self, len: usize) -> usize {
         2 * self.layers.len() * self.n_kv_heads * len * self.head_dim * self.dtype.size_in_bytes()
     }
+}
+
+/// `[h, t, d]` -> `[h * factor, t, d]`, each head repeated `factor` times in place
+/// (`repeat_kv`).
+pub fn repeat_heads(x: &Tensor, factor: usize) -> Result<Tensor> {
+    let (h, t, d) = x.dims3()?;
+    Ok(x.unsqueeze(1)?
+        .expand((h, factor, t, d))?
+        .reshape((h * factor, t, d))?
+        .contiguous()?)
 }

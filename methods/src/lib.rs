@@ -44,12 +44,13 @@ registry::registry! {
         chunk: Chunk(Chunk) = "chunk",
         decoding: Decoding(Decoding) = "decoding",
     }
-    /// Budget allocation: how many entries each layer and head keeps, entries picked by a
-    /// selection scorer.
+    /// Budget allocation: how many entries each layer and head keeps (and at which head
+    /// granularity), entries picked by a selection scorer.
     allocation {
         pyramidkv: Pyramidkv(PyramidKv) = "pyramidkv",
         adakv: Adakv(AdaKv) = "adakv",
         per_layer: PerLayer(PerLayer) = "per_layer",
+        query_heads: QueryHeads(QueryHeads) = "query_heads",
     }
     /// Merging: evicted entries are merged into the kept ones instead of dropped.
     merging {

@@ -363,7 +363,9 @@ impl Decoder {
             let mut acc = None;
             let acc_slot = opts.observe.accumulated_attention.then_some(&mut acc);
             let params = AttentionParams {
-                q_per_kv: cfg.q_per_kv(),
+                // Query heads per stored head: the model's GQA group, or 1 once a method stored
+                // the layer per query head.
+                q_per_kv: hq / layer.n_heads().max(1),
                 scale: cfg.attn_scale,
                 window,
                 softcap: cfg.attn_logit_softcap,

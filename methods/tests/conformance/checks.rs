@@ -87,6 +87,9 @@ pub fn check_storage(name: &str, exp: &Expected, cache: &KvCache, original: &[(T
     let mut entries = 0;
     for (l, (k0, v0)) in original.iter().enumerate() {
         let layer = cache.layer(l);
+        // A layer stored per query head (`query_heads`) holds each KV head's rows once per query
+        // head of its group: stored head h reads KV head h / factor.
+        let factor = (layer.n_heads() / KV_HEADS).max(1);
         for g in layer.groups() {
             let (k, v) = g.storage.keys_values().unwrap();
             assert_eq!(k.dims3().unwrap(), (g.n_heads(), g.len(), D), "{name}");
@@ -104,7 +107,8 @@ pub fn check_storage(name: &str, exp: &Expected, cache: &KvCache, original: &[(T
                     if (p as usize) < LEN {
                         let row =
                             |t: &Tensor, h: usize, i: usize| t.get(h).unwrap().get(i).unwrap();
-                        let (want_k, want_v) = (row(k0, h, p as usize), row(v0, h, p as usize));
+                        let kv = h / factor;
+                        let (want_k, want_v) = (row(k0, kv, p as usize), row(v0, kv, p as usize));
                         let (got_k, got_v) = (row(&k, local, i), row(&v, local, i));
                         if exp.keys_compared {
                             assert!(
@@ -172,9 +176,11 @@ pub fn check_budgets(
                     after_prefill,
                     "{name}: the decode variant holds the cache size"
                 ),
+                // Every stored head gets the 4 tokens (the KV heads, or the query heads of a layer
+                // stored per query head).
                 AfterDecode::Appends => assert_eq!(
                     c.entries(),
-                    after_prefill + 4 * LAYERS * KV_HEADS,
+                    after_prefill + 4 * c.layers().iter().map(|l| l.n_heads()).sum::<usize>(),
                     "{name}: decoding appends"
                 ),
             }
