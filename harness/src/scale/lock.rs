@@ -167,13 +167,21 @@ pub fn pid_alive(pid: u32) -> bool {
         };
         // SAFETY: signal 0 only checks that the process exists and may be signalled.
         let rc = unsafe { libc::kill(pid, 0) };
-        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // A zombie (exited, not yet reaped: its parent was killed too) is not running.
+        exists && proc_state(pid as u32) != Some('Z')
     }
     #[cfg(not(unix))]
     {
         let _ = pid;
         true
     }
+}
+
+/// A process's state letter (`R`, `S`, `Z`, ...; Linux only).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// A process's start time in clock ticks since boot (Linux only).
