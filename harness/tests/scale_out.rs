@@ -411,3 +411,93 @@ fn second_run_onto_a_results_file_fails_at_once_with_the_holders_pid() {
     assert!(!lock.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `kvbench slurm` writes the stored script (regenerate with KVBENCH_WRITE_GOLDEN=1 and review the
+/// diff); bash parses it; the command prints the submit and report commands.
+#[test]
+fn slurm_script_matches_the_stored_one() {
+    let dir = workdir("slurm");
+    let dir = std::fs::canonicalize(&dir).unwrap();
+    let exp = experiment(&dir, EXPERIMENT);
+    let out = dir.join("shared-out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args([
+            "slurm",
+            &exp,
+            "--array",
+            "4",
+            "--partition",
+            "gpu",
+            "--time",
+            "02:00:00",
+        ])
+        .args([
+            "--max-parallel",
+            "2",
+            "--mem",
+            "64G",
+            "--sbatch",
+            "constraint=h200",
+        ])
+        .args([
+            "--kvbench",
+            "/opt/kvbench/bin/kvbench",
+            "--limit",
+            "3",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let script_path = out.join("slurm.sbatch");
+    assert!(
+        t.contains(&format!("sbatch {}", script_path.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("kvbench report {}", out.display())),
+        "{t}"
+    );
+    assert!(t.contains("kvbench status"), "{t}");
+    assert!(
+        out.join("slurm").is_dir(),
+        "the task log directory exists before submission"
+    );
+    let script = std::fs::read_to_string(&script_path)
+        .unwrap()
+        .replace(&out.display().to_string(), "$OUT")
+        .replace(&exp, "$EXP");
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/slurm.sbatch");
+    if std::env::var_os("KVBENCH_WRITE_GOLDEN").is_some() {
+        std::fs::write(&golden, &script).unwrap();
+    }
+    assert_eq!(script, std::fs::read_to_string(&golden).unwrap());
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(&script_path)
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{}", text(&bash));
+    // sbatch's own parser, where Slurm is installed.
+    if let Ok(o) = Command::new("sbatch")
+        .arg("--test-only")
+        .arg(&script_path)
+        .output()
+    {
+        eprintln!("sbatch --test-only: {}", text(&o));
+    }
+    // A bad value never reaches the script.
+    let o = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["slurm", &exp, "--array", "0", "--output"])
+        .arg(dir.join("other"))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("--array 0"),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -48,7 +48,7 @@ pub fn shell_quote(s: &str) -> String {
 /// Values that go on `#SBATCH` lines may not break the line.
 fn sbatch_value(what: &str, v: &str) -> Result<String> {
     if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!("slurm {what} `{v}`: give a value without spaces or line breaks");
+        bail!("slurm {what} `{v}`: #SBATCH values cannot hold spaces or line breaks; choose a path or value without them");
     }
     Ok(v.to_string())
 }
