@@ -119,7 +119,7 @@ fn three_shards_give_the_records_of_one_run() {
     assert!(samples_per_shard.iter().all(|s| s.len() == 2));
 
     // `kvbench report DIR`'s merge: every shard file, each key once, equal to the whole run.
-    let merged = kvbench_reports::merge::load_runs(&[sharded.clone()]).unwrap();
+    let merged = kvbench_reports::merge::load_runs(std::slice::from_ref(&sharded)).unwrap();
     assert_eq!(merged.sources.len(), 3);
     assert!(merged.duplicates.is_empty());
     let (a, b) = (by_key(&whole.records), by_key(&merged.records));
@@ -306,7 +306,7 @@ fn gpus_run_one_worker_per_gpu_resume_and_name_failures() {
     // Re-running resumes every shard and finishes with the merged summary and report.
     let o = gpus(&[]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let merged = kvbench_reports::merge::load_runs(&[out.clone()]).unwrap();
+    let merged = kvbench_reports::merge::load_runs(std::slice::from_ref(&out)).unwrap();
     assert_eq!(merged.records.len(), RECORDS, "{}", text(&o));
     assert!(merged.duplicates.is_empty());
     assert!(text(&o).contains("records (0:"), "{}", text(&o));
