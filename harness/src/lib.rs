@@ -18,6 +18,7 @@ pub mod model;
 pub mod presets;
 pub mod prompt;
 pub mod run;
+pub mod scale;
 /// The runner's former path (`kvbench::runner::{run, RunOptions, ...}`).
 pub use run as runner;
 pub mod testing;

@@ -7,7 +7,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kvbench::experiment::Plan;
 use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
-use kvbench::run::{run, RunOptions};
+use kvbench::run::{run_claimed, RunOptions};
+
+mod scale_cli;
+use scale_cli::{parse_shard, Scale, SlurmArgs};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +41,16 @@ enum Command {
         /// Start over: move existing results aside instead of skipping finished records.
         #[arg(long)]
         fresh: bool,
+        /// Add this experiment's records to a directory that holds another experiment's.
+        #[arg(long)]
+        append: bool,
+        /// Run shard I of N (0-based): every N-th sample, into OUTPUT/results.shard-I-of-N.jsonl.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<kvbench::scale::Shard>,
+        /// One worker process per GPU (`0,1,3` or `all`), each a shard on its device; one
+        /// combined progress line; re-running resumes every shard.
+        #[arg(long, value_name = "LIST", conflicts_with_all = ["shard", "device"])]
+        gpus: Option<String>,
     },
     /// Tables, plots and report.html from one or more runs (shards and runs merge; a record key
     /// seen twice counts once).
@@ -64,6 +77,14 @@ enum Command {
         /// Page title (default: the experiment names).
         #[arg(long)]
         title: Option<String>,
+    },
+    /// Write an sbatch script running the experiment as a Slurm job array, one shard per task,
+    /// into one shared output directory.
+    Slurm(SlurmArgs),
+    /// Per-shard progress of a run directory: records done/total, last update, failures.
+    Status {
+        /// The run directory.
+        dir: PathBuf,
     },
     /// Check an experiment file without running it.
     Validate { experiment: PathBuf },
@@ -130,7 +151,22 @@ fn real_main() -> Result<()> {
             device,
             limit,
             fresh,
-        } => cmd_run(experiment, output, device, limit, fresh),
+            append,
+            shard,
+            gpus,
+        } => {
+            let scale = Scale {
+                policy: kvbench::scale::DirPolicy::from_flags(fresh, append)?,
+                shard,
+                gpus,
+            };
+            cmd_run(experiment, output, device, limit, fresh, scale)
+        }
+        Command::Slurm(args) => scale_cli::slurm(args),
+        Command::Status { dir } => {
+            print!("{}", kvbench::scale::status::render(&dir)?);
+            Ok(())
+        }
         Command::Report {
             runs,
             output,
@@ -293,14 +329,22 @@ fn cmd_run(
     device: Option<String>,
     limit: Option<usize>,
     fresh: bool,
+    scale: Scale,
 ) -> Result<()> {
     let plan = Plan::load(&experiment)?;
     print_notes(&plan);
+    let output = output.unwrap_or_else(|| PathBuf::from("runs").join(&plan.raw.experiment));
+    if let Some(gpus) = &scale.gpus {
+        let records = scale_cli::run_gpus(&experiment, &plan, &output, gpus, &scale)?;
+        return summarize_and_report(&output, &records);
+    }
     let device_spec = device
         .or_else(|| plan.raw.device.clone())
         .unwrap_or_else(|| "auto".into());
     let device = kvbench::device::select(&device_spec)?;
-    let output = output.unwrap_or_else(|| PathBuf::from("runs").join(&plan.raw.experiment));
+    let shard = scale.shard.unwrap_or(kvbench::scale::Shard::WHOLE);
+    // Before the model loads: one writer per results file, one experiment per directory.
+    let claim = kvbench::scale::Claim::acquire(&output, shard, &plan, scale.policy)?;
     let files = resolve(&plan.model, &FetchOptions::from_env())
         .with_context(|| format!("fetching model `{}`", plan.raw.model))?;
     eprintln!(
@@ -309,7 +353,7 @@ fn cmd_run(
         kvbench::device::label(&device)
     );
     let loaded = kvbench::loader::load(&files, &device)?;
-    let outcome = run(
+    let outcome = run_claimed(
         &plan,
         &loaded,
         &device,
@@ -319,6 +363,7 @@ fn cmd_run(
             fresh,
             progress: true,
         },
+        &claim,
     )?;
     // The resolved experiment: defaults filled in, device as run.
     let mut resolved = plan.raw.clone();
@@ -335,13 +380,32 @@ fn cmd_run(
         &kvbench::device::label(&device),
         &kvbench::manifest::PromptFacts::new(&plan, &loaded, &outcome.data),
     )?;
-    let rows = kvbench_reports::summarize(&outcome.records);
+    if !shard.is_whole() {
+        return scale_cli::shard_done(&output, shard, &outcome);
+    }
+    summarize_and_report(&output, &outcome.records)?;
+    println!(
+        "{} record(s) written, {} already done; results in {}",
+        outcome.written,
+        outcome.skipped,
+        outcome.results.display()
+    );
+    Ok(())
+}
+
+/// The end-of-run summary (`summary.md`, `summary.csv`) and report of every record in `output`.
+fn summarize_and_report(
+    output: &std::path::Path,
+    records: &[kvbench_reports::Record],
+) -> Result<()> {
+    let output = output.to_path_buf();
+    let rows = kvbench_reports::summarize(records);
     let md = kvbench_reports::to_markdown(&rows);
     std::fs::write(output.join("summary.md"), &md)?;
     std::fs::write(output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
     println!("{md}");
     // The same report `kvbench report OUTPUT` writes: every run directory has its report.
-    if outcome.records.is_empty() {
+    if records.is_empty() {
         eprintln!("note: no records yet, so no report");
     } else {
         let report =
@@ -361,12 +425,6 @@ fn cmd_run(
         }
         print_report(&report);
     }
-    println!(
-        "{} record(s) written, {} already done; results in {}",
-        outcome.written,
-        outcome.skipped,
-        outcome.results.display()
-    );
     Ok(())
 }
 

@@ -158,7 +158,7 @@ fn facts(merged: &Merged, info: &PageInfo, out: &mut String) {
             ),
         ),
     ];
-    for s in &merged.sources {
+    for (s, label, _) in source_groups(&merged.sources) {
         if let Some(m) = &s.manifest {
             let commit = m
                 .get("git_commit")
@@ -180,8 +180,7 @@ fn facts(merged: &Merged, info: &PageInfo, out: &mut String) {
             rows.push((
                 "run",
                 format!(
-                    "{}: git commit {commit}; model files: {}",
-                    s.results.display(),
+                    "{label}: git commit {commit}; model files: {}",
                     files.join(", ")
                 ),
             ));
@@ -192,6 +191,39 @@ fn facts(merged: &Merged, info: &PageInfo, out: &mut String) {
         let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
     }
     out.push_str("</dl>\n");
+}
+
+/// Sources with the same `experiment.yaml` and `run.json` (the shards of one run) as one entry:
+/// the first source, a label naming its files, and their records together, so a run of 10,000
+/// shards is one configuration, not 10,000.
+fn source_groups(sources: &[crate::merge::Source]) -> Vec<(&crate::merge::Source, String, usize)> {
+    let mut groups: Vec<(&crate::merge::Source, Vec<&crate::merge::Source>)> = Vec::new();
+    for s in sources {
+        let same = |g: &&crate::merge::Source| {
+            g.experiment_yaml == s.experiment_yaml
+                && g.manifest == s.manifest
+                && g.results.parent() == s.results.parent()
+        };
+        match groups.iter_mut().find(|(first, _)| same(first)) {
+            Some((_, members)) => members.push(s),
+            None => groups.push((s, vec![s])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(first, members)| {
+            let records = members.iter().map(|m| m.records).sum();
+            let label = match members.len() {
+                1 => first.results.display().to_string(),
+                n => format!(
+                    "{} and {} more file(s) beside it",
+                    first.results.display(),
+                    n - 1
+                ),
+            };
+            (first, label, records)
+        })
+        .collect()
 }
 
 /// The whole page. `plots` are read from disk to be embedded.
@@ -267,9 +299,9 @@ pub fn render(
     }
 
     out.push_str("<h2 id=\"configuration\">Configuration</h2>\n");
-    for s in &merged.sources {
-        let _ = writeln!(out, "<h3>{}</h3>", escape(&s.results.display().to_string()));
-        let _ = writeln!(out, "<p class=\"note\">{} record(s).</p>", s.records);
+    for (s, label, records) in source_groups(&merged.sources) {
+        let _ = writeln!(out, "<h3>{}</h3>", escape(&label));
+        let _ = writeln!(out, "<p class=\"note\">{records} record(s).</p>");
         match &s.experiment_yaml {
             Some(y) => {
                 let _ = writeln!(out, "<pre>{}</pre>", escape(y));

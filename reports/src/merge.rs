@@ -70,14 +70,23 @@ pub fn results_files(path: &Path) -> Result<Vec<PathBuf>, ReportError> {
 pub fn load_runs(paths: &[PathBuf]) -> Result<Merged, ReportError> {
     let mut merged = Merged::default();
     let mut seen: HashMap<String, (usize, PathBuf)> = HashMap::new();
+    // The files beside the results, read once per directory (10,000 shards share one).
+    type Beside = (Option<String>, Option<serde_json::Value>);
+    let mut beside: HashMap<PathBuf, Beside> = HashMap::new();
     for path in paths {
         for file in results_files(path)? {
             let records = read_results(&file)?;
             let dir = file.parent().unwrap_or(Path::new("."));
-            let experiment_yaml = std::fs::read_to_string(dir.join("experiment.yaml")).ok();
-            let manifest = std::fs::read_to_string(dir.join("run.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
+            let (experiment_yaml, manifest) = beside
+                .entry(dir.to_path_buf())
+                .or_insert_with(|| {
+                    let yaml = std::fs::read_to_string(dir.join("experiment.yaml")).ok();
+                    let manifest = std::fs::read_to_string(dir.join("run.json"))
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok());
+                    (yaml, manifest)
+                })
+                .clone();
             merged.sources.push(Source {
                 results: file.clone(),
                 records: records.len(),

@@ -52,8 +52,8 @@ pub fn read_results(path: &Path) -> Result<Vec<Record>, ResultsError> {
     Ok(out)
 }
 
-/// Appends records to a `results.jsonl`, one complete line per write, flushed to disk, so a run
-/// killed at any moment keeps every line it finished.
+/// Appends records to a `results.jsonl`, one complete line per `write` call, fsynced after every
+/// record (so at least per sample), so a run killed at any moment keeps every line it finished.
 pub struct ResultsWriter {
     path: PathBuf,
     file: std::fs::File,
@@ -94,7 +94,18 @@ impl ResultsWriter {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
+        // One `write` per line, so the line reaches the file whole or not at all (also on network
+        // file systems, where one writer per file is the lock's job); a short write (disk full)
+        // is cut off again, then the data is on disk before the next record starts.
+        let start = self.file.metadata().map_err(io)?.len();
+        let n = self.file.write(line.as_bytes()).map_err(io)?;
+        if n != line.len() {
+            let _ = self.file.set_len(start);
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write ({n} of {} bytes; disk full?)", line.len()),
+            )));
+        }
         self.file.sync_data().map_err(io)
     }
 }

@@ -26,7 +26,23 @@ pub struct SummaryRow {
 /// Aggregate records into rows, in a stable order: dataset, then method as first seen, then budget.
 /// A method run with several parameter sets is one row per set, labelled with the parameters that
 /// vary (`kivi(bits=2)`), as in the report's tables.
+///
+/// A record key seen more than once (two runs that wrote one file, a shard given twice) counts
+/// once: the first record with the key.
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
+    let mut keys = std::collections::HashSet::new();
+    let unique: Vec<Record>;
+    let records = if records.iter().all(|r| keys.insert(&r.key)) {
+        records
+    } else {
+        keys.clear();
+        unique = records
+            .iter()
+            .filter(|r| keys.insert(&r.key))
+            .cloned()
+            .collect();
+        &unique[..]
+    };
     let labels = crate::aggregate::method_labels(records);
     let label = |r: &Record| {
         labels
@@ -156,6 +172,27 @@ pub fn to_csv(rows: &[SummaryRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_written_twice_counts_once() {
+        let record = |key: &str, score: f64| -> Record {
+            serde_json::from_value(serde_json::json!({
+                "experiment": "e", "model": "m", "dataset": "d", "task": "t", "sample_id": key, "turn": 0,
+                "method": "full", "method_params": {}, "budget": null, "budget_label": "-", "query_aware": false,
+                "target_ratio": 0.0, "achieved_ratio": 0.0, "prediction": "p", "answers": ["a"], "metric": "m",
+                "score": score, "agreement_with_full": 1.0, "kl_first_token": 0.0, "kv_bytes": 10, "kv_bytes_full": 10,
+                "peak_device_bytes": null, "prefill_ms": 1.0, "compress_ms": 0.0, "question_ms": 1.0, "ttft_ms": 2.0,
+                "decode_ms_per_token": 1.0, "context_tokens": 5, "question_tokens": 2, "new_tokens": 1,
+                "device": "cpu", "seed": 0, "kvbench_version": "0", "key": key
+            }))
+            .unwrap()
+        };
+        // Two concurrent runs into one file wrote `a` twice: n = 2 samples, not 3.
+        let rows = summarize(&[record("a", 1.0), record("b", 0.0), record("a", 1.0)]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].n, 2);
+        assert_eq!(rows[0].score, 0.5);
+    }
 
     #[test]
     fn summary_csv_bytes() {

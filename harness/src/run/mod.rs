@@ -30,10 +30,12 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use kvbench_datasets::Sample;
-use kvbench_reports::{read_results, Record, ResultsWriter};
+use kvbench_reports::{Record, ResultsWriter};
 
 use crate::experiment::Plan;
 use crate::loader::LoadedModel;
+use crate::scale::status::{ShardStatus, State};
+use crate::scale::{Claim, DirPolicy, Shard};
 
 use generate::{generate, Generation, Request};
 use plan::{DatasetWork, PlannedRun, Role, RunPlan};
@@ -56,7 +58,8 @@ pub struct RunOutcome {
     pub results: PathBuf,
     pub written: usize,
     pub skipped: usize,
-    /// Every record in the results file after the run (earlier runs included).
+    /// Every record in the output directory after the run (earlier runs and every shard's file
+    /// included), each key once.
     pub records: Vec<Record>,
     /// Per dataset, the revision and the files its samples were read from (for `run.json`).
     pub data: Vec<crate::manifest::DatasetData>,
@@ -70,24 +73,47 @@ struct TurnRef<'a> {
     index: usize,
 }
 
-/// Run every sample of every dataset through every method run of the plan.
+/// Run every sample of every dataset through every method run of the plan, into
+/// `OUTPUT/results.jsonl` (locked for the run; the directory's experiment checked).
 pub fn run(
     plan: &Plan,
     loaded: &LoadedModel,
     device: &Device,
     opts: &RunOptions,
 ) -> Result<RunOutcome> {
-    std::fs::create_dir_all(&opts.output)
-        .with_context(|| format!("creating {}", opts.output.display()))?;
-    let results = opts.output.join("results.jsonl");
+    let policy = if opts.fresh {
+        DirPolicy::Fresh
+    } else {
+        DirPolicy::Resume
+    };
+    let claim = Claim::acquire(&opts.output, Shard::WHOLE, plan, policy)?;
+    run_claimed(plan, loaded, device, opts, &claim)
+}
+
+/// [`run`] for the shard and results file `claim` holds: only the shard's samples, skipping
+/// records already in its file (or in a results file of another split), with a status file
+/// beside it for `kvbench status`.
+pub fn run_claimed(
+    plan: &Plan,
+    loaded: &LoadedModel,
+    device: &Device,
+    opts: &RunOptions,
+    claim: &Claim,
+) -> Result<RunOutcome> {
+    let results = claim.results.clone();
     if opts.fresh {
         set_aside(&results)?;
     }
-    let done: HashSet<String> = read_results(&results)?.into_iter().map(|r| r.key).collect();
+    let done = crate::scale::done_keys(&opts.output, claim.shard)?;
     let mut writer = ResultsWriter::open(&results)?;
     let engine = Engine::new(loaded, device, plan.raw.attention_chunk);
-    let work = RunPlan::new(plan, loaded, opts.limit)?;
-    engine.warm_up(work.needs.union())?;
+    let mut work = RunPlan::new(plan, loaded, opts.limit)?;
+    claim
+        .shard
+        .retain(work.datasets.iter_mut().map(|d| &mut d.samples));
+    let mut status = shard_status(plan, &work, &done, claim);
+    let status_path = claim.shard.status(&opts.output);
+    status.write(&status_path)?;
     let mut runner = SampleRunner {
         engine: &engine,
         work: &work,
@@ -101,24 +127,82 @@ pub fn run(
         skipped: 0,
     };
     let bar = progress_bar(opts.progress, work.total_samples());
-    for dataset in &work.datasets {
-        for sample in &dataset.samples {
-            bar.set_message(sample.id.clone());
-            runner
-                .sample(dataset, sample)
-                .with_context(|| format!("sample `{}` of dataset `{}`", sample.id, dataset.name))?;
-            bar.inc(1);
+    let mut samples = || -> Result<()> {
+        engine.warm_up(work.needs.union())?;
+        for dataset in &work.datasets {
+            for sample in &dataset.samples {
+                bar.set_message(sample.id.clone());
+                runner.sample(dataset, sample).with_context(|| {
+                    format!("sample `{}` of dataset `{}`", sample.id, dataset.name)
+                })?;
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    };
+    let ran = samples();
+    bar.finish_and_clear();
+    status.updated = crate::scale::now_secs();
+    match &ran {
+        Ok(()) => status.state = State::Finished,
+        Err(e) => {
+            status.state = State::Failed;
+            status.error = Some(format!("{e:#}"));
         }
     }
-    bar.finish_and_clear();
+    status.write(&status_path)?;
+    ran?;
     let (written, skipped) = (runner.written, runner.skipped);
+    // Every record of the directory (all shards), each key once.
+    let records = match kvbench_reports::merge::load_runs(std::slice::from_ref(&opts.output)) {
+        Ok(m) => m.records,
+        // A shard's own work is done; another shard's damaged file is that shard's problem.
+        Err(e) if !claim.shard.is_whole() => {
+            eprintln!("warning: merging the directory's shards: {e}");
+            kvbench_reports::read_results(&results)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(RunOutcome {
         data: work.datasets.iter().map(|d| d.data.clone()).collect(),
-        records: read_results(&results)?,
+        records,
         results,
         written,
         skipped,
     })
+}
+
+/// The shard's status at the start: how many records its samples need, how many exist.
+fn shard_status(plan: &Plan, work: &RunPlan, done: &HashSet<String>, claim: &Claim) -> ShardStatus {
+    let (mut total, mut done_at_start) = (0, 0);
+    for d in &work.datasets {
+        for sample in &d.samples {
+            for index in 0..sample.turns.len() {
+                let turn = TurnRef {
+                    dataset: d.name,
+                    sample,
+                    index,
+                };
+                for p in &work.runs {
+                    total += 1;
+                    done_at_start += done.contains(&record_key(plan, &turn, p.run)) as usize;
+                }
+            }
+        }
+    }
+    let now = crate::scale::now_secs();
+    ShardStatus {
+        shard: claim.shard.to_string(),
+        state: State::Running,
+        total,
+        done_at_start,
+        lines_at_start: crate::scale::status::count_lines(&claim.results),
+        pid: std::process::id(),
+        host: crate::scale::host_name(),
+        started: now,
+        updated: now,
+        error: None,
+    }
 }
 
 /// The sample loop's state: what it reads and where it writes.

@@ -1,0 +1,118 @@
+//! The report merge at scale (issue 20 item 6): generated records spread over shard files, read
+//! and merged by `load_runs` (parse, deduplicate by key) and summarized, timed on one thread.
+//!
+//! ```text
+//! cargo bench -p kvbench-reports --bench merge                    # 1,000,000 records: 100 and 10,000 shards
+//! cargo bench -p kvbench-reports --bench merge -- 200000 16       # RECORDS SHARDS...
+//! ```
+//!
+//! Plain `main` (no criterion): one timed pass per case is the number that matters here, and the
+//! target stays cheap to build. Files go to a temporary directory that is removed afterwards.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use kvbench_reports::Record;
+
+fn record(i: usize) -> Record {
+    const METHODS: [&str; 20] = [
+        "full",
+        "snapkv",
+        "h2o",
+        "tova",
+        "knorm",
+        "streaming_llm",
+        "expected_attention",
+        "random",
+        "pyramidkv",
+        "adakv",
+        "kivi",
+        "quant",
+        "lowrank",
+        "cam",
+        "kvmerger",
+        "minicache",
+        "think",
+        "kvsharer",
+        "duo",
+        "snapkv+kivi",
+    ];
+    let runs = METHODS.len() * 4;
+    let (sample, run) = (i / runs, i % runs);
+    let (method, budget) = (METHODS[run / 4], [0.25, 0.5, 0.75, 0.9][run % 4]);
+    serde_json::from_value(serde_json::json!({
+        "experiment": "longbench-8b", "model": "hf:meta-llama/Llama-3.1-8B-Instruct",
+        "dataset": "longbench", "task": format!("task{}", sample % 16),
+        "sample_id": format!("longbench-{sample}"), "turn": 0,
+        "method": method, "method_params": {"window": 64, "kernel": 5},
+        "budget": {"compression_ratio": budget}, "budget_label": format!("r={budget:.2}"),
+        "query_aware": false, "target_ratio": budget, "achieved_ratio": budget,
+        "prediction": "The committee approved the proposal after a long discussion about its costs and benefits.",
+        "answers": ["The committee approved the proposal."], "metric": "qa_f1",
+        "score": (i % 97) as f64 / 97.0, "agreement_with_full": 0.8, "kl_first_token": 0.0123,
+        "kv_bytes": 1_073_741_824u64, "kv_bytes_full": 2_147_483_648u64,
+        "peak_device_bytes": 21_474_836_480u64, "prefill_ms": 812.5, "compress_ms": 3.25,
+        "question_ms": 20.5, "ttft_ms": 836.25, "decode_ms_per_token": 21.75,
+        "context_tokens": 12000, "question_tokens": 40, "new_tokens": 32,
+        "device": "cuda", "seed": 0, "kvbench_version": "0.1.0",
+        "key": format!("{i:024x}"),
+    }))
+    .expect("a valid record")
+}
+
+/// Write `n` records round-robin by sample over `shards` files; returns the bytes written.
+fn generate(dir: &Path, n: usize, shards: usize) -> u64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files: Vec<std::io::BufWriter<std::fs::File>> = (0..shards)
+        .map(|s| {
+            let name = if shards == 1 {
+                "results.jsonl".to_string()
+            } else {
+                format!("results.shard-{s}-of-{shards}.jsonl")
+            };
+            std::io::BufWriter::new(std::fs::File::create(dir.join(name)).unwrap())
+        })
+        .collect();
+    let mut bytes = 0;
+    for i in 0..n {
+        let line = serde_json::to_string(&record(i)).unwrap() + "\n";
+        bytes += line.len() as u64;
+        files[(i / 80) % shards].write_all(line.as_bytes()).unwrap();
+    }
+    bytes
+}
+
+fn main() {
+    let nums: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let n = nums.first().copied().unwrap_or(1_000_000);
+    let shard_counts = if nums.len() > 1 {
+        nums[1..].to_vec()
+    } else {
+        vec![100, 10_000]
+    };
+    for shards in shard_counts {
+        let dir = std::env::temp_dir().join(format!(
+            "kvbench-merge-bench-{}-{shards}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let bytes = generate(&dir, n, shards);
+        let t0 = Instant::now();
+        let merged = kvbench_reports::merge::load_runs(std::slice::from_ref(&dir)).unwrap();
+        let merge_s = t0.elapsed().as_secs_f64();
+        assert_eq!(merged.records.len(), n);
+        let t1 = Instant::now();
+        let rows = kvbench_reports::summarize(&merged.records);
+        let summary_s = t1.elapsed().as_secs_f64();
+        println!(
+            "merge: {n} records ({:.0} MB) in {shards} file(s): read+parse+dedup {merge_s:.2} s ({:.0} records/s), summary {summary_s:.2} s ({} rows), total {:.2} s",
+            bytes as f64 / 1e6,
+            n as f64 / merge_s,
+            rows.len(),
+            merge_s + summary_s
+        );
+        drop(merged);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
