@@ -38,6 +38,10 @@ enum Command {
         /// Start over: move existing results aside instead of skipping finished records.
         #[arg(long)]
         fresh: bool,
+        /// Count failed records (a device out of memory on a sample) as done; by default a
+        /// re-run retries them.
+        #[arg(long)]
+        keep_failed: bool,
     },
     /// Tables, plots and report.html from one or more runs (shards and runs merge; a record key
     /// seen twice counts once).
@@ -130,7 +134,8 @@ fn real_main() -> Result<()> {
             device,
             limit,
             fresh,
-        } => cmd_run(experiment, output, device, limit, fresh),
+            keep_failed,
+        } => cmd_run(experiment, output, device, limit, fresh, keep_failed),
         Command::Report {
             runs,
             output,
@@ -263,7 +268,7 @@ fn real_main() -> Result<()> {
             let loaded = kvbench::loader::load(&files, &device)?;
             let report = kvbench::bench::run(&loaded, &device, &model, &opts)?;
             print!("{}", kvbench::bench::render(&report));
-            std::fs::write(&output, serde_json::to_string_pretty(&report)?)
+            kvbench_reports::write_atomic(&output, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {}", output.display());
             Ok(())
@@ -281,9 +286,19 @@ fn real_main() -> Result<()> {
     }
 }
 
+/// A report artefact, written atomically (temporary file + rename).
+fn write_artefact(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    kvbench_reports::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn print_notes(plan: &Plan) {
     for n in &plan.notes {
-        eprintln!("note: {n}");
+        if n.starts_with("warning: ") {
+            eprintln!("{n}");
+        } else {
+            eprintln!("note: {n}");
+        }
     }
 }
 
@@ -293,6 +308,7 @@ fn cmd_run(
     device: Option<String>,
     limit: Option<usize>,
     fresh: bool,
+    keep_failed: bool,
 ) -> Result<()> {
     let plan = Plan::load(&experiment)?;
     print_notes(&plan);
@@ -318,13 +334,14 @@ fn cmd_run(
             limit,
             fresh,
             progress: true,
+            keep_failed,
         },
     )?;
     // The resolved experiment: defaults filled in, device as run.
     let mut resolved = plan.raw.clone();
     resolved.device = Some(device_spec);
-    std::fs::write(
-        output.join("experiment.yaml"),
+    kvbench_reports::write_atomic(
+        &output.join("experiment.yaml"),
         serde_yaml_ng::to_string(&resolved)?,
     )
     .with_context(|| format!("writing {}", output.join("experiment.yaml").display()))?;
@@ -337,8 +354,8 @@ fn cmd_run(
     )?;
     let rows = kvbench_reports::summarize(&outcome.records);
     let md = kvbench_reports::to_markdown(&rows);
-    std::fs::write(output.join("summary.md"), &md)?;
-    std::fs::write(output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
+    write_artefact(&output.join("summary.md"), &md)?;
+    write_artefact(&output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
     println!("{md}");
     // The same report `kvbench report OUTPUT` writes: every run directory has its report.
     if outcome.records.is_empty() {
@@ -356,17 +373,28 @@ fn cmd_run(
             .collect();
         if !breakdowns.is_empty() {
             let text = breakdowns.join("\n");
-            std::fs::write(output.join("summary.md"), format!("{md}\n{text}"))?;
+            write_artefact(&output.join("summary.md"), format!("{md}\n{text}"))?;
             println!("{text}");
         }
         print_report(&report);
     }
     println!(
-        "{} record(s) written, {} already done; results in {}",
+        "{} record(s) written ({} failed), {} already done, {} turn(s) skipped for their data; \
+         results in {}",
         outcome.written,
+        outcome.failed,
         outcome.skipped,
+        outcome.skipped_turns,
         outcome.results.display()
     );
+    if outcome.written == outcome.failed && outcome.skipped == 0 {
+        anyhow::bail!(
+            "the run wrote 0 successful records ({} failed, {} turn(s) skipped): nothing was \
+             measured; see the warnings above",
+            outcome.failed,
+            outcome.skipped_turns
+        );
+    }
     Ok(())
 }
 
@@ -421,6 +449,12 @@ fn print_report(outcome: &kvbench_reports::ReportOutcome) {
             "warning: {} record key(s) appeared more than once ({identical} identical, {} differing); each counted once, from the first file given",
             outcome.duplicates.len(),
             outcome.duplicates.len() - identical
+        );
+    }
+    if outcome.failed > 0 {
+        eprintln!(
+            "warning: {} failed record(s) (see their `error`) left out of the report",
+            outcome.failed
         );
     }
     for (name, why) in &outcome.skipped_plots {

@@ -37,9 +37,12 @@ fn reproduce_experiments_validate_or_wait_for_a_registration() {
             Ok(_) => ok += 1,
             // A dataset loader another change is still adding (longbench, ruler); an unknown
             // method or any other error fails.
+            // Or inputs the user must provide (RULER's files): named, not silently accepted.
             Err(e)
-                if e.to_string().contains("datasets[")
-                    && e.to_string().contains("unknown variant") =>
+                if (e.to_string().contains("datasets[")
+                    && e.to_string().contains("unknown variant"))
+                    || (e.to_string().contains("data path")
+                        && e.to_string().contains("does not exist")) =>
             {
                 waiting.push(format!(
                     "{}: {}",

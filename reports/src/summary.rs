@@ -27,6 +27,11 @@ pub struct SummaryRow {
 /// A method run with several parameter sets is one row per set, labelled with the parameters that
 /// vary (`kivi(bits=2)`), as in the report's tables.
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
+    // Failed records hold no measurement (see [`Record::error`]).
+    if records.iter().any(Record::is_failed) {
+        let ok: Vec<Record> = records.iter().filter(|r| !r.is_failed()).cloned().collect();
+        return summarize(&ok);
+    }
     let labels = crate::aggregate::method_labels(records);
     let label = |r: &Record| {
         labels
