@@ -378,13 +378,25 @@ fn cmd_run(
         }
         print_report(&report);
     }
+    let mut problems = Vec::new();
+    if outcome.failed > 0 {
+        problems.push(format!("{} failed", outcome.failed));
+    }
+    if outcome.skipped_turns > 0 {
+        problems.push(format!(
+            "{} turn(s) skipped for their data",
+            outcome.skipped_turns
+        ));
+    }
     println!(
-        "{} record(s) written ({} failed), {} already done, {} turn(s) skipped for their data; \
-         results in {}",
+        "{} record(s) written, {} already done{}; results in {}",
         outcome.written,
-        outcome.failed,
         outcome.skipped,
-        outcome.skipped_turns,
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", problems.join(", "))
+        },
         outcome.results.display()
     );
     if outcome.written == outcome.failed && outcome.skipped == 0 {
