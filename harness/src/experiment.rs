@@ -64,12 +64,13 @@ pub struct Plan {
     pub raw: RawExperiment,
     pub model: ModelSpec,
     pub runs: Vec<MethodRun>,
-    /// What the user should know but is not an error (a parameter overriding a preset's).
+    /// What the user should know but is not an error (a parameter overriding a preset's; the
+    /// degenerate settings [`crate::checks`] finds start with `warning: `).
     pub notes: Vec<String>,
 }
 
 /// 1-based line of the first occurrence of `needle` in `text`, to point errors at the YAML.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
+pub(crate) fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
 }
 
@@ -99,7 +100,7 @@ fn method_entry_lines(text: &str) -> Vec<usize> {
 }
 
 /// Line of the `index`-th entry of `methods:`, else of `methods:` itself.
-fn entry_line(text: &str, index: usize) -> Option<usize> {
+pub(crate) fn entry_line(text: &str, index: usize) -> Option<usize> {
     method_entry_lines(text)
         .get(index)
         .copied()
@@ -133,7 +134,26 @@ fn method_param_error(
     )
 }
 
-fn at(path: &Path, line: Option<usize>) -> String {
+/// An experiment's name names its run directory (`runs/NAME`), so it is a plain name:
+/// `[A-Za-z0-9._-]+`, not `.` or `..`.
+pub fn check_experiment_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name != "."
+        && name != "..";
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "field `experiment`: {name:?} is not a plain name; it names the run directory \
+             (runs/NAME), so use only letters, digits, `.`, `_` and `-` (not `.` or `..`)"
+        ))
+    }
+}
+
+pub(crate) fn at(path: &Path, line: Option<usize>) -> String {
     match line {
         Some(l) => format!("{}:{l}", path.display()),
         None => path.display().to_string(),
@@ -144,7 +164,9 @@ impl Plan {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading experiment {}", path.display()))?;
-        Self::parse(&text, path)
+        let mut plan = Self::parse(&text, path)?;
+        crate::checks::files(&mut plan.raw, &plan.model, &text, path)?;
+        Ok(plan)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
@@ -172,11 +194,13 @@ impl Plan {
             )
         };
         let mut plan = Self::validate(raw, text, path)?;
-        plan.notes = notes;
+        plan.notes.splice(0..0, notes);
         Ok(plan)
     }
 
     fn validate(raw: RawExperiment, text: &str, path: &Path) -> Result<Self> {
+        check_experiment_name(&raw.experiment)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at(path, line_of(text, "experiment:"))))?;
         let model: ModelSpec = raw.model.parse().map_err(|e| {
             anyhow::anyhow!("{}: field `model`: {e}", at(path, line_of(text, "model:")))
         })?;
@@ -217,6 +241,7 @@ impl Plan {
             m.validate()
                 .map_err(|(part, e)| method_param_error(path, text, i, m, part, &e))?;
         }
+        crate::checks::before_grid(&raw, text, path)?;
         let mut runs = Vec::new();
         for m in &raw.methods {
             let uses_budget = m.build().uses_budget();
@@ -245,12 +270,13 @@ impl Plan {
                 }
             }
         }
+        let warnings = crate::checks::grid(&raw, &runs, text, path)?;
         Ok(Self {
             source: path.to_path_buf(),
             raw,
             model,
             runs,
-            notes: Vec::new(),
+            notes: warnings,
         })
     }
 }

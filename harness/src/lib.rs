@@ -8,6 +8,7 @@
 pub mod bench;
 mod chat_pycompat;
 pub mod chat_template;
+pub mod checks;
 pub mod device;
 pub mod experiment;
 pub mod fetch;

@@ -51,6 +51,10 @@ enum Command {
         /// combined progress line; re-running resumes every shard.
         #[arg(long, value_name = "LIST", conflicts_with_all = ["shard", "device"])]
         gpus: Option<String>,
+        /// Count failed records (a device out of memory on a sample) as done; by default a
+        /// re-run retries them.
+        #[arg(long)]
+        keep_failed: bool,
     },
     /// Tables, plots and report.html from one or more runs (shards and runs merge; a record key
     /// seen twice counts once).
@@ -154,13 +158,14 @@ fn real_main() -> Result<()> {
             append,
             shard,
             gpus,
+            keep_failed,
         } => {
             let scale = Scale {
                 policy: kvbench::scale::DirPolicy::from_flags(fresh, append)?,
                 shard,
                 gpus,
             };
-            cmd_run(experiment, output, device, limit, fresh, scale)
+            cmd_run(experiment, output, device, limit, fresh, keep_failed, scale)
         }
         Command::Slurm(args) => scale_cli::slurm(args),
         Command::Status { dir } => {
@@ -299,7 +304,7 @@ fn real_main() -> Result<()> {
             let loaded = kvbench::loader::load(&files, &device)?;
             let report = kvbench::bench::run(&loaded, &device, &model, &opts)?;
             print!("{}", kvbench::bench::render(&report));
-            std::fs::write(&output, serde_json::to_string_pretty(&report)?)
+            kvbench_reports::write_atomic(&output, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {}", output.display());
             Ok(())
@@ -317,9 +322,19 @@ fn real_main() -> Result<()> {
     }
 }
 
+/// A report artefact, written atomically (temporary file + rename).
+fn write_artefact(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    kvbench_reports::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn print_notes(plan: &Plan) {
     for n in &plan.notes {
-        eprintln!("note: {n}");
+        if n.starts_with("warning: ") {
+            eprintln!("{n}");
+        } else {
+            eprintln!("note: {n}");
+        }
     }
 }
 
@@ -329,6 +344,7 @@ fn cmd_run(
     device: Option<String>,
     limit: Option<usize>,
     fresh: bool,
+    keep_failed: bool,
     scale: Scale,
 ) -> Result<()> {
     let plan = Plan::load(&experiment)?;
@@ -362,14 +378,15 @@ fn cmd_run(
             limit,
             fresh,
             progress: true,
+            keep_failed,
         },
         &claim,
     )?;
     // The resolved experiment: defaults filled in, device as run.
     let mut resolved = plan.raw.clone();
     resolved.device = Some(device_spec);
-    std::fs::write(
-        output.join("experiment.yaml"),
+    kvbench_reports::write_atomic(
+        &output.join("experiment.yaml"),
         serde_yaml_ng::to_string(&resolved)?,
     )
     .with_context(|| format!("writing {}", output.join("experiment.yaml").display()))?;
@@ -384,12 +401,35 @@ fn cmd_run(
         return scale_cli::shard_done(&output, shard, &outcome);
     }
     summarize_and_report(&output, &outcome.records)?;
+    let mut problems = Vec::new();
+    if outcome.failed > 0 {
+        problems.push(format!("{} failed", outcome.failed));
+    }
+    if outcome.skipped_turns > 0 {
+        problems.push(format!(
+            "{} turn(s) skipped for their data",
+            outcome.skipped_turns
+        ));
+    }
     println!(
-        "{} record(s) written, {} already done; results in {}",
+        "{} record(s) written, {} already done{}; results in {}",
         outcome.written,
         outcome.skipped,
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", problems.join(", "))
+        },
         outcome.results.display()
     );
+    if outcome.written == outcome.failed && outcome.skipped == 0 {
+        anyhow::bail!(
+            "the run wrote 0 successful records ({} failed, {} turn(s) skipped): nothing was \
+             measured; see the warnings above",
+            outcome.failed,
+            outcome.skipped_turns
+        );
+    }
     Ok(())
 }
 
@@ -401,8 +441,8 @@ fn summarize_and_report(
     let output = output.to_path_buf();
     let rows = kvbench_reports::summarize(records);
     let md = kvbench_reports::to_markdown(&rows);
-    std::fs::write(output.join("summary.md"), &md)?;
-    std::fs::write(output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
+    write_artefact(&output.join("summary.md"), &md)?;
+    write_artefact(&output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
     println!("{md}");
     // The same report `kvbench report OUTPUT` writes: every run directory has its report.
     if records.is_empty() {
@@ -420,7 +460,7 @@ fn summarize_and_report(
             .collect();
         if !breakdowns.is_empty() {
             let text = breakdowns.join("\n");
-            std::fs::write(output.join("summary.md"), format!("{md}\n{text}"))?;
+            write_artefact(&output.join("summary.md"), format!("{md}\n{text}"))?;
             println!("{text}");
         }
         print_report(&report);
@@ -479,6 +519,12 @@ fn print_report(outcome: &kvbench_reports::ReportOutcome) {
             "warning: {} record key(s) appeared more than once ({identical} identical, {} differing); each counted once, from the first file given",
             outcome.duplicates.len(),
             outcome.duplicates.len() - identical
+        );
+    }
+    if outcome.failed > 0 {
+        eprintln!(
+            "warning: {} failed record(s) (see their `error`) left out of the report",
+            outcome.failed
         );
     }
     for (name, why) in &outcome.skipped_plots {

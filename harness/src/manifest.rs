@@ -120,22 +120,10 @@ pub fn version_line() -> String {
 /// Files larger than this are identified by size only (hashing them would add minutes).
 const HASH_LIMIT: u64 = 4 << 30;
 
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// The file's sha256: from its cache location where the cache names files by it (kvbench's
-/// `files/sha256-{hex}/`, the hub's `blobs/{sha256}` for LFS files), else computed.
+/// The file's sha256, computed from its bytes (never taken from a cache directory's name: a
+/// cached file can change after it was stored); `None` above [`HASH_LIMIT`].
 pub fn file_sha256(path: &Path) -> Result<Option<String>> {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    for part in real.iter().rev().filter_map(|p| p.to_str()) {
-        if is_sha256(part) {
-            return Ok(Some(part.to_ascii_lowercase()));
-        }
-        if let Some(hex) = part.strip_prefix("sha256-").filter(|h| is_sha256(h)) {
-            return Ok(Some(hex.to_ascii_lowercase()));
-        }
-    }
     let len = std::fs::metadata(&real)
         .with_context(|| format!("reading {}", real.display()))?
         .len();
@@ -203,13 +191,31 @@ pub fn write(
         "datasets": prompts.datasets,
     });
     let path = dir.join("run.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
+    kvbench_reports::write_atomic(&path, serde_json::to_string_pretty(&manifest)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17 item 2: the sha256 in run.json is the file's, not its cache directory's name.
+    #[test]
+    fn model_sha256_is_computed_from_the_bytes() {
+        let dir = std::env::temp_dir().join(format!("kvbench-sha-{}", std::process::id()));
+        let claimed = "ab".repeat(32);
+        let cached = dir.join(format!("sha256-{claimed}")).join(&claimed);
+        std::fs::create_dir_all(&cached).unwrap();
+        let file = cached.join("m.gguf");
+        std::fs::write(&file, b"changed after it was cached").unwrap();
+        let got = file_sha256(&file).unwrap().unwrap();
+        assert_eq!(
+            got,
+            hex::encode(Sha256::digest(b"changed after it was cached"))
+        );
+        assert_ne!(got, claimed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn dataset_entries_name_the_revision_and_every_file() {

@@ -15,8 +15,13 @@ use serde::Serialize;
 pub enum TruncationPolicy {
     /// Middle-truncate the context so the prompt and the decode budget fit `window` tokens.
     Middle { window: usize },
-    /// The dataset's own `max_length` (the dataset truncated already).
-    MaxLength { max_length: usize },
+    /// The dataset's own `max_length` (the dataset truncated already); a prompt still longer
+    /// than the model's `window` is middle-truncated to it (with a warning naming the sample).
+    MaxLength {
+        max_length: usize,
+        #[serde(skip)]
+        window: usize,
+    },
 }
 
 #[derive(thiserror::Error, Debug, PartialEq, Eq)]
@@ -35,7 +40,7 @@ impl TruncationPolicy {
     /// `max_length` if the dataset sets one, else middle truncation to `window`.
     pub fn new(max_length: Option<usize>, window: usize) -> Self {
         match max_length {
-            Some(max_length) => Self::MaxLength { max_length },
+            Some(max_length) => Self::MaxLength { max_length, window },
             None => Self::Middle { window },
         }
     }
@@ -44,20 +49,39 @@ impl TruncationPolicy {
     pub fn label(&self) -> String {
         match self {
             Self::Middle { window } => format!("middle (window {window} - max_new_tokens)"),
-            Self::MaxLength { max_length } => format!("max_length {max_length}"),
+            Self::MaxLength { max_length, .. } => format!("max_length {max_length}"),
         }
     }
 
+    /// The model's context window (positions) the prompt and the decode budget must fit.
+    pub fn window(&self) -> usize {
+        match *self {
+            Self::Middle { window } | Self::MaxLength { window, .. } => window,
+        }
+    }
+
+    /// A turn's `max_new_tokens`, capped so that the question, at least one context token and
+    /// the generated tokens fit the window: `min(asked, window - question_len - 1)` (0 when not
+    /// even the question fits).
+    pub fn cap_new_tokens(&self, asked: usize, question_len: usize) -> usize {
+        asked.min(self.window().saturating_sub(question_len + 1))
+    }
+
     /// Truncate `context` in place so that the prompt fits; returns the number of tokens cut.
+    /// Under `MaxLength` the dataset truncated already, and only a prompt that still does not
+    /// fit the model's window is cut (middle truncation, as `Middle`).
     pub fn apply(
         &self,
         context: &mut Vec<u32>,
         question_len: usize,
         max_new_tokens: usize,
     ) -> Result<usize, TooLong> {
-        let Self::Middle { window } = *self else {
-            return Ok(0);
-        };
+        let window = self.window();
+        if let Self::MaxLength { .. } = self {
+            if context.len() + question_len + max_new_tokens <= window {
+                return Ok(0);
+            }
+        }
         let budget = window
             .checked_sub(question_len + max_new_tokens)
             .filter(|&b| b > 0)
@@ -117,12 +141,32 @@ mod tests {
     fn explicit_max_length_leaves_the_harness_out() {
         let p = TruncationPolicy::new(Some(8), 20);
         assert_eq!(p.label(), "max_length 8");
-        let mut ctx: Vec<u32> = (0..100).collect();
+        let mut ctx: Vec<u32> = (0..10).collect();
         assert_eq!(p.apply(&mut ctx, 4, 6), Ok(0));
-        assert_eq!(ctx.len(), 100);
+        assert_eq!(ctx.len(), 10);
         assert_eq!(
             TruncationPolicy::new(None, 8192).label(),
             "middle (window 8192 - max_new_tokens)"
+        );
+    }
+
+    /// Issue 17 item 7: a prompt longer than the model's positions is middle-truncated even
+    /// when the dataset's own `max_length` is larger than the window; `max_new_tokens` is
+    /// capped by the window.
+    #[test]
+    fn a_prompt_beyond_the_models_positions_is_cut_even_under_max_length() {
+        let p = TruncationPolicy::new(Some(31_500), 20);
+        let mut ctx: Vec<u32> = (0..100).collect();
+        assert_eq!(p.apply(&mut ctx, 4, 6), Ok(90));
+        assert_eq!(ctx, vec![0, 1, 2, 3, 4, 95, 96, 97, 98, 99]);
+        assert_eq!(p.window(), 20);
+        assert_eq!(p.cap_new_tokens(500, 4), 15);
+        assert_eq!(p.cap_new_tokens(6, 4), 6);
+        assert_eq!(p.cap_new_tokens(6, 25), 0);
+        // run.json keeps its shape: the window is not serialised under `max_length`.
+        assert_eq!(
+            serde_json::to_value(p).unwrap(),
+            serde_json::json!({"policy": "max_length", "max_length": 31500})
         );
     }
 }

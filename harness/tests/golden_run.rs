@@ -115,6 +115,7 @@ fn small_experiment_reproduces_stored_records() {
             limit: None,
             fresh: true,
             progress: false,
+            keep_failed: false,
         },
     )
     .unwrap();

@@ -168,7 +168,25 @@ impl HubRepo {
     }
 
     /// The local path of `file`: from the cache, else downloaded; an LFS file's sha256 checked.
+    /// A cached blob whose bytes changed since it was verified is hashed again; when it no longer
+    /// matches, it is removed and downloaded once more.
     pub fn get(&self, file: &str) -> Result<PathBuf, HubError> {
+        match self.get_once(file) {
+            // The bad blob and its link are gone: the next get downloads it again.
+            Err(HubError::HashMismatch { actual, .. }) => {
+                let path = self.get_once(file)?;
+                eprintln!(
+                    "warning: {file} of {} had sha256 {actual}, not its own; it was removed \
+                     and downloaded again",
+                    self.repo
+                );
+                Ok(path)
+            }
+            other => other,
+        }
+    }
+
+    fn get_once(&self, file: &str) -> Result<PathBuf, HubError> {
         let path = self.api.get(file).map_err(|source| HubError::Api {
             kind: self.kind,
             repo: self.repo.clone(),
@@ -210,7 +228,8 @@ impl HubRepo {
         }
         let marker_dir = self.opts.cache_dir.join("hub-verified");
         let marker = marker_dir.join(&etag);
-        if marker.exists() {
+        let stamp = file_stamp(&blob);
+        if stamp.is_some() && std::fs::read_to_string(&marker).ok() == stamp {
             return Ok(());
         }
         let len = std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0);
@@ -228,9 +247,26 @@ impl HubRepo {
             });
         }
         // A read-only cache still works: the hash is just checked again next time.
-        let _ = std::fs::create_dir_all(&marker_dir).and_then(|_| std::fs::write(&marker, ""));
+        if let Some(stamp) = file_stamp(&blob) {
+            let _ =
+                std::fs::create_dir_all(&marker_dir).and_then(|_| std::fs::write(&marker, stamp));
+        }
         Ok(())
     }
+}
+
+/// `{size} {mtime in ns since the epoch}` of a file: what a `.verified` marker records, so a file
+/// whose bytes changed after it was verified (a different size or modification time) is hashed
+/// again. `None` when the metadata cannot be read.
+pub fn file_stamp(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{} {mtime}", meta.len()))
 }
 
 /// `$HF_TOKEN`, else the token `huggingface-cli login` stored ($HF_HOME/token or

@@ -3,6 +3,7 @@
 //! report.
 
 pub mod aggregate;
+pub mod atomic;
 pub mod bootstrap;
 pub mod breakdown;
 pub mod compare;
@@ -16,6 +17,7 @@ pub mod results;
 pub mod summary;
 pub mod tables;
 
+pub use atomic::{unique_backup, write_atomic};
 pub use record::Record;
 pub use report::{report, write_report, ReportError, ReportOptions, ReportOutcome};
 pub use results::{read_results, ResultsError, ResultsWriter};

@@ -95,6 +95,12 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<Merged, ReportError> {
             });
             for r in records {
                 match seen.get(&r.key) {
+                    // A failed record retried later: the success replaces it.
+                    Some((i, _)) if merged.records[*i].is_failed() && !r.is_failed() => {
+                        let i = *i;
+                        seen.insert(r.key.clone(), (i, file.clone()));
+                        merged.records[i] = r;
+                    }
                     Some((i, kept)) => merged.duplicates.push(Duplicate {
                         key: r.key.clone(),
                         kept: kept.clone(),

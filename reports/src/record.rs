@@ -65,4 +65,16 @@ pub struct Record {
     /// layers reading another layer's cache; null when everything is dense.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub kv_storage: serde_json::Value,
+    /// Why this work failed (a device out of memory on this sample, ...): a failed record holds
+    /// no measurement (scores and timings are 0), reports leave it out and count it, and a
+    /// re-run retries it (unless `--keep-failed`); absent for a record that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record {
+    /// Whether the work failed ([`Record::error`]): no measurement to aggregate.
+    pub fn is_failed(&self) -> bool {
+        self.error.is_some()
+    }
 }

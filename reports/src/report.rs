@@ -88,6 +88,8 @@ pub struct ReportOutcome {
     pub skipped_plots: Vec<(String, String)>,
     pub duplicates: Vec<Duplicate>,
     pub records: usize,
+    /// Failed records (with an `error`), left out of the tables and plots.
+    pub failed: usize,
     /// The tables themselves (what the files hold).
     pub table_data: Vec<Table>,
 }
@@ -138,13 +140,30 @@ fn tables_of(
 }
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), ReportError> {
-    std::fs::write(path, bytes).map_err(|source| ReportError::Io {
+    crate::atomic::write_atomic(path, bytes).map_err(|source| ReportError::Io {
         path: path.into(),
         source,
     })
 }
 
 pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutcome, ReportError> {
+    // Failed records (a device out of memory, ...) hold no measurement: counted, left out.
+    let failed = merged.records.iter().filter(|r| r.is_failed()).count();
+    let succeeded;
+    let merged = if failed > 0 {
+        succeeded = Merged {
+            records: merged
+                .records
+                .iter()
+                .filter(|r| !r.is_failed())
+                .cloned()
+                .collect(),
+            ..merged.clone()
+        };
+        &succeeded
+    } else {
+        merged
+    };
     if merged.records.is_empty() {
         let names: Vec<String> = merged
             .sources
@@ -219,6 +238,7 @@ pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutco
         skipped_plots,
         duplicates: merged.duplicates.clone(),
         records: merged.records.len(),
+        failed,
         table_data,
     })
 }

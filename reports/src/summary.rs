@@ -30,6 +30,11 @@ pub struct SummaryRow {
 /// A record key seen more than once (two runs that wrote one file, a shard given twice) counts
 /// once: the first record with the key.
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
+    // Failed records hold no measurement (see [`Record::error`]).
+    if records.iter().any(Record::is_failed) {
+        let ok: Vec<Record> = records.iter().filter(|r| !r.is_failed()).cloned().collect();
+        return summarize(&ok);
+    }
     let mut keys = std::collections::HashSet::new();
     let unique: Vec<Record>;
     let records = if records.iter().all(|r| keys.insert(&r.key)) {

@@ -142,6 +142,7 @@ fn synthetic() -> Vec<Record> {
                     key: format!("{dataset}|{id}|{method}|{label}"),
                     meta: meta.clone(),
                     kv_storage: serde_json::Value::Null,
+                    error: None,
                 });
             }
         }

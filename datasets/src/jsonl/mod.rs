@@ -348,6 +348,16 @@ impl JsonlConfig {
         let f = &self.fields;
         let context = required_string(&mut object, &f.context_field)?;
         let question = required_string(&mut object, &f.question_field)?;
+        // Nothing to prefill or nothing to ask: the line is skipped (named), never the run.
+        for (field, text) in [(&f.context_field, &context), (&f.question_field, &question)] {
+            if text.trim().is_empty() {
+                return Err(invalid(
+                    field,
+                    &Value::String(text.clone()),
+                    "a non-empty string",
+                ));
+            }
+        }
         let answers = answers(&mut object, &f.answers_field)?;
         let id = match object.remove(&f.id_field) {
             None | Some(Value::Null) => format!("{stem}-{line}"),

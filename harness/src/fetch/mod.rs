@@ -404,9 +404,10 @@ pub(crate) fn index_shards(index_json: &[u8]) -> Result<Vec<String>, String> {
         let file = file
             .as_str()
             .ok_or_else(|| format!("weight_map[{tensor:?}] is not a string"))?;
-        if file.is_empty() || file.split('/').any(|c| c == "..") {
+        if let Err(why) = check_repo_relative(file) {
             return Err(format!(
-                "weight_map[{tensor:?}] = {file:?} is not a shard name"
+                "weight_map[{tensor:?}] = {file:?} is not a shard name: {why}; an index may \
+                 only name relative paths inside the repository"
             ));
         }
         shards.insert(file.to_string());
@@ -415,6 +416,31 @@ pub(crate) fn index_shards(index_json: &[u8]) -> Result<Vec<String>, String> {
         return Err("\"weight_map\" is empty".into());
     }
     Ok(shards.into_iter().collect())
+}
+
+/// A path named by a repository file (an index's `weight_map` entry) must stay inside the
+/// repository: relative, `/`-separated, with no empty, `.` or `..` component and no `\`.
+pub(crate) fn check_repo_relative(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.contains('\\') {
+        return Err("it contains `\\`");
+    }
+    if name.starts_with('/') || Path::new(name).is_absolute() || name.contains(':') {
+        return Err("it is absolute");
+    }
+    if name.contains('\0') {
+        return Err("it contains a NUL byte");
+    }
+    for c in name.split('/') {
+        match c {
+            "" => return Err("it has an empty path component"),
+            "." | ".." => return Err("it has a `.` or `..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn resolve_local(path: &Path) -> Result<ModelFiles, FetchError> {

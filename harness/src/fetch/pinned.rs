@@ -47,7 +47,7 @@ pub fn fetch_alias(alias: &ModelAlias, opts: &FetchOptions) -> Result<PathBuf, F
     let dest = dir.join(alias.file_name);
     let marker = dir.join(format!("{}.verified", alias.file_name));
 
-    if size_matches(&dest, alias.size) && marker_ok(&marker, &sha) {
+    if size_matches(&dest, alias.size) && marker_ok(&marker, &sha, &dest) {
         return Ok(dest);
     }
     let _guard = DOWNLOAD.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,7 +62,7 @@ pub fn fetch_alias(alias: &ModelAlias, opts: &FetchOptions) -> Result<PathBuf, F
     for source in alias.sources {
         match fetch_source(&agent, source, alias, &sha, &dir, &dest, opts) {
             Ok(()) => {
-                let _ = std::fs::write(&marker, &sha);
+                write_marker(&marker, &sha, &dest);
                 return Ok(dest);
             }
             Err(e) => errors.push((source.to_string(), e)),
@@ -79,8 +79,23 @@ fn size_matches(path: &Path, size: u64) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
 }
 
-fn marker_ok(marker: &Path, sha: &str) -> bool {
-    std::fs::read_to_string(marker).is_ok_and(|s| s.trim() == sha)
+/// The marker holds the sha256 and the file's size and mtime when it was verified
+/// ([`kvbench_hub::file_stamp`]): a file changed since (another size or mtime) is hashed again.
+fn marker_ok(marker: &Path, sha: &str, file: &Path) -> bool {
+    let Some(stamp) = kvbench_hub::file_stamp(file) else {
+        return false;
+    };
+    std::fs::read_to_string(marker).is_ok_and(|s| {
+        let mut lines = s.lines();
+        lines.next() == Some(sha) && lines.next() == Some(stamp.as_str())
+    })
+}
+
+fn write_marker(marker: &Path, sha: &str, file: &Path) {
+    if let Some(stamp) = kvbench_hub::file_stamp(file) {
+        // A read-only cache still works: the hash is just checked again next time.
+        let _ = std::fs::write(marker, format!("{sha}\n{stamp}\n"));
+    }
 }
 
 /// Whether `dest` holds the pinned bytes. A wrong-sized or wrong-hash file is removed (it is in
@@ -96,17 +111,21 @@ fn cached(
         return Ok(false);
     };
     if meta.is_file() && meta.len() == alias.size {
-        if marker_ok(marker, sha) {
+        if marker_ok(marker, sha, dest) {
             return Ok(true);
         }
         let pb = http::bar(opts, alias.size, format!("verifying {}", alias.file_name));
         let actual = http::sha256_file(dest, &pb)?;
         pb.finish_and_clear();
         if actual == sha {
-            // A read-only cache still works: the hash is just checked again next time.
-            let _ = std::fs::write(marker, sha);
+            write_marker(marker, sha, dest);
             return Ok(true);
         }
+        eprintln!(
+            "warning: cached {} has sha256 {actual}, expected {sha} (changed after it was \
+             verified?); it is removed and downloaded again",
+            dest.display()
+        );
     }
     let _ = std::fs::remove_file(marker);
     std::fs::remove_file(dest)

@@ -52,12 +52,19 @@ pub struct RunOptions {
     /// Start over: move existing results aside instead of resuming.
     pub fresh: bool,
     pub progress: bool,
+    /// Count failed records (a device out of memory, ...) as done; by default a re-run retries
+    /// them.
+    pub keep_failed: bool,
 }
 
 pub struct RunOutcome {
     pub results: PathBuf,
     pub written: usize,
+    /// Of `written`, the failed records (with an `error`).
+    pub failed: usize,
     pub skipped: usize,
+    /// Turns skipped for their own data (empty context or question, ...), with a warning each.
+    pub skipped_turns: usize,
     /// Every record in the output directory after the run (earlier runs and every shard's file
     /// included), each key once.
     pub records: Vec<Record>,
@@ -104,7 +111,7 @@ pub fn run_claimed(
     if opts.fresh {
         set_aside(&results)?;
     }
-    let done = crate::scale::done_keys(&opts.output, claim.shard)?;
+    let done = crate::scale::done_keys(&opts.output, claim.shard, opts.keep_failed)?;
     let mut writer = ResultsWriter::open(&results)?;
     let engine = Engine::new(loaded, device, plan.raw.attention_chunk);
     let mut work = RunPlan::new(plan, loaded, opts.limit)?;
@@ -124,7 +131,9 @@ pub fn run_claimed(
             device_label: crate::device::label(device),
         },
         written: 0,
+        failed: 0,
         skipped: 0,
+        skipped_turns: 0,
     };
     let bar = progress_bar(opts.progress, work.total_samples());
     let mut samples = || -> Result<()> {
@@ -163,12 +172,15 @@ pub fn run_claimed(
         }
         Err(e) => return Err(e.into()),
     };
+    let (failed, skipped_turns) = (runner.failed, runner.skipped_turns);
     Ok(RunOutcome {
         data: work.datasets.iter().map(|d| d.data.clone()).collect(),
         records,
         results,
         written,
+        failed,
         skipped,
+        skipped_turns,
     })
 }
 
@@ -214,7 +226,26 @@ struct SampleRunner<'a> {
     writer: &'a mut ResultsWriter,
     facts: RunFacts<'a>,
     written: usize,
+    failed: usize,
     skipped: usize,
+    skipped_turns: usize,
+}
+
+/// A device out of memory: the work of this sample fails, the run goes on.
+fn is_oom(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}").to_ascii_lowercase();
+    text.contains("out of memory") || text.contains("out_of_memory")
+}
+
+/// Test hook: `KVBENCH_TEST_OOM=SAMPLE_ID` makes that sample's prefill fail as a device out of
+/// memory would, so the failure path can be tested on the CPU. Read only here.
+fn injected_oom(sample_id: &str) -> Result<()> {
+    match std::env::var("KVBENCH_TEST_OOM") {
+        Ok(id) if id == sample_id => {
+            anyhow::bail!("out of memory (injected by KVBENCH_TEST_OOM={id})")
+        }
+        _ => Ok(()),
+    }
 }
 
 impl SampleRunner<'_> {
@@ -250,7 +281,18 @@ impl SampleRunner<'_> {
         keys: Vec<String>,
     ) -> Result<()> {
         let engine = self.engine;
-        let prompt = TurnPrompt::new(engine, prompting, &turn)?;
+        let prompt = match TurnPrompt::new(engine, prompting, &turn) {
+            Ok(p) => p,
+            Err(e) if e.downcast_ref::<prefill::SkipSample>().is_some() => {
+                eprintln!(
+                    "warning: skipped sample `{}` (dataset `{}`, turn {}): {e}",
+                    turn.sample.id, turn.dataset, turn.index
+                );
+                self.skipped_turns += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let mut pending: Vec<(&PlannedRun, String)> = Vec::new();
         for (planned, key) in self.work.runs.iter().zip(keys) {
             if self.done.contains(&key) {
@@ -260,20 +302,50 @@ impl SampleRunner<'_> {
             }
         }
         let needs = self.work.needs;
-        let agnostic = engine.prefill(
-            &prompt,
-            Split::QueryAgnostic,
-            needs.of(Split::QueryAgnostic),
-        )?;
-        let reference = generate(
-            engine,
-            &agnostic,
-            &Request::reference(prompt.max_new_tokens),
-        )?;
+        let shared = injected_oom(&turn.sample.id)
+            .and_then(|()| {
+                engine.prefill(
+                    &prompt,
+                    Split::QueryAgnostic,
+                    needs.of(Split::QueryAgnostic),
+                )
+            })
+            .and_then(|agnostic| {
+                let reference = generate(
+                    engine,
+                    &agnostic,
+                    &Request::reference(prompt.max_new_tokens),
+                )?;
+                Ok((agnostic, reference))
+            });
+        let (agnostic, reference) = match shared {
+            Ok(shared) => shared,
+            // Nothing of this turn can run: every pending record fails with the reason.
+            Err(e) if is_oom(&e) => {
+                for (planned, key) in &pending {
+                    self.fail(turn, planned, key, &e)?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         self.split_runs(turn, &prompt, &agnostic, &reference, &pending)?;
         drop(agnostic);
         if pending.iter().any(|(p, _)| p.split() == Split::QueryAware) {
-            let aware = engine.prefill(&prompt, Split::QueryAware, needs.of(Split::QueryAware))?;
+            let aware =
+                match engine.prefill(&prompt, Split::QueryAware, needs.of(Split::QueryAware)) {
+                    Ok(aware) => aware,
+                    Err(e) if is_oom(&e) => {
+                        let aware_runs = pending
+                            .iter()
+                            .filter(|(p, _)| p.split() == Split::QueryAware);
+                        for (planned, key) in aware_runs {
+                            self.fail(turn, planned, key, &e)?;
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
             self.split_runs(turn, &prompt, &aware, &reference, &pending)?;
         }
         Ok(())
@@ -299,7 +371,14 @@ impl SampleRunner<'_> {
             let g = match planned.role {
                 Role::Reference => reference,
                 Role::Compressed => {
-                    own = generate(engine, prefilled, &planned.request(prompt.max_new_tokens))?;
+                    match generate(engine, prefilled, &planned.request(prompt.max_new_tokens)) {
+                        Ok(g) => own = g,
+                        Err(e) if is_oom(&e) => {
+                            self.fail(turn, planned, key, &e)?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     &own
                 }
             };
@@ -314,6 +393,30 @@ impl SampleRunner<'_> {
                 .append(&record::build(&self.facts, &facts, outcome))?;
             self.written += 1;
         }
+        Ok(())
+    }
+
+    /// Record that `planned` failed on this turn (the run goes on; a re-run retries it).
+    fn fail(
+        &mut self,
+        turn: TurnRef,
+        planned: &PlannedRun,
+        key: &str,
+        e: &anyhow::Error,
+    ) -> Result<()> {
+        let reason = format!("{e:#}");
+        eprintln!(
+            "warning: sample `{}` (dataset `{}`, turn {}), {}: failed: {reason}; recorded as \
+             failed, the run goes on",
+            turn.sample.id,
+            turn.dataset,
+            turn.index,
+            planned.method.name()
+        );
+        let record = record::failed(&self.facts, &turn, planned, key.to_string(), reason);
+        self.writer.append(&record)?;
+        self.written += 1;
+        self.failed += 1;
         Ok(())
     }
 }
@@ -336,11 +439,7 @@ fn progress_bar(show: bool, total: usize) -> ProgressBar {
 /// Move an existing results file aside (never delete results).
 fn set_aside(path: &Path) -> Result<()> {
     if path.exists() {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let aside = path.with_extension(format!("jsonl.{stamp}.bak"));
+        let aside = kvbench_reports::unique_backup(path);
         std::fs::rename(path, &aside)
             .with_context(|| format!("moving {} aside", path.display()))?;
         eprintln!("--fresh: previous results moved to {}", aside.display());

@@ -111,6 +111,15 @@ impl<'a> RunPlan<'a> {
                 eprintln!("warning: skipped {e}");
             }
             let mut samples = loaded_set.samples;
+            if samples.is_empty() && limit != Some(0) {
+                anyhow::bail!(
+                    "{}: dataset `{}` yields 0 samples ({} record(s) skipped, see the warnings \
+                     above); nothing to run",
+                    plan.source.display(),
+                    d.name(),
+                    loaded_set.errors.len()
+                );
+            }
             if let Some(n) = limit {
                 samples = first_per_task(samples, n);
             }

@@ -135,6 +135,13 @@ impl Split {
     }
 }
 
+/// A turn that cannot be run for a reason of its own data (empty context or question, a
+/// question longer than the model's positions): skipped with a warning naming the sample, and
+/// the run goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct SkipSample(pub String);
+
 /// One turn as tokens.
 pub(super) struct TurnPrompt {
     pub context_ids: Vec<u32>,
@@ -150,21 +157,49 @@ impl TurnPrompt {
     /// context.
     pub fn new(engine: &Engine, prompting: &Prompting, turn: &TurnRef) -> Result<Self> {
         let (sample, index) = (turn.sample, turn.index);
-        let max_new_tokens = sample.turn_max_new_tokens(index);
+        let asked = sample.turn_max_new_tokens(index);
         let template = prompting
             .template
             .as_ref()
             .filter(|_| prompting.mode.applies(sample, true));
         let text = turn_text(sample, index, template)?;
         let (mut context_ids, question_ids) = tokenize(&engine.loaded.tokenizer, &text)?;
-        let truncated_tokens =
-            prompting
-                .truncation
-                .apply(&mut context_ids, question_ids.len(), max_new_tokens)?;
-        anyhow::ensure!(
-            !context_ids.is_empty() && !question_ids.is_empty(),
-            "empty context or question after tokenization"
-        );
+        // Data problems are the sample's, never the run's: the caller skips it with a warning.
+        if context_ids.is_empty() || question_ids.is_empty() {
+            return Err(SkipSample("empty context or question after tokenization".into()).into());
+        }
+        let policy = &prompting.truncation;
+        let max_new_tokens = policy.cap_new_tokens(asked, question_ids.len());
+        if max_new_tokens == 0 {
+            return Err(SkipSample(format!(
+                "the question alone is {} tokens, beyond the model's {} positions",
+                question_ids.len(),
+                policy.window()
+            ))
+            .into());
+        }
+        if max_new_tokens < asked {
+            eprintln!(
+                "warning: sample `{}` (dataset `{}`, turn {index}): max_new_tokens {asked} capped \
+                 to {max_new_tokens} by the model's {} positions",
+                sample.id,
+                turn.dataset,
+                policy.window()
+            );
+        }
+        let before = context_ids.len();
+        let truncated_tokens = policy
+            .apply(&mut context_ids, question_ids.len(), max_new_tokens)
+            .map_err(|e| SkipSample(e.to_string()))?;
+        if truncated_tokens > 0 && matches!(policy, TruncationPolicy::MaxLength { .. }) {
+            eprintln!(
+                "warning: sample `{}` (dataset `{}`, turn {index}): {before} context tokens do not \
+                 fit the model's {} positions; middle-truncated by {truncated_tokens}",
+                sample.id,
+                turn.dataset,
+                policy.window()
+            );
+        }
         Ok(Self {
             context_ids,
             question_ids,

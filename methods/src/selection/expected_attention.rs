@@ -102,6 +102,13 @@ impl Scorer for ExpectedAttention {
         }
     }
     fn validate(&self) -> std::result::Result<(), crate::ParamError> {
+        // The rotation is averaged over these positions: 0 would divide by zero (NaN scores).
+        crate::params::check_positive(
+            "expected_attention",
+            "future_positions",
+            self.future_positions,
+            "future positions the RoPE rotation is averaged over; the default is 512",
+        )?;
         if !self.epsilon.is_finite() {
             return Err(crate::ParamError::new(
                 "expected_attention",

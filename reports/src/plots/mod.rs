@@ -179,7 +179,7 @@ pub fn save<F: Figure>(
         root.present().map_err(|e| err(de(e)))?;
     }
     let svg_path = dir.join(format!("{name}.svg"));
-    std::fs::write(&svg_path, svg).map_err(|source| ReportError::Io {
+    crate::atomic::write_atomic(&svg_path, svg).map_err(|source| ReportError::Io {
         path: svg_path.clone(),
         source,
     })?;
@@ -195,8 +195,8 @@ pub fn save<F: Figure>(
 }
 
 fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<(), Box<dyn std::error::Error>> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut enc = png::Encoder::new(file, w, h);
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Best);
@@ -204,6 +204,7 @@ fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<(), Box<dyn std:
     let mut writer = enc.write_header()?;
     writer.write_image_data(rgb)?;
     writer.finish()?;
+    crate::atomic::write_atomic(path, &bytes)?;
     Ok(())
 }
 
