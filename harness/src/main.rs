@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kvbench::experiment::Plan;
-use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
+use kvbench::fetch::{resolve, FetchOptions, ModelFiles, ModelSpec};
+use kvbench::overrides::Overrides;
 use kvbench::run::{run, RunOptions};
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +27,7 @@ struct Cli {
 enum Command {
     /// Run an experiment: every dataset x method x budget, appending to OUTPUT/results.jsonl.
     Run {
+        /// The experiment YAML file (`kvbench init` writes a starter).
         experiment: PathBuf,
         /// Output directory (default: runs/<experiment name>).
         #[arg(long)]
@@ -38,6 +42,12 @@ enum Command {
         /// Start over: move existing results aside instead of skipping finished records.
         #[arg(long)]
         fresh: bool,
+        /// Print the exact prompts of the first sample of each dataset (as `kvbench
+        /// show-prompt`) and stop: no method runs, nothing is written.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Tables, plots and report.html from one or more runs (shards and runs merge; a record key
     /// seen twice counts once).
@@ -66,28 +76,67 @@ enum Command {
         title: Option<String>,
     },
     /// Check an experiment file without running it.
-    Validate { experiment: PathBuf },
-    /// List the registered compression methods.
+    Validate {
+        /// The experiment YAML file.
+        experiment: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the exact prompts of the first samples (chat template, context | question split,
+    /// token counts, truncation) as `run` would build them, without running any method.
+    ShowPrompt {
+        /// The experiment YAML file.
+        experiment: PathBuf,
+        /// How many samples of each dataset to show.
+        #[arg(long, default_value_t = 1)]
+        samples: usize,
+        /// As `run --limit`: at most N samples of each task before choosing the first ones.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Write a commented starter experiment that validates as written.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "experiment.yaml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the registered compression methods, or show one with every parameter, its default
+    /// and the YAML to use it.
     Methods {
+        /// A method name: show it alone, in full.
+        name: Option<String>,
+        /// The whole list as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List the model registry's aliases (pinned files `kvbench fetch` downloads) and the model
     /// families kvbench runs.
     Models {
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List the registered datasets.
+    /// List the registered datasets, or show one with every option, its default, its inputs and
+    /// an example entry.
     Datasets {
+        /// A dataset name: show it alone, in full.
+        name: Option<String>,
+        /// The whole list as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Microbenchmarks on the device: prefill and decode vs context length, compression time per
     /// method, one sample end to end, prefill sharing, peak memory. Medians over repeats.
     Bench {
+        /// Model to measure: a registry alias, hf:ORG/REPO[@REV] or a local path.
         #[arg(long, default_value = "smollm2-135m-instruct-q4_1")]
         model: String,
+        /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
         /// Prefill lengths (default: 1k..32k on CUDA, 512..4k on CPU).
@@ -99,8 +148,10 @@ enum Command {
         /// Context length of the per-method, end-to-end and sharing measurements.
         #[arg(long)]
         sample_length: Option<usize>,
+        /// Repeats per measurement (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Queries per attention chunk during prefill (bounds the score buffer).
         #[arg(long, default_value_t = 512)]
         attention_chunk: usize,
         /// Also write the report as JSON here.
@@ -109,28 +160,59 @@ enum Command {
     },
     /// Download a model (alias, hf:ORG/REPO[@REV] or path) into the cache and print its files;
     /// without a model, list the registry aliases and the families kvbench runs.
-    Fetch { model: Option<String> },
+    Fetch {
+        /// A registry alias, hf:ORG/REPO[@REV][:FILE.gguf] or a local path.
+        model: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::errors::render(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn real_main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Run {
+fn real_main() -> Result<ExitCode> {
+    let command = Cli::parse().command;
+    if let Command::Run {
+        experiment,
+        output,
+        device,
+        limit,
+        fresh,
+        dry_run,
+        overrides,
+    } = command
+    {
+        if dry_run {
+            return show_prompt(&experiment, 1, limit, &overrides).map(|()| ExitCode::SUCCESS);
+        }
+        return cmd_run(experiment, output, device, limit, fresh, &overrides);
+    }
+    other_command(command).map(|()| ExitCode::SUCCESS)
+}
+
+fn other_command(command: Command) -> Result<()> {
+    match command {
+        Command::Run { .. } => unreachable!("handled in real_main"),
+        Command::ShowPrompt {
             experiment,
-            output,
-            device,
+            samples,
             limit,
-            fresh,
-        } => cmd_run(experiment, output, device, limit, fresh),
+            overrides,
+        } => show_prompt(&experiment, samples, limit, &overrides),
+        Command::Init { path, force } => {
+            cli::init::write(&path, force)?;
+            println!(
+                "wrote {p}; check it with `kvbench validate {p}`, run it with `kvbench run {p}`",
+                p = path.display()
+            );
+            Ok(())
+        }
         Command::Report {
             runs,
             output,
@@ -163,8 +245,11 @@ fn real_main() -> Result<()> {
             print_report(&outcome);
             Ok(())
         }
-        Command::Validate { experiment } => {
-            let plan = Plan::load(&experiment)?;
+        Command::Validate {
+            experiment,
+            overrides,
+        } => {
+            let plan = Plan::load_with(&experiment, &overrides)?;
             print_notes(&plan);
             println!(
                 "{}: ok — model {}, {} dataset(s), {} method run(s)",
@@ -175,7 +260,19 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Methods { json } => {
+        Command::Methods {
+            name: Some(name), ..
+        } => {
+            print!("{}", cli::describe::method(&name)?);
+            Ok(())
+        }
+        Command::Datasets {
+            name: Some(name), ..
+        } => {
+            print!("{}", cli::describe::dataset(&name)?);
+            Ok(())
+        }
+        Command::Methods { name: None, json } => {
             if json {
                 println!(
                     "{}",
@@ -211,6 +308,7 @@ fn real_main() -> Result<()> {
                         p.source
                     );
                 }
+                println!("\none method in full: kvbench methods NAME");
             }
             Ok(())
         }
@@ -218,7 +316,7 @@ fn real_main() -> Result<()> {
             print!("{}", models_listing(json)?);
             Ok(())
         }
-        Command::Datasets { json } => {
+        Command::Datasets { name: None, json } => {
             if json {
                 println!(
                     "{}",
@@ -226,8 +324,9 @@ fn real_main() -> Result<()> {
                 );
             } else {
                 for d in kvbench_datasets::DATASETS {
-                    println!("{:<10} {:<10?} {}", d.name, d.source, d.summary);
+                    println!("{:<12} {:<10?} {}", d.name, d.source, d.summary);
                 }
+                println!("\none dataset with its options and inputs: kvbench datasets NAME");
             }
             Ok(())
         }
@@ -275,7 +374,7 @@ fn real_main() -> Result<()> {
         Command::Fetch { model: Some(model) } => {
             let spec: ModelSpec = model.parse()?;
             let files = resolve(&spec, &FetchOptions::from_env())?;
-            println!("{files:#?}");
+            print!("{}", files_listing(&files));
             Ok(())
         }
     }
@@ -287,14 +386,65 @@ fn print_notes(plan: &Plan) {
     }
 }
 
+/// `kvbench fetch MODEL`: the files, one per line, labelled.
+fn files_listing(files: &ModelFiles) -> String {
+    match files {
+        ModelFiles::Gguf { path } => format!("gguf: {}\n", path.display()),
+        ModelFiles::HfCheckpoint {
+            config,
+            weights,
+            tokenizer,
+            tokenizer_config,
+            generation_config,
+        } => {
+            let mut out = format!("config: {}\n", config.display());
+            for w in weights {
+                out += &format!("weights: {}\n", w.display());
+            }
+            out += &format!("tokenizer: {}\n", tokenizer.display());
+            for (label, p) in [
+                ("tokenizer_config", tokenizer_config),
+                ("generation_config", generation_config),
+            ] {
+                if let Some(p) = p {
+                    out += &format!("{label}: {}\n", p.display());
+                }
+            }
+            out
+        }
+    }
+}
+
+/// `kvbench show-prompt` and `run --dry-run`: load the model (on the CPU) for its tokenizer
+/// and template, print the prompts of the first samples.
+fn show_prompt(
+    experiment: &std::path::Path,
+    samples: usize,
+    limit: Option<usize>,
+    overrides: &Overrides,
+) -> Result<()> {
+    let plan = Plan::load_with(experiment, overrides)?;
+    print_notes(&plan);
+    let files = resolve(&plan.model, &FetchOptions::from_env())
+        .with_context(|| format!("fetching model `{}`", plan.raw.model))?;
+    let device = candle_core::Device::Cpu;
+    let loaded = kvbench::loader::load(&files, &device)?;
+    print!(
+        "{}",
+        kvbench::run::show_prompts(&plan, &loaded, limit, samples.max(1))?
+    );
+    Ok(())
+}
+
 fn cmd_run(
     experiment: PathBuf,
     output: Option<PathBuf>,
     device: Option<String>,
     limit: Option<usize>,
     fresh: bool,
-) -> Result<()> {
-    let plan = Plan::load(&experiment)?;
+    overrides: &Overrides,
+) -> Result<ExitCode> {
+    let plan = Plan::load_with(&experiment, overrides)?;
     print_notes(&plan);
     let device_spec = device
         .or_else(|| plan.raw.device.clone())
@@ -309,6 +459,9 @@ fn cmd_run(
         kvbench::device::label(&device)
     );
     let loaded = kvbench::loader::load(&files, &device)?;
+    let args: Vec<String> = std::env::args().collect();
+    kvbench::run::interrupt::install(cli::resume::command(&args, &output));
+    let started = std::time::Instant::now();
     let outcome = run(
         &plan,
         &loaded,
@@ -337,8 +490,25 @@ fn cmd_run(
     )?;
     let rows = kvbench_reports::summarize(&outcome.records);
     let md = kvbench_reports::to_markdown(&rows);
-    std::fs::write(output.join("summary.md"), &md)?;
-    std::fs::write(output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted after {}: {} record(s) written by this run and {} earlier are kept in {}; \
+             resume with: {}\n(a report of what is there: kvbench report {})",
+            kvbench::run::duration(started.elapsed()),
+            outcome.written,
+            outcome.records.len().saturating_sub(outcome.written),
+            outcome.results.display(),
+            kvbench::run::interrupt::resume_command(),
+            output.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    let write = |name: &str, text: &str| {
+        let path = output.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("summary.md", &md)?;
+    write("summary.csv", &kvbench_reports::to_csv(&rows))?;
     println!("{md}");
     // The same report `kvbench report OUTPUT` writes: every run directory has its report.
     if outcome.records.is_empty() {
@@ -356,7 +526,7 @@ fn cmd_run(
             .collect();
         if !breakdowns.is_empty() {
             let text = breakdowns.join("\n");
-            std::fs::write(output.join("summary.md"), format!("{md}\n{text}"))?;
+            write("summary.md", &format!("{md}\n{text}"))?;
             println!("{text}");
         }
         print_report(&report);
@@ -367,7 +537,7 @@ fn cmd_run(
         outcome.skipped,
         outcome.results.display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `kvbench models`: aliases with size and first source, then the families.
@@ -443,4 +613,33 @@ fn print_report(outcome: &kvbench_reports::ReportOutcome) {
         outcome.tables.len(),
         outcome.plots.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument of every subcommand says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "kvbench", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        super::Cli::command().debug_assert();
+    }
 }

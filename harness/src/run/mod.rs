@@ -15,9 +15,12 @@
 //! The reference (full cache, query-agnostic) is computed on every turn from the query-agnostic
 //! prefill, so fidelity numbers never depend on which runs a resumed run still has to do.
 
+mod dry_run;
 mod generate;
+pub mod interrupt;
 mod plan;
 mod prefill;
+mod progress;
 mod record;
 mod score;
 #[cfg(test)]
@@ -28,7 +31,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use kvbench_datasets::Sample;
 use kvbench_reports::{read_results, Record, ResultsWriter};
 
@@ -41,6 +43,8 @@ use prefill::{Engine, Split, TurnPrompt};
 use record::{record_key, Outcome, RunFacts, TurnFacts};
 use score::Scored;
 
+pub use dry_run::show_prompts;
+pub use progress::duration;
 pub use score::{agreement, kl_divergence};
 
 pub struct RunOptions {
@@ -60,6 +64,8 @@ pub struct RunOutcome {
     pub records: Vec<Record>,
     /// Per dataset, the revision and the files its samples were read from (for `run.json`).
     pub data: Vec<crate::manifest::DatasetData>,
+    /// Stopped early by Ctrl-C ([`interrupt`]): every finished record is in the results file.
+    pub interrupted: bool,
 }
 
 /// One turn of one sample of one dataset.
@@ -87,7 +93,6 @@ pub fn run(
     let mut writer = ResultsWriter::open(&results)?;
     let engine = Engine::new(loaded, device, plan.raw.attention_chunk);
     let work = RunPlan::new(plan, loaded, opts.limit)?;
-    engine.warm_up(work.needs.union())?;
     let mut runner = SampleRunner {
         engine: &engine,
         work: &work,
@@ -100,17 +105,54 @@ pub fn run(
         written: 0,
         skipped: 0,
     };
-    let bar = progress_bar(opts.progress, work.total_samples());
-    for dataset in &work.datasets {
+    let configurations = work.runs.len();
+    let turns: usize = work
+        .datasets
+        .iter()
+        .flat_map(|d| &d.samples)
+        .map(|s| s.turns.len())
+        .sum();
+    let per_dataset: Vec<String> = work
+        .datasets
+        .iter()
+        .map(|d| format!("{} {}", d.name, d.samples.len()))
+        .collect();
+    eprintln!(
+        "plan: {} samples ({}){} x {configurations} configurations = {} generations; {} record(s) already in {}",
+        work.total_samples(),
+        per_dataset.join(", "),
+        if turns != work.total_samples() {
+            format!(", {turns} turns")
+        } else {
+            String::new()
+        },
+        turns * configurations,
+        done.len(),
+        results.display()
+    );
+    engine.warm_up(work.needs.union())?;
+    let mut progress = progress::Progress::new(opts.progress, work.total_samples(), configurations);
+    let mut interrupted = false;
+    'samples: for dataset in &work.datasets {
         for sample in &dataset.samples {
-            bar.set_message(sample.id.clone());
+            if interrupt::requested() {
+                interrupted = true;
+                break 'samples;
+            }
+            progress.start(&sample.id);
+            let before = runner.written;
             runner
                 .sample(dataset, sample)
                 .with_context(|| format!("sample `{}` of dataset `{}`", sample.id, dataset.name))?;
-            bar.inc(1);
+            if runner.written == before {
+                progress.resumed();
+            } else {
+                progress.finished();
+            }
         }
     }
-    bar.finish_and_clear();
+    interrupted |= interrupt::requested();
+    progress.finish();
     let (written, skipped) = (runner.written, runner.skipped);
     Ok(RunOutcome {
         data: work.datasets.iter().map(|d| d.data.clone()).collect(),
@@ -118,6 +160,7 @@ pub fn run(
         results,
         written,
         skipped,
+        interrupted,
     })
 }
 
@@ -137,6 +180,9 @@ impl SampleRunner<'_> {
     /// Every turn of `sample` through every method run whose record is not written yet.
     fn sample(&mut self, dataset: &DatasetWork, sample: &Sample) -> Result<()> {
         for index in 0..sample.turns.len() {
+            if interrupt::requested() {
+                return Ok(());
+            }
             let turn = TurnRef {
                 dataset: dataset.name,
                 sample,
@@ -188,6 +234,9 @@ impl SampleRunner<'_> {
         )?;
         self.split_runs(turn, &prompt, &agnostic, &reference, &pending)?;
         drop(agnostic);
+        if interrupt::requested() {
+            return Ok(());
+        }
         if pending.iter().any(|(p, _)| p.split() == Split::QueryAware) {
             let aware = engine.prefill(&prompt, Split::QueryAware, needs.of(Split::QueryAware))?;
             self.split_runs(turn, &prompt, &aware, &reference, &pending)?;
@@ -229,24 +278,14 @@ impl SampleRunner<'_> {
             self.writer
                 .append(&record::build(&self.facts, &facts, outcome))?;
             self.written += 1;
+            interrupt::record_written();
+            if interrupt::requested() {
+                // Ctrl-C: the record in flight is written; stop here.
+                return Ok(());
+            }
         }
         Ok(())
     }
-}
-
-fn progress_bar(show: bool, total: usize) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(total as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} samples {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar
 }
 
 /// Move an existing results file aside (never delete results).
