@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kvbench::experiment::Plan;
-use kvbench::fetch::{resolve, FetchOptions, ModelFiles, ModelSpec};
+use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
 use kvbench::overrides::Overrides;
 use kvbench::run::{run, RunOptions};
 
@@ -273,61 +273,15 @@ fn other_command(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Methods { name: None, json } => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&*kvbench_methods::METHODS)?
-                );
-            } else {
-                for m in kvbench_methods::METHODS.iter() {
-                    let params: Vec<String> = m
-                        .params
-                        .iter()
-                        .map(|p| format!("{}={}", p.name, p.default))
-                        .collect();
-                    println!(
-                        "{:<16} {:<10} {}  [{}] {}",
-                        m.name,
-                        m.family,
-                        m.summary,
-                        params.join(", "),
-                        m.paper
-                    );
-                }
-                println!(
-                    "\npresets (`preset: NAME` on a method entry or for the whole experiment):"
-                );
-                for p in kvbench::presets::PRESETS {
-                    let covered: Vec<&str> = (p.methods)().iter().map(|(m, _)| *m).collect();
-                    println!(
-                        "{:<20} {} [{}]\n{:<20} source: {}",
-                        p.name,
-                        p.about,
-                        covered.join(", "),
-                        "",
-                        p.source
-                    );
-                }
-                println!("\none method in full: kvbench methods NAME");
-            }
+            print!("{}", cli::listings::methods(json)?);
             Ok(())
         }
         Command::Models { json } => {
-            print!("{}", models_listing(json)?);
+            print!("{}", cli::listings::models(json)?);
             Ok(())
         }
         Command::Datasets { name: None, json } => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(kvbench_datasets::DATASETS)?
-                );
-            } else {
-                for d in kvbench_datasets::DATASETS {
-                    println!("{:<12} {:<10?} {}", d.name, d.source, d.summary);
-                }
-                println!("\none dataset with its options and inputs: kvbench datasets NAME");
-            }
+            print!("{}", cli::listings::datasets(json)?);
             Ok(())
         }
         Command::Bench {
@@ -368,13 +322,13 @@ fn other_command(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Fetch { model: None } => {
-            print!("{}", models_listing(false)?);
+            print!("{}", cli::listings::models(false)?);
             Ok(())
         }
         Command::Fetch { model: Some(model) } => {
             let spec: ModelSpec = model.parse()?;
             let files = resolve(&spec, &FetchOptions::from_env())?;
-            print!("{}", files_listing(&files));
+            print!("{}", cli::listings::files(&files));
             Ok(())
         }
     }
@@ -383,35 +337,6 @@ fn other_command(command: Command) -> Result<()> {
 fn print_notes(plan: &Plan) {
     for n in &plan.notes {
         eprintln!("note: {n}");
-    }
-}
-
-/// `kvbench fetch MODEL`: the files, one per line, labelled.
-fn files_listing(files: &ModelFiles) -> String {
-    match files {
-        ModelFiles::Gguf { path } => format!("gguf: {}\n", path.display()),
-        ModelFiles::HfCheckpoint {
-            config,
-            weights,
-            tokenizer,
-            tokenizer_config,
-            generation_config,
-        } => {
-            let mut out = format!("config: {}\n", config.display());
-            for w in weights {
-                out += &format!("weights: {}\n", w.display());
-            }
-            out += &format!("tokenizer: {}\n", tokenizer.display());
-            for (label, p) in [
-                ("tokenizer_config", tokenizer_config),
-                ("generation_config", generation_config),
-            ] {
-                if let Some(p) = p {
-                    out += &format!("{label}: {}\n", p.display());
-                }
-            }
-            out
-        }
     }
 }
 
@@ -538,44 +463,6 @@ fn cmd_run(
         outcome.results.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// `kvbench models`: aliases with size and first source, then the families.
-fn models_listing(json: bool) -> Result<String> {
-    let aliases = kvbench::fetch::aliases();
-    let families = kvbench::model::supported_families();
-    if json {
-        let v = serde_json::json!({
-            "aliases": aliases.iter().map(|a| serde_json::json!({
-                "name": a.name,
-                "file": a.file_name,
-                "bytes": a.size,
-                "sha256": a.sha256,
-                "description": a.description,
-                "sources": a.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "families": families.iter().map(|(types, what)| serde_json::json!({
-                "model_type": types,
-                "supports": what,
-            })).collect::<Vec<_>>(),
-        });
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
-    }
-    let mut out = String::from("registry aliases (kvbench fetch NAME, or `model: NAME`):\n");
-    for a in aliases {
-        out += &format!(
-            "  {:<28} {:>8.1} MB  {}\n",
-            a.name,
-            a.size as f64 / 1e6,
-            a.description
-        );
-    }
-    out += "\nmodel families (config.json model_type / GGUF general.architecture):\n";
-    for (types, what) in &families {
-        out += &format!("  {types:<28} {what}\n");
-    }
-    out += "\nany other checkpoint: `hf:ORG/REPO[@REV]` or a local path of one of these families\n";
-    Ok(out)
 }
 
 fn report_options(output: &std::path::Path) -> kvbench_reports::ReportOptions {

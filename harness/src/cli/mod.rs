@@ -4,4 +4,5 @@
 pub mod describe;
 pub mod errors;
 pub mod init;
+pub mod listings;
 pub mod resume;
