@@ -13,6 +13,7 @@ pub mod longbench;
 pub mod longbench_v2;
 pub mod metrics;
 pub mod needle;
+pub mod options;
 pub mod prompt;
 pub mod records;
 pub mod registry;

@@ -9,6 +9,7 @@ use kvbench_methods::{method_names, Budget, MethodSpec, ParamError};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::ModelSpec;
+use crate::overrides::Overrides;
 
 /// An experiment exactly as written in YAML.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,14 +163,26 @@ pub(crate) fn at(path: &Path, line: Option<usize>) -> String {
 
 impl Plan {
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &Overrides::default())
+    }
+
+    /// [`load`](Self::load) with command-line overrides applied to the YAML tree first.
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading experiment {}", path.display()))?;
-        let mut plan = Self::parse(&text, path)?;
+        let mut plan = Self::parse_with(&text, path, overrides)?;
         crate::checks::files(&mut plan.raw, &plan.model, &text, path)?;
         Ok(plan)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        Self::parse_with(text, path, &Overrides::default())
+    }
+
+    /// Parse and validate `text` after the shorthand (`methods: [full, snapkv]`) is expanded
+    /// and `overrides` are applied to its tree. With overrides, errors name the file and field
+    /// but no line (the lines no longer say what is run) and end with the overrides.
+    pub fn parse_with(text: &str, path: &Path, overrides: &Overrides) -> Result<Self> {
         let yaml_error = |e: serde_yaml_ng::Error| {
             let line = e.location().map(|l| l.line());
             let mut msg = format!("{}: {e}", at(path, line));
@@ -179,13 +192,42 @@ impl Plan {
             anyhow::anyhow!(msg)
         };
         let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
-        let (raw, notes) = if crate::presets::used_in(&value) {
+        let shorthand = crate::overrides::expand_shorthand(&mut value);
+        overrides
+            .apply(&mut value)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // Line lookups only where the file still says what runs.
+        let lines = if overrides.is_empty() { text } else { "" };
+        let with_overrides = |e: anyhow::Error| {
+            if overrides.is_empty() {
+                e
+            } else {
+                anyhow::anyhow!(
+                    "{e:#}\n(the experiment as changed by {})",
+                    overrides.describe()
+                )
+            }
+        };
+        let (raw, notes) = if crate::presets::used_in(&value) || shorthand || !overrides.is_empty()
+        {
             // Presets resolved on the YAML tree: later errors lose their exact line, so the
             // method entries' lines are named where they matter.
             let notes = crate::presets::resolve(&mut value)
-                .map_err(|(i, e)| anyhow::anyhow!("{}: {e}", at(path, entry_line(text, i))))?;
+                .map_err(|(i, e)| anyhow::anyhow!("{}: {e}", at(path, entry_line(lines, i))))
+                .map_err(with_overrides)?;
             let raw = serde_yaml_ng::from_value(value)
-                .map_err(|e| anyhow::anyhow!("{}: {e} (after applying presets)", path.display()))?;
+                .map_err(|e| {
+                    // The line of the unknown name or field the message quotes, if any.
+                    let quoted = e.to_string().split('`').nth(1).map(str::to_string);
+                    let line = quoted.and_then(|q| line_of(lines, &q));
+                    let mut msg = format!("{}: {e}", at(path, line));
+                    if e.to_string().contains("unknown variant") && e.to_string().contains("method")
+                    {
+                        msg += &format!("\nregistered methods: {}", method_names().join(", "));
+                    }
+                    anyhow::anyhow!(msg)
+                })
+                .map_err(with_overrides)?;
             (raw, notes)
         } else {
             (
@@ -193,7 +235,7 @@ impl Plan {
                 Vec::new(),
             )
         };
-        let mut plan = Self::validate(raw, text, path)?;
+        let mut plan = Self::validate(raw, lines, path).map_err(with_overrides)?;
         plan.notes.splice(0..0, notes);
         Ok(plan)
     }

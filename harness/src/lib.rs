@@ -16,6 +16,7 @@ pub mod loader;
 pub mod manifest;
 pub mod memory;
 pub mod model;
+pub mod overrides;
 pub mod presets;
 pub mod prompt;
 pub mod run;

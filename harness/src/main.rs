@@ -10,7 +10,10 @@ use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
 use kvbench::run::{run_claimed, RunOptions};
 
 mod scale_cli;
+use kvbench::overrides::Overrides;
 use scale_cli::{parse_shard, Scale, SlurmArgs};
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +30,7 @@ struct Cli {
 enum Command {
     /// Run an experiment: every dataset x method x budget, appending to OUTPUT/results.jsonl.
     Run {
+        /// The experiment YAML file (`kvbench init` writes a starter).
         experiment: PathBuf,
         /// Output directory (default: runs/<experiment name>).
         #[arg(long)]
@@ -55,6 +59,12 @@ enum Command {
         /// re-run retries them.
         #[arg(long)]
         keep_failed: bool,
+        /// Print the exact prompts of the first sample of each dataset (as `kvbench
+        /// show-prompt`) and stop: no method runs, nothing is written.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Tables, plots and report.html from one or more runs (shards and runs merge; a record key
     /// seen twice counts once).
@@ -91,28 +101,67 @@ enum Command {
         dir: PathBuf,
     },
     /// Check an experiment file without running it.
-    Validate { experiment: PathBuf },
-    /// List the registered compression methods.
+    Validate {
+        /// The experiment YAML file.
+        experiment: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the exact prompts of the first samples (chat template, context | question split,
+    /// token counts, truncation) as `run` would build them, without running any method.
+    ShowPrompt {
+        /// The experiment YAML file.
+        experiment: PathBuf,
+        /// How many samples of each dataset to show.
+        #[arg(long, default_value_t = 1)]
+        samples: usize,
+        /// As `run --limit`: at most N samples of each task before choosing the first ones.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Write a commented starter experiment that validates as written.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "experiment.yaml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the registered compression methods, or show one with every parameter, its default
+    /// and the YAML to use it.
     Methods {
+        /// A method name: show it alone, in full.
+        name: Option<String>,
+        /// The whole list as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List the model registry's aliases (pinned files `kvbench fetch` downloads) and the model
     /// families kvbench runs.
     Models {
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List the registered datasets.
+    /// List the registered datasets, or show one with every option, its default, its inputs and
+    /// an example entry.
     Datasets {
+        /// A dataset name: show it alone, in full.
+        name: Option<String>,
+        /// The whole list as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Microbenchmarks on the device: prefill and decode vs context length, compression time per
     /// method, one sample end to end, prefill sharing, peak memory. Medians over repeats.
     Bench {
+        /// Model to measure: a registry alias, hf:ORG/REPO[@REV] or a local path.
         #[arg(long, default_value = "smollm2-135m-instruct-q4_1")]
         model: String,
+        /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
         /// Prefill lengths (default: 1k..32k on CUDA, 512..4k on CPU).
@@ -124,8 +173,10 @@ enum Command {
         /// Context length of the per-method, end-to-end and sharing measurements.
         #[arg(long)]
         sample_length: Option<usize>,
+        /// Repeats per measurement (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Queries per attention chunk during prefill (bounds the score buffer).
         #[arg(long, default_value_t = 512)]
         attention_chunk: usize,
         /// Also write the report as JSON here.
@@ -134,38 +185,73 @@ enum Command {
     },
     /// Download a model (alias, hf:ORG/REPO[@REV] or path) into the cache and print its files;
     /// without a model, list the registry aliases and the families kvbench runs.
-    Fetch { model: Option<String> },
+    Fetch {
+        /// A registry alias, hf:ORG/REPO[@REV][:FILE.gguf] or a local path.
+        model: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::errors::render(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn real_main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Run {
-            experiment,
-            output,
-            device,
+fn real_main() -> Result<ExitCode> {
+    let command = Cli::parse().command;
+    if let Command::Run {
+        experiment,
+        output,
+        device,
+        limit,
+        fresh,
+        append,
+        shard,
+        gpus,
+        keep_failed,
+        dry_run,
+        overrides,
+    } = command
+    {
+        if dry_run {
+            return show_prompt(&experiment, 1, limit, &overrides).map(|()| ExitCode::SUCCESS);
+        }
+        let flags = RunFlags {
             limit,
             fresh,
-            append,
-            shard,
-            gpus,
             keep_failed,
-        } => {
-            let scale = Scale {
+            scale: Scale {
                 policy: kvbench::scale::DirPolicy::from_flags(fresh, append)?,
                 shard,
                 gpus,
-            };
-            cmd_run(experiment, output, device, limit, fresh, keep_failed, scale)
+            },
+            overrides,
+        };
+        return cmd_run(experiment, output, device, flags);
+    }
+    other_command(command).map(|()| ExitCode::SUCCESS)
+}
+
+fn other_command(command: Command) -> Result<()> {
+    match command {
+        Command::Run { .. } => unreachable!("handled in real_main"),
+        Command::ShowPrompt {
+            experiment,
+            samples,
+            limit,
+            overrides,
+        } => show_prompt(&experiment, samples, limit, &overrides),
+        Command::Init { path, force } => {
+            cli::init::write(&path, force)?;
+            println!(
+                "wrote {p}; check it with `kvbench validate {p}`, run it with `kvbench run {p}`",
+                p = path.display()
+            );
+            Ok(())
         }
         Command::Slurm(args) => scale_cli::slurm(args),
         Command::Status { dir } => {
@@ -204,8 +290,11 @@ fn real_main() -> Result<()> {
             print_report(&outcome);
             Ok(())
         }
-        Command::Validate { experiment } => {
-            let plan = Plan::load(&experiment)?;
+        Command::Validate {
+            experiment,
+            overrides,
+        } => {
+            let plan = Plan::load_with(&experiment, &overrides)?;
             print_notes(&plan);
             println!(
                 "{}: ok — model {}, {} dataset(s), {} method run(s)",
@@ -216,60 +305,28 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Methods { json } => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&*kvbench_methods::METHODS)?
-                );
-            } else {
-                for m in kvbench_methods::METHODS.iter() {
-                    let params: Vec<String> = m
-                        .params
-                        .iter()
-                        .map(|p| format!("{}={}", p.name, p.default))
-                        .collect();
-                    println!(
-                        "{:<16} {:<10} {}  [{}] {}",
-                        m.name,
-                        m.family,
-                        m.summary,
-                        params.join(", "),
-                        m.paper
-                    );
-                }
-                println!(
-                    "\npresets (`preset: NAME` on a method entry or for the whole experiment):"
-                );
-                for p in kvbench::presets::PRESETS {
-                    let covered: Vec<&str> = (p.methods)().iter().map(|(m, _)| *m).collect();
-                    println!(
-                        "{:<20} {} [{}]\n{:<20} source: {}",
-                        p.name,
-                        p.about,
-                        covered.join(", "),
-                        "",
-                        p.source
-                    );
-                }
-            }
+        Command::Methods {
+            name: Some(name), ..
+        } => {
+            print!("{}", cli::describe::method(&name)?);
+            Ok(())
+        }
+        Command::Datasets {
+            name: Some(name), ..
+        } => {
+            print!("{}", cli::describe::dataset(&name)?);
+            Ok(())
+        }
+        Command::Methods { name: None, json } => {
+            print!("{}", cli::listings::methods(json)?);
             Ok(())
         }
         Command::Models { json } => {
-            print!("{}", models_listing(json)?);
+            print!("{}", cli::listings::models(json)?);
             Ok(())
         }
-        Command::Datasets { json } => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(kvbench_datasets::DATASETS)?
-                );
-            } else {
-                for d in kvbench_datasets::DATASETS {
-                    println!("{:<10} {:<10?} {}", d.name, d.source, d.summary);
-                }
-            }
+        Command::Datasets { name: None, json } => {
+            print!("{}", cli::listings::datasets(json)?);
             Ok(())
         }
         Command::Bench {
@@ -310,13 +367,13 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Fetch { model: None } => {
-            print!("{}", models_listing(false)?);
+            print!("{}", cli::listings::models(false)?);
             Ok(())
         }
         Command::Fetch { model: Some(model) } => {
             let spec: ModelSpec = model.parse()?;
             let files = resolve(&spec, &FetchOptions::from_env())?;
-            println!("{files:#?}");
+            print!("{}", cli::listings::files(&files));
             Ok(())
         }
     }
@@ -338,21 +395,55 @@ fn print_notes(plan: &Plan) {
     }
 }
 
-fn cmd_run(
-    experiment: PathBuf,
-    output: Option<PathBuf>,
-    device: Option<String>,
+/// `kvbench show-prompt` and `run --dry-run`: load the model (on the CPU) for its tokenizer
+/// and template, print the prompts of the first samples.
+fn show_prompt(
+    experiment: &std::path::Path,
+    samples: usize,
+    limit: Option<usize>,
+    overrides: &Overrides,
+) -> Result<()> {
+    let plan = Plan::load_with(experiment, overrides)?;
+    print_notes(&plan);
+    let files = resolve(&plan.model, &FetchOptions::from_env())
+        .with_context(|| format!("fetching model `{}`", plan.raw.model))?;
+    let device = candle_core::Device::Cpu;
+    let loaded = kvbench::loader::load(&files, &device)?;
+    print!(
+        "{}",
+        kvbench::run::show_prompts(&plan, &loaded, limit, samples.max(1))?
+    );
+    Ok(())
+}
+
+/// `kvbench run`'s options beside the experiment, output and device.
+struct RunFlags {
     limit: Option<usize>,
     fresh: bool,
     keep_failed: bool,
     scale: Scale,
-) -> Result<()> {
-    let plan = Plan::load(&experiment)?;
+    overrides: Overrides,
+}
+
+fn cmd_run(
+    experiment: PathBuf,
+    output: Option<PathBuf>,
+    device: Option<String>,
+    flags: RunFlags,
+) -> Result<ExitCode> {
+    let RunFlags {
+        limit,
+        fresh,
+        keep_failed,
+        scale,
+        overrides,
+    } = flags;
+    let plan = Plan::load_with(&experiment, &overrides)?;
     print_notes(&plan);
     let output = output.unwrap_or_else(|| PathBuf::from("runs").join(&plan.raw.experiment));
     if let Some(gpus) = &scale.gpus {
         let records = scale_cli::run_gpus(&experiment, &plan, &output, gpus, &scale)?;
-        return summarize_and_report(&output, &records);
+        return summarize_and_report(&output, &records).map(|()| ExitCode::SUCCESS);
     }
     let device_spec = device
         .or_else(|| plan.raw.device.clone())
@@ -369,6 +460,9 @@ fn cmd_run(
         kvbench::device::label(&device)
     );
     let loaded = kvbench::loader::load(&files, &device)?;
+    let args: Vec<String> = std::env::args().collect();
+    kvbench::run::interrupt::install(cli::resume::command(&args, &output));
+    let started = std::time::Instant::now();
     let outcome = run_claimed(
         &plan,
         &loaded,
@@ -397,8 +491,21 @@ fn cmd_run(
         &kvbench::device::label(&device),
         &kvbench::manifest::PromptFacts::new(&plan, &loaded, &outcome.data),
     )?;
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted after {}: {} record(s) written by this run and {} earlier are kept in {}; \
+             resume with: {}\n(a report of what is there: kvbench report {})",
+            kvbench::run::duration(started.elapsed()),
+            outcome.written,
+            outcome.records.len().saturating_sub(outcome.written),
+            outcome.results.display(),
+            kvbench::run::interrupt::resume_command(),
+            output.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
     if !shard.is_whole() {
-        return scale_cli::shard_done(&output, shard, &outcome);
+        return scale_cli::shard_done(&output, shard, &outcome).map(|()| ExitCode::SUCCESS);
     }
     summarize_and_report(&output, &outcome.records)?;
     let mut problems = Vec::new();
@@ -430,7 +537,7 @@ fn cmd_run(
             outcome.skipped_turns
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The end-of-run summary (`summary.md`, `summary.csv`) and report of every record in `output`.
@@ -466,44 +573,6 @@ fn summarize_and_report(
         print_report(&report);
     }
     Ok(())
-}
-
-/// `kvbench models`: aliases with size and first source, then the families.
-fn models_listing(json: bool) -> Result<String> {
-    let aliases = kvbench::fetch::aliases();
-    let families = kvbench::model::supported_families();
-    if json {
-        let v = serde_json::json!({
-            "aliases": aliases.iter().map(|a| serde_json::json!({
-                "name": a.name,
-                "file": a.file_name,
-                "bytes": a.size,
-                "sha256": a.sha256,
-                "description": a.description,
-                "sources": a.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "families": families.iter().map(|(types, what)| serde_json::json!({
-                "model_type": types,
-                "supports": what,
-            })).collect::<Vec<_>>(),
-        });
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
-    }
-    let mut out = String::from("registry aliases (kvbench fetch NAME, or `model: NAME`):\n");
-    for a in aliases {
-        out += &format!(
-            "  {:<28} {:>8.1} MB  {}\n",
-            a.name,
-            a.size as f64 / 1e6,
-            a.description
-        );
-    }
-    out += "\nmodel families (config.json model_type / GGUF general.architecture):\n";
-    for (types, what) in &families {
-        out += &format!("  {types:<28} {what}\n");
-    }
-    out += "\nany other checkpoint: `hf:ORG/REPO[@REV]` or a local path of one of these families\n";
-    Ok(out)
 }
 
 fn report_options(output: &std::path::Path) -> kvbench_reports::ReportOptions {
@@ -547,4 +616,33 @@ fn print_report(outcome: &kvbench_reports::ReportOutcome) {
         outcome.tables.len(),
         outcome.plots.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument of every subcommand says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "kvbench", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        super::Cli::command().debug_assert();
+    }
 }

@@ -7,7 +7,7 @@
 use candle_core::Device;
 use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
 use kvbench::model::{ForwardOptions, Logits};
-use kvbench_methods::{Budget, Method, MethodConfig};
+use kvbench_methods::{Budget, MethodConfig};
 
 fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     (a - b)

@@ -30,6 +30,7 @@ fn kvpress_ruler4k_small_runs_unchanged() {
             limit: None,
             fresh: true,
             progress: false,
+            keep_failed: false,
         },
     )
     .unwrap();

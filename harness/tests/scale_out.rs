@@ -85,6 +85,7 @@ fn three_shards_give_the_records_of_one_run() {
         limit: None,
         fresh: false,
         progress: false,
+        keep_failed: false,
     };
     let whole = run(&plan, &loaded, &device, &opts(&dir.join("whole"))).unwrap();
     assert_eq!(whole.records.len(), RECORDS);

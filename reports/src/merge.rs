@@ -46,6 +46,7 @@ pub fn results_files(path: &Path) -> Result<Vec<PathBuf>, ReportError> {
         return Ok(vec![path.to_path_buf()]);
     }
     let io = |source| ReportError::Io {
+        op: "reading",
         path: path.to_path_buf(),
         source,
     };

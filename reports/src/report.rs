@@ -22,8 +22,10 @@ use crate::{Record, ResultsError};
 pub enum ReportError {
     #[error(transparent)]
     Results(#[from] ResultsError),
-    #[error("{path}: {source}")]
+    /// `op`: what was being done (`reading`, `writing`, `creating`).
+    #[error("{op} {path}: {source}")]
     Io {
+        op: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -141,6 +143,7 @@ fn tables_of(
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), ReportError> {
     crate::atomic::write_atomic(path, bytes).map_err(|source| ReportError::Io {
+        op: "writing",
         path: path.into(),
         source,
     })
@@ -176,6 +179,7 @@ pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutco
     let plot_dir = opts.output.join("plots");
     for d in [&opts.output, &table_dir, &plot_dir] {
         std::fs::create_dir_all(d).map_err(|source| ReportError::Io {
+            op: "creating",
             path: d.clone(),
             source,
         })?;

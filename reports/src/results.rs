@@ -6,8 +6,10 @@ use crate::Record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {
-    #[error("reading {path}: {source}")]
+    /// `op`: what was being done (`reading`, `opening`, `writing`).
+    #[error("{op} {path}: {source}")]
     Io {
+        op: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -28,6 +30,7 @@ pub fn read_results(path: &Path) -> Result<Vec<Record>, ResultsError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(ResultsError::Io {
+                op: "reading",
                 path: path.into(),
                 source,
             })
@@ -65,6 +68,7 @@ impl ResultsWriter {
     pub fn open(path: &Path) -> Result<Self, ResultsError> {
         use std::io::{Seek, SeekFrom};
         let io = |source| ResultsError::Io {
+            op: "opening for appending",
             path: path.into(),
             source,
         };
@@ -91,6 +95,7 @@ impl ResultsWriter {
         let mut line = serde_json::to_string(record).expect("records always serialize");
         line.push('\n');
         let io = |source| ResultsError::Io {
+            op: "writing",
             path: self.path.clone(),
             source,
         };

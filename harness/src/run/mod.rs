@@ -15,9 +15,12 @@
 //! The reference (full cache, query-agnostic) is computed on every turn from the query-agnostic
 //! prefill, so fidelity numbers never depend on which runs a resumed run still has to do.
 
+mod dry_run;
 mod generate;
+pub mod interrupt;
 mod plan;
 mod prefill;
+mod progress;
 mod record;
 mod score;
 #[cfg(test)]
@@ -28,7 +31,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use kvbench_datasets::Sample;
 use kvbench_reports::{Record, ResultsWriter};
 
@@ -43,6 +45,8 @@ use prefill::{Engine, Split, TurnPrompt};
 use record::{record_key, Outcome, RunFacts, TurnFacts};
 use score::Scored;
 
+pub use dry_run::show_prompts;
+pub use progress::duration;
 pub use score::{agreement, kl_divergence};
 
 pub struct RunOptions {
@@ -70,6 +74,8 @@ pub struct RunOutcome {
     pub records: Vec<Record>,
     /// Per dataset, the revision and the files its samples were read from (for `run.json`).
     pub data: Vec<crate::manifest::DatasetData>,
+    /// Stopped early by Ctrl-C ([`interrupt`]): every finished record is in the results file.
+    pub interrupted: bool,
 }
 
 /// One turn of one sample of one dataset.
@@ -135,22 +141,58 @@ pub fn run_claimed(
         skipped: 0,
         skipped_turns: 0,
     };
-    let bar = progress_bar(opts.progress, work.total_samples());
+    let configurations = work.runs.len();
+    let turns: usize = work
+        .datasets
+        .iter()
+        .flat_map(|d| &d.samples)
+        .map(|s| s.turns.len())
+        .sum();
+    let per_dataset: Vec<String> = work
+        .datasets
+        .iter()
+        .map(|d| format!("{} {}", d.name, d.samples.len()))
+        .collect();
+    eprintln!(
+        "plan: {} samples ({}){} x {configurations} configurations = {} generations; {} record(s) already in {}",
+        work.total_samples(),
+        per_dataset.join(", "),
+        if turns != work.total_samples() {
+            format!(", {turns} turns")
+        } else {
+            String::new()
+        },
+        turns * configurations,
+        done.len(),
+        results.display()
+    );
+    let mut progress = progress::Progress::new(opts.progress, work.total_samples(), configurations);
+    let mut interrupted = false;
     let mut samples = || -> Result<()> {
         engine.warm_up(work.needs.union())?;
         for dataset in &work.datasets {
             for sample in &dataset.samples {
-                bar.set_message(sample.id.clone());
+                if interrupt::requested() {
+                    interrupted = true;
+                    return Ok(());
+                }
+                progress.start(&sample.id);
+                let before = runner.written;
                 runner.sample(dataset, sample).with_context(|| {
                     format!("sample `{}` of dataset `{}`", sample.id, dataset.name)
                 })?;
-                bar.inc(1);
+                if runner.written == before {
+                    progress.resumed();
+                } else {
+                    progress.finished();
+                }
             }
         }
         Ok(())
     };
     let ran = samples();
-    bar.finish_and_clear();
+    interrupted |= interrupt::requested();
+    progress.finish();
     status.updated = crate::scale::now_secs();
     match &ran {
         Ok(()) => status.state = State::Finished,
@@ -181,6 +223,7 @@ pub fn run_claimed(
         failed,
         skipped,
         skipped_turns,
+        interrupted,
     })
 }
 
@@ -252,6 +295,9 @@ impl SampleRunner<'_> {
     /// Every turn of `sample` through every method run whose record is not written yet.
     fn sample(&mut self, dataset: &DatasetWork, sample: &Sample) -> Result<()> {
         for index in 0..sample.turns.len() {
+            if interrupt::requested() {
+                return Ok(());
+            }
             let turn = TurnRef {
                 dataset: dataset.name,
                 sample,
@@ -331,6 +377,9 @@ impl SampleRunner<'_> {
         };
         self.split_runs(turn, &prompt, &agnostic, &reference, &pending)?;
         drop(agnostic);
+        if interrupt::requested() {
+            return Ok(());
+        }
         if pending.iter().any(|(p, _)| p.split() == Split::QueryAware) {
             let aware =
                 match engine.prefill(&prompt, Split::QueryAware, needs.of(Split::QueryAware)) {
@@ -392,6 +441,11 @@ impl SampleRunner<'_> {
             self.writer
                 .append(&record::build(&self.facts, &facts, outcome))?;
             self.written += 1;
+            interrupt::record_written();
+            if interrupt::requested() {
+                // Ctrl-C: the record in flight is written; stop here.
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -419,21 +473,6 @@ impl SampleRunner<'_> {
         self.failed += 1;
         Ok(())
     }
-}
-
-fn progress_bar(show: bool, total: usize) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(total as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} samples {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar
 }
 
 /// Move an existing results file aside (never delete results).

@@ -49,6 +49,7 @@ pub const OPTIONAL: [&str; 3] = ["query_aware", "tasks", "provenance"];
 
 pub fn read_published(path: &Path) -> Result<Vec<Published>, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+        op: "reading",
         path: path.into(),
         source,
     })?;

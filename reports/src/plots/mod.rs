@@ -180,6 +180,7 @@ pub fn save<F: Figure>(
     }
     let svg_path = dir.join(format!("{name}.svg"));
     crate::atomic::write_atomic(&svg_path, svg).map_err(|source| ReportError::Io {
+        op: "writing",
         path: svg_path.clone(),
         source,
     })?;

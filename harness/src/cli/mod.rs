@@ -1,0 +1,8 @@
+//! The command line's own pieces, kept out of `main.rs`: one-entry descriptions of methods and
+//! datasets, the starter experiment, the resume command and the error printer.
+
+pub mod describe;
+pub mod errors;
+pub mod init;
+pub mod listings;
+pub mod resume;
