@@ -83,6 +83,22 @@ fn generate(dir: &Path, n: usize, shards: usize) -> u64 {
     bytes
 }
 
+/// This process's CPU time (user + system) in seconds, from Linux's `/proc/self/stat` (clock ticks
+/// of 1/100 s): on a machine shared with other work, the number that does not depend on the load.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() {
     let nums: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let n = nums.first().copied().unwrap_or(1_000_000);
@@ -98,19 +114,19 @@ fn main() {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let bytes = generate(&dir, n, shards);
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let merged = kvbench_reports::merge::load_runs(std::slice::from_ref(&dir)).unwrap();
-        let merge_s = t0.elapsed().as_secs_f64();
+        let (merge_s, merge_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         assert_eq!(merged.records.len(), n);
-        let t1 = Instant::now();
+        let (t1, c1) = (Instant::now(), cpu_seconds());
         let rows = kvbench_reports::summarize(&merged.records);
-        let summary_s = t1.elapsed().as_secs_f64();
+        let (summary_s, summary_cpu) = (t1.elapsed().as_secs_f64(), cpu_seconds() - c1);
         println!(
-            "merge: {n} records ({:.0} MB) in {shards} file(s): read+parse+dedup {merge_s:.2} s ({:.0} records/s), summary {summary_s:.2} s ({} rows), total {:.2} s",
+            "merge: {n} records ({:.0} MB) in {shards} file(s): read+parse+dedup {merge_s:.2} s wall / {merge_cpu:.2} s CPU, summary {summary_s:.2} s wall / {summary_cpu:.2} s CPU ({} rows), total {:.2} s wall / {:.2} s CPU",
             bytes as f64 / 1e6,
-            n as f64 / merge_s,
             rows.len(),
-            merge_s + summary_s
+            merge_s + summary_s,
+            merge_cpu + summary_cpu
         );
         drop(merged);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -25,27 +25,30 @@ pub enum ResultsError {
 /// run leaves behind: it is skipped (the run that resumes rewrites it), anything else malformed is
 /// an error naming the line.
 pub fn read_results(path: &Path) -> Result<Vec<Record>, ResultsError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    use std::io::BufRead;
+    let io = |source| ResultsError::Io {
+        op: "reading",
+        path: path.into(),
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ResultsError::Io {
-                op: "reading",
-                path: path.into(),
-                source,
-            })
-        }
+        Err(source) => return Err(io(source)),
     };
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
+    // Line by line: a million-record file is never held whole in memory beside its records.
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
     let mut out = Vec::new();
-    for (i, line) in complete.lines().enumerate() {
-        if line.trim().is_empty() {
+    for i in 0.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 || line.last() != Some(&b'\n') {
+            break; // the end, or a final line without its newline (a killed run's)
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let rec = serde_json::from_str(line).map_err(|source| ResultsError::Parse {
+        let rec = serde_json::from_slice(&line).map_err(|source| ResultsError::Parse {
             path: path.into(),
             line: i + 1,
             source,

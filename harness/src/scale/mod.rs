@@ -199,7 +199,12 @@ pub fn now_secs() -> u64 {
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     use anyhow::Context;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique across the hosts sharing the directory, not only across this host's processes.
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        host_name(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
