@@ -14,6 +14,7 @@ use kvbench::overrides::Overrides;
 use scale_cli::{parse_shard, Scale, SlurmArgs};
 
 mod cli;
+use cli::summary::{print_report, report_options, summarize_and_report};
 
 #[derive(Parser)]
 #[command(
@@ -379,12 +380,6 @@ fn other_command(command: Command) -> Result<()> {
     }
 }
 
-/// A report artefact, written atomically (temporary file + rename).
-fn write_artefact(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> Result<()> {
-    kvbench_reports::write_atomic(path, bytes)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 fn print_notes(plan: &Plan) {
     for n in &plan.notes {
         if n.starts_with("warning: ") {
@@ -538,84 +533,6 @@ fn cmd_run(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The end-of-run summary (`summary.md`, `summary.csv`) and report of every record in `output`.
-fn summarize_and_report(
-    output: &std::path::Path,
-    records: &[kvbench_reports::Record],
-) -> Result<()> {
-    let output = output.to_path_buf();
-    let rows = kvbench_reports::summarize(records);
-    let md = kvbench_reports::to_markdown(&rows);
-    write_artefact(&output.join("summary.md"), &md)?;
-    write_artefact(&output.join("summary.csv"), kvbench_reports::to_csv(&rows))?;
-    println!("{md}");
-    // The same report `kvbench report OUTPUT` writes: every run directory has its report.
-    if records.is_empty() {
-        eprintln!("note: no records yet, so no report");
-    } else {
-        let report =
-            kvbench_reports::report(std::slice::from_ref(&output), &report_options(&output))
-                .with_context(|| format!("writing the report in {}", output.display()))?;
-        // The benchmarks' own breakdowns the run has data for follow the summary.
-        let breakdowns: Vec<String> = report
-            .table_data
-            .iter()
-            .filter(|t| kvbench_reports::breakdown::NAMES.contains(&t.name.as_str()))
-            .map(kvbench_reports::tables::markdown::to_markdown)
-            .collect();
-        if !breakdowns.is_empty() {
-            let text = breakdowns.join("\n");
-            write_artefact(&output.join("summary.md"), format!("{md}\n{text}"))?;
-            println!("{text}");
-        }
-        print_report(&report);
-    }
-    Ok(())
-}
-
-fn report_options(output: &std::path::Path) -> kvbench_reports::ReportOptions {
-    let mut opts = kvbench_reports::ReportOptions::new(output);
-    opts.generator = kvbench::manifest::version_line();
-    opts
-}
-
-fn print_report(outcome: &kvbench_reports::ReportOutcome) {
-    if !outcome.duplicates.is_empty() {
-        let identical = outcome.duplicates.iter().filter(|d| d.identical).count();
-        eprintln!(
-            "warning: {} record key(s) appeared more than once ({identical} identical, {} differing); each counted once, from the first file given",
-            outcome.duplicates.len(),
-            outcome.duplicates.len() - identical
-        );
-    }
-    if outcome.failed > 0 {
-        eprintln!(
-            "warning: {} failed record(s) (see their `error`) left out of the report",
-            outcome.failed
-        );
-    }
-    for (name, why) in &outcome.skipped_plots {
-        eprintln!("note: plot {name} not drawn: {why}");
-    }
-    // `--compare`: how many published rows found their cell (the table says why the others did not).
-    if let Some((t, files)) = outcome
-        .table_data
-        .iter()
-        .zip(&outcome.tables)
-        .find(|(t, _)| t.name == "compare")
-    {
-        let first = t.note.split(';').next().unwrap_or_default();
-        println!("compare: {first}: {}", files.markdown.display());
-    }
-    println!(
-        "report: {} ({} records, {} tables x 4 formats, {} plots x PNG+SVG)",
-        outcome.html.display(),
-        outcome.records,
-        outcome.tables.len(),
-        outcome.plots.len()
-    );
 }
 
 #[cfg(test)]
