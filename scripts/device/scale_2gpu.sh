@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device side of the scale-out measurement (issue 20 item 5) on the two-GPU H200 machine: the GPU
 # sweep (experiments/gpu_sweep.yaml, SAMPLES samples per RULER cell) on one GPU, then with
-# `--gpus 0,1` into another directory, timed end to end (model load and warm-up included), and
+# `--gpus 0,1` (GPUS) into another directory, timed end to end (model load and warm-up included), and
 # the two runs' records compared (timings aside). Needs in /tmp/stage: smol.part*,
 # kvbench-new.xz and words/ (RULER's word lists). Results and logs land in $OUT.
 set -euo pipefail
@@ -16,7 +16,7 @@ t0=$(date +%s.%N)
 /tmp/kvbench-new run experiments/gpu_sweep.yaml --device cuda:0 --output "$OUT/one" \
   --set "datasets.0.samples=$samples" > "$OUT/one.log" 2>&1
 t1=$(date +%s.%N)
-/tmp/kvbench-new run experiments/gpu_sweep.yaml --gpus 0,1 --output "$OUT/two" \
+/tmp/kvbench-new run experiments/gpu_sweep.yaml --gpus "${GPUS:-0,1}" --output "$OUT/two" \
   --set "datasets.0.samples=$samples" > "$OUT/two.log" 2>&1
 t2=$(date +%s.%N)
 python3 - "$OUT" "$t0" "$t1" "$t2" <<'PY'
