@@ -22,7 +22,7 @@ for b in new old; do
   [ -f /tmp/stage/kvbench-$b.xz ] || continue
   [ -x /tmp/kvbench-$b ] || { xz -dc /tmp/stage/kvbench-$b.xz > /tmp/kvbench-$b; chmod +x /tmp/kvbench-$b; }
 done
-if [ ! -d /tmp/site/gguf ]; then
+if [ ! -d /tmp/site/gguf ] && compgen -G "/tmp/stage/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/stage/*.whl
 fi
 export PYTHONPATH=/tmp/site
