@@ -49,7 +49,8 @@ enum Command {
         /// Add this experiment's records to a directory that holds another experiment's.
         #[arg(long)]
         append: bool,
-        /// Run shard I of N (0-based): every N-th sample, into OUTPUT/results.shard-I-of-N.jsonl.
+        /// Run shard I of N (0-based): 1/N of the samples, balanced by size, into
+        /// OUTPUT/results.shard-I-of-N.jsonl.
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<kvbench::scale::Shard>,
         /// One worker process per GPU (`0,1,3` or `all`), each a shard on its device; one

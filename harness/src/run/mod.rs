@@ -121,9 +121,12 @@ pub fn run_claimed(
     let mut writer = ResultsWriter::open(&results)?;
     let engine = Engine::new(loaded, device, plan.raw.attention_chunk);
     let mut work = RunPlan::new(plan, loaded, opts.limit)?;
+    // Shards get about equal text (context and questions), so `--gpus` workers finish together.
     claim
         .shard
-        .retain(work.datasets.iter_mut().map(|d| &mut d.samples));
+        .retain_balanced(work.datasets.iter_mut().map(|d| &mut d.samples), |s| {
+            (s.context.len() + s.turns.iter().map(|t| t.question.len()).sum::<usize>()) as u64
+        });
     let mut status = shard_status(plan, &work, &done, claim);
     let status_path = claim.shard.status(&opts.output);
     status.write(&status_path)?;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! OUTPUT/results.jsonl                    an unsharded run
-//! OUTPUT/results.shard-I-of-N.jsonl       shard I (0-based) of N: records of every N-th sample
+//! OUTPUT/results.shard-I-of-N.jsonl       shard I (0-based) of N: its samples' records
 //! OUTPUT/results....jsonl.lock            held while a run writes that file (pid, host)
 //! OUTPUT/results....status.json           the shard's plan and state (total, failed, ...)
 //! OUTPUT/worker.shard-I-of-N.log          a `--gpus` worker's output
@@ -28,9 +28,10 @@ use anyhow::Result;
 
 pub use claim::{experiment_hash, Claim, DirPolicy};
 
-/// Shard `index` of `count` (0-based): the samples whose position in the run's sample order
-/// (datasets in the experiment's order, samples in each dataset's order, after `--limit`) is
-/// `index` modulo `count`. `0/1` is the whole run.
+/// Shard `index` of `count` (0-based) of the run's samples (datasets in the experiment's order,
+/// samples in each dataset's order, after `--limit`). [`Shard::retain_balanced`] deals them out
+/// by size so that shards finish together; [`Shard::keeps`] is the plain `position % count` split.
+/// `0/1` is the whole run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shard {
     pub index: usize,
@@ -59,6 +60,45 @@ impl Shard {
                 keep
             });
         }
+    }
+
+    /// Keep this shard's samples, dealt out by cost so that every shard gets about the same
+    /// work: the largest sample first, each to the shard with the least cost so far (ties: the
+    /// earlier sample, the lower shard). Every worker computes the same deal from the same
+    /// samples, so the shards still partition the run; which shard a sample lands in does not
+    /// change its records.
+    pub fn retain_balanced<'a, T: 'a>(
+        &self,
+        lists: impl IntoIterator<Item = &'a mut Vec<T>>,
+        cost: impl Fn(&T) -> u64,
+    ) {
+        let mut lists: Vec<&mut Vec<T>> = lists.into_iter().collect();
+        let costs: Vec<u64> = lists.iter().flat_map(|l| l.iter().map(&cost)).collect();
+        let mine = self.deal(&costs);
+        let mut position = 0;
+        for list in lists.iter_mut() {
+            list.retain(|_| {
+                let keep = mine[position];
+                position += 1;
+                keep
+            });
+        }
+    }
+
+    /// Whether each position (of `costs`) falls to this shard under the largest-first deal.
+    fn deal(&self, costs: &[u64]) -> Vec<bool> {
+        let mut order: Vec<usize> = (0..costs.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(costs[i]), i));
+        let mut load = vec![0u64; self.count];
+        let mut mine = vec![false; costs.len()];
+        for i in order {
+            let shard = (0..self.count)
+                .min_by_key(|&s| (load[s], s))
+                .expect("count >= 1");
+            load[shard] += costs[i].max(1);
+            mine[i] = shard == self.index;
+        }
+        mine
     }
 
     /// `""` for the whole run, `.shard-I-of-N` for a shard: what its file names carry.
@@ -245,6 +285,38 @@ mod tests {
         let mut l = lists();
         Shard { index: 1, count: 3 }.retain(l.iter_mut());
         assert_eq!(l, vec![vec![1, 4], vec![], vec![7, 10]]);
+    }
+
+    #[test]
+    fn balanced_shards_partition_the_samples_and_even_out_the_work() {
+        // Two long samples side by side: the `position % 2` split gives both to one shard.
+        let lists = || vec![vec![8u64, 1, 1, 1], vec![1, 1, 8, 8, 1, 1]];
+        let mut seen = Vec::new();
+        let mut loads = Vec::new();
+        for index in 0..2 {
+            let mut l = lists();
+            Shard { index, count: 2 }.retain_balanced(l.iter_mut(), |&c| c);
+            loads.push(l.iter().flatten().sum::<u64>());
+            seen.push(l);
+        }
+        assert_eq!(loads, vec![16, 15], "{seen:?}");
+        let mut naive = Vec::new();
+        for index in 0..2 {
+            let mut l = lists();
+            Shard { index, count: 2 }.retain(l.iter_mut());
+            naive.push(l.iter().flatten().sum::<u64>());
+        }
+        assert_eq!(naive, vec![19, 12], "the plain split is the unbalanced one");
+        // Every sample lands in exactly one shard, in its dataset's order.
+        let mut all: Vec<u64> = seen.into_iter().flatten().flatten().collect();
+        all.sort();
+        let mut want: Vec<u64> = lists().into_iter().flatten().collect();
+        want.sort();
+        assert_eq!(all, want);
+        // The whole run keeps everything.
+        let mut l = lists();
+        Shard::WHOLE.retain_balanced(l.iter_mut(), |&c| c);
+        assert_eq!(l, lists());
     }
 
     #[test]
