@@ -161,13 +161,46 @@ pub(crate) fn grid(
         if generations > LARGE_GRID {
             warnings.push(format!(
                 "warning: {}: the grid is large: {samples} samples x {} runs = {generations} \
-                 generations; consider `--limit` or fewer budgets",
+                 generations, {}; consider `--limit` or fewer budgets",
                 path.display(),
-                runs.len()
+                runs.len(),
+                time_estimate(generations, raw.device.as_deref())
             ));
         }
     }
     Ok(warnings)
+}
+
+/// Seconds per generation at SmolLM2-135M's speed, as measured: the quickstart (36 generations
+/// at 0.5k-1k tokens) takes ~2 minutes on two CPU cores; the GPU sweep (756 generations at 1k-8k
+/// tokens) takes 251 s on one H200 (`docs/measurements/h200/issue20.md`).
+const CPU_S_PER_GENERATION: f64 = 3.3;
+const GPU_S_PER_GENERATION: f64 = 0.33;
+
+/// A rough time for `generations` on the experiment's device (both kinds when it names none),
+/// at the smallest model's measured speed: a floor, which the message says.
+fn time_estimate(generations: usize, device: Option<&str>) -> String {
+    let at = |s_per: f64| {
+        crate::run::duration(std::time::Duration::from_secs_f64(
+            generations as f64 * s_per,
+        ))
+    };
+    let kind = device.map(|d| d.trim().to_ascii_lowercase());
+    let estimate = match kind.as_deref() {
+        Some("cpu") => format!("about {} on a CPU", at(CPU_S_PER_GENERATION)),
+        Some(d) if d.starts_with("cuda") => {
+            format!("about {} on one GPU", at(GPU_S_PER_GENERATION))
+        }
+        _ => format!(
+            "about {} on one GPU or {} on a CPU",
+            at(GPU_S_PER_GENERATION),
+            at(CPU_S_PER_GENERATION)
+        ),
+    };
+    format!(
+        "{estimate} at SmolLM2-135M's measured speed (larger models and longer contexts take \
+         proportionally longer)"
+    )
 }
 
 fn duplicate<T: PartialEq>(items: &[T]) -> Option<&T> {

@@ -488,15 +488,29 @@ fn cmd_run(
         &kvbench::manifest::PromptFacts::new(&plan, &loaded, &outcome.data),
     )?;
     if outcome.interrupted {
+        // The summary and report of what is there, so a stopped run is readable as it stands
+        // (a shard leaves that to `kvbench report DIR`, which merges every shard).
+        let summarized = shard.is_whole()
+            && !outcome.records.is_empty()
+            && summarize_and_report(&output, &outcome.records)
+                .map_err(|e| eprintln!("warning: no summary of the records so far: {e:#}"))
+                .is_ok();
         eprintln!(
             "interrupted after {}: {} record(s) written by this run and {} earlier are kept in {}; \
-             resume with: {}\n(a report of what is there: kvbench report {})",
+             resume with: {}\n{}",
             kvbench::run::duration(started.elapsed()),
             outcome.written,
             outcome.records.len().saturating_sub(outcome.written),
             outcome.results.display(),
             kvbench::run::interrupt::resume_command(),
-            output.display()
+            if summarized {
+                format!(
+                    "(summary.md and report.html in {} cover the records so far)",
+                    output.display()
+                )
+            } else {
+                format!("(a report of what is there: kvbench report {})", output.display())
+            }
         );
         return Ok(ExitCode::from(130));
     }

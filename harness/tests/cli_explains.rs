@@ -236,4 +236,9 @@ fn ctrl_c_keeps_finished_records_and_prints_the_resume_command() {
     let kept = std::fs::read_to_string(&results).unwrap();
     assert!(kept.lines().count() >= 2 && kept.ends_with('\n'), "{kept}");
     assert!(kept.lines().count() < 400, "the run did not stop");
+    // The records so far are summarised: one summary row per method, with their count.
+    assert!(err.contains("cover the records so far"), "{err}");
+    let summary = std::fs::read_to_string(output.join("summary.md")).unwrap();
+    assert!(summary.contains("| full "), "{summary}");
+    assert!(output.join("report.html").exists());
 }

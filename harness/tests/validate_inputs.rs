@@ -243,7 +243,22 @@ fn degenerate_settings_are_warnings() {
         all.contains("`kivi`") && all.contains("residual 128"),
         "{all}"
     );
-    assert!(all.contains("generations"), "{all}");
+    // The large grid comes with a time: generations x the smallest model's measured rate.
+    let large = warnings
+        .iter()
+        .find(|w| w.contains("the grid is large"))
+        .unwrap_or_else(|| panic!("no large-grid warning: {all}"));
+    let generations: usize = large
+        .split(" = ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{large}"));
+    assert!(generations >= 20_000, "{large}");
+    let at =
+        |s: f64| kvbench::run::duration(std::time::Duration::from_secs_f64(generations as f64 * s));
+    let want = format!("about {} on one GPU or {} on a CPU", at(0.33), at(3.3));
+    assert!(large.contains(&want), "{want} missing: {large}");
     // And `kvbench validate` prints them, succeeding.
     let o = Command::new(env!("CARGO_BIN_EXE_kvbench"))
         .args(["validate", d.join("exp.yaml").to_str().unwrap()])
