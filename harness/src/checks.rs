@@ -322,6 +322,34 @@ pub fn check_local_model(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The model's configuration read from its files without loading weights: the GGUF header
+/// (metadata and tensor directory) or `config.json`.
+pub fn model_config(files: &ModelFiles) -> Result<crate::model::ModelConfig> {
+    use anyhow::Context;
+    match files {
+        ModelFiles::Gguf { path } => {
+            let mut f =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            let content = candle_core::quantized::gguf_file::Content::read(&mut f)
+                .with_context(|| format!("reading the GGUF header of {}", path.display()))?;
+            crate::model::ModelConfig::from_gguf(&content, &path.display().to_string())
+        }
+        ModelFiles::HfCheckpoint { config, .. } => crate::model::hf_config::from_hf_config(config),
+    }
+}
+
+/// The methods' parameters against the model's shape (`per_layer`'s ratio count, head_dim
+/// divisors, ...), from its files, before the weights load. Counts the layers methods compress:
+/// sliding-window layers are never compressed (all of them when every layer slides).
+pub fn model_shape(plan: &crate::experiment::Plan, files: &ModelFiles) -> Result<()> {
+    let c = model_config(files)?;
+    let compressible = match c.layer_windows.iter().filter(|w| w.is_none()).count() {
+        0 => c.n_layers,
+        n => n,
+    };
+    plan.check_model_shape(compressible, c.n_kv_heads, c.head_dim)
+}
+
 /// The number of samples, where the experiment states it (generated datasets, or `limit`).
 fn sample_count(raw: &RawExperiment) -> Option<usize> {
     let mut total = 0usize;

@@ -298,6 +298,15 @@ fn other_command(command: Command) -> Result<()> {
         } => {
             let plan = Plan::load_with(&experiment, &overrides)?;
             print_notes(&plan);
+            // The model's shape where its files are here already (no download from `validate`).
+            match kvbench::fetch::resolve_if_local(&plan.model, &FetchOptions::from_env()) {
+                Some(files) => kvbench::checks::model_shape(&plan, &files?)?,
+                None => eprintln!(
+                    "note: model `{}` is not downloaded yet: the methods' parameters are checked \
+                     against its shape once `kvbench run` or `kvbench fetch` has it",
+                    plan.raw.model
+                ),
+            }
             println!(
                 "{}: ok — model {}, {} dataset(s), {} method run(s)",
                 experiment.display(),
@@ -450,6 +459,8 @@ fn cmd_run(
     let claim = kvbench::scale::Claim::acquire(&output, shard, &plan, scale.policy)?;
     let files = resolve(&plan.model, &FetchOptions::from_env())
         .with_context(|| format!("fetching model `{}`", plan.raw.model))?;
+    // Before the weights load: the methods' parameters against the model's shape.
+    kvbench::checks::model_shape(&plan, &files)?;
     eprintln!(
         "loading {} on {}",
         plan.raw.model,

@@ -290,3 +290,36 @@ fn fresh_backups_never_overwrite_each_other() {
         .collect();
     assert_eq!(kept.len(), 3, "{kept:?}");
 }
+
+/// `per_layer`'s ratio count against the model's layers is checked by `kvbench validate` when the
+/// model is on disk (the cached SmolLM2: 30 layers), from its header, before any weights load.
+#[test]
+fn per_layer_ratio_count_is_checked_at_validation_against_a_cached_model() {
+    kvbench::testing::smollm2_gguf();
+    let d = dir("per-layer");
+    let yaml = GOOD.replace(
+        "  - method: streaming_llm\n",
+        "  - method: streaming_llm\n  - method: per_layer\n    ratios: [0.2, 0.5, 0.8]\n",
+    );
+    let path = d.join("exp.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["validate", path.to_str().unwrap()])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "accepted:\n{stderr}");
+    assert!(
+        stderr.contains("exp.yaml:10") && stderr.contains("ratios") && stderr.contains("30 layers"),
+        "{stderr}"
+    );
+    // With one ratio per layer it validates.
+    let ratios = vec!["0.5"; 30].join(", ");
+    std::fs::write(&path, yaml.replace("0.2, 0.5, 0.8", &ratios)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["validate", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -383,6 +383,22 @@ pub fn resolve(spec: &ModelSpec, opts: &FetchOptions) -> Result<ModelFiles, Fetc
     }
 }
 
+/// The files of `spec` if they are on local disk already (a local path, or a pinned alias whose
+/// verified file is in the cache); `None` where only a download would tell (hub repositories,
+/// an alias not fetched yet). Never touches the network.
+pub fn resolve_if_local(
+    spec: &ModelSpec,
+    opts: &FetchOptions,
+) -> Option<Result<ModelFiles, FetchError>> {
+    match spec {
+        ModelSpec::Alias(name) => find_alias(name)
+            .and_then(|alias| pinned::cached_alias(alias, opts))
+            .map(|path| Ok(ModelFiles::Gguf { path })),
+        ModelSpec::Local(path) => Some(resolve_local(path)),
+        ModelSpec::Hub { .. } => None,
+    }
+}
+
 fn local_err(path: &Path, reason: impl Into<String>) -> FetchError {
     FetchError::Local {
         path: path.to_path_buf(),

@@ -75,6 +75,16 @@ pub fn fetch_alias(alias: &ModelAlias, opts: &FetchOptions) -> Result<PathBuf, F
     })
 }
 
+/// `alias`'s file if it is already in the cache and verified (size, and the marker's stamp), with
+/// no download and no hashing: what `kvbench validate` may read without network.
+pub(crate) fn cached_alias(alias: &ModelAlias, opts: &FetchOptions) -> Option<PathBuf> {
+    let sha = alias.sha256.to_ascii_lowercase();
+    let dir = opts.cache_dir.join("files").join(format!("sha256-{sha}"));
+    let dest = dir.join(alias.file_name);
+    let marker = dir.join(format!("{}.verified", alias.file_name));
+    (size_matches(&dest, alias.size) && marker_ok(&marker, &sha, &dest)).then_some(dest)
+}
+
 fn size_matches(path: &Path, size: u64) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
 }
