@@ -68,6 +68,9 @@ pub struct Plan {
     /// What the user should know but is not an error (a parameter overriding a preset's; the
     /// degenerate settings [`crate::checks`] finds start with `warning: `).
     pub notes: Vec<String>,
+    /// The command-line overrides applied to the file (`--methods ...`), if any: errors found
+    /// later then name no line of the file (it no longer says what runs) but the overrides.
+    pub overridden_by: Option<String>,
 }
 
 /// 1-based line of the first occurrence of `needle` in `text`, to point errors at the YAML.
@@ -237,6 +240,7 @@ impl Plan {
         };
         let mut plan = Self::validate(raw, lines, path).map_err(with_overrides)?;
         plan.notes.splice(0..0, notes);
+        plan.overridden_by = (!overrides.is_empty()).then(|| overrides.describe());
         Ok(plan)
     }
 
@@ -319,6 +323,7 @@ impl Plan {
             model,
             runs,
             notes: warnings,
+            overridden_by: None,
         })
     }
 }
@@ -333,16 +338,33 @@ impl Plan {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> Result<()> {
-        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        let text = self.source_lines();
         for (i, m) in self.raw.methods.iter().enumerate() {
             m.check_model_shape(n_layers, n_kv_heads, head_dim)
                 .map_err(|(part, e)| {
-                    method_param_error(&self.source, &text, i, m, part, &e).context(format!(
+                    self.with_overrides(method_param_error(&self.source, &text, i, m, part, &e))
+                        .context(format!(
                         "the model has {n_layers} layers that methods compress (its full-attention layers), {n_kv_heads} KV heads of dimension {head_dim}"
                     ))
                 })?;
         }
         Ok(())
+    }
+
+    /// The experiment file's text for line lookups; empty when overrides changed what runs (the
+    /// file's lines would point at the wrong entries).
+    fn source_lines(&self) -> String {
+        match self.overridden_by {
+            Some(_) => String::new(),
+            None => std::fs::read_to_string(&self.source).unwrap_or_default(),
+        }
+    }
+
+    fn with_overrides(&self, e: anyhow::Error) -> anyhow::Error {
+        match &self.overridden_by {
+            Some(o) => anyhow::anyhow!("{e:#}\n(the experiment as changed by {o})"),
+            None => e,
+        }
     }
 
     /// `chat_template: true` on a dataset needs a model with a chat template: an error naming
@@ -351,7 +373,7 @@ impl Plan {
         if model_has_template {
             return Ok(());
         }
-        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        let text = self.source_lines();
         for d in &self.raw.datasets {
             if d.chat_template() == ChatTemplateMode::Always {
                 let line = text
@@ -361,14 +383,14 @@ impl Plan {
                         l.contains("chat_template") && l.contains("true")
                     })
                     .map(|i| i + 1);
-                bail!(
+                return Err(self.with_overrides(anyhow::anyhow!(
                     "{}: dataset `{}`, field `chat_template: true`: model `{}` has no chat \
                      template (neither in its GGUF metadata nor in tokenizer_config.json or \
                      chat_template.jinja); use `chat_template: auto` or `false`",
                     at(&self.source, line),
                     d.name(),
                     self.raw.model
-                );
+                )));
             }
         }
         Ok(())
@@ -486,6 +508,19 @@ mod tests {
                 && err.contains("`quant`")
                 && err.contains("`group`")
                 && err.contains("head_dim (32)"),
+            "{err}"
+        );
+        // Under `--methods` the file's lines no longer say what runs: the error names the
+        // overrides instead of the line of whatever entry sits at that index in the file.
+        let overrides = crate::overrides::Overrides {
+            methods: Some(vec!["quant".into(), "full".into()]),
+            ..Default::default()
+        };
+        let plan = Plan::load_with(&path, &overrides).unwrap();
+        let err = format!("{:#}", plan.check_model_shape(30, 3, 32).unwrap_err());
+        assert!(
+            err.contains("q.yaml: methods entry 1")
+                && err.contains("as changed by --methods quant,full"),
             "{err}"
         );
     }
