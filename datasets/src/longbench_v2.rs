@@ -14,7 +14,7 @@ use crate::prompt::ChatTemplateMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::longbench::string_field;
+use crate::longbench::{string_field, text_field};
 use crate::metrics::strip_python;
 use crate::records::LineProblem;
 use crate::records::{line_error, read_records};
@@ -123,8 +123,8 @@ impl LongBenchV2Config {
         line: usize,
         counter: &dyn TokenCounter,
     ) -> Result<Sample, LineProblem> {
-        let context = string_field(&mut o, "context")?;
-        let question = string_field(&mut o, "question")?;
+        let context = text_field(&mut o, "context")?;
+        let question = text_field(&mut o, "question")?;
         let mut choices = Vec::new();
         for k in ["choice_A", "choice_B", "choice_C", "choice_D"] {
             choices.push(string_field(&mut o, k)?);

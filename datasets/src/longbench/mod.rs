@@ -271,7 +271,8 @@ impl LongBenchConfig {
         line: usize,
         counter: &dyn TokenCounter,
     ) -> Result<Sample, LineProblem> {
-        let context = string_field(&mut o, "context")?;
+        let context = text_field(&mut o, "context")?;
+        // `input` is empty for the summarization and code tasks: their prompt asks the question.
         let input = string_field(&mut o, "input")?;
         let answers = string_list(&mut o, "answers", false)?;
         let base = task.strip_suffix("_e").unwrap_or(task);
@@ -332,6 +333,20 @@ pub(crate) fn string_field(o: &mut Map<String, Value>, field: &str) -> Result<St
         Some(Value::String(s)) => Ok(s),
         Some(v) => Err(invalid(field, &v, "a string")),
     }
+}
+
+/// A string field that must hold text (a context, a question): empty or blank is a bad record,
+/// skipped with its file and line, never a prompt with nothing to compress or answer.
+pub(crate) fn text_field(o: &mut Map<String, Value>, field: &str) -> Result<String, LineProblem> {
+    let s = string_field(o, field)?;
+    if s.trim().is_empty() {
+        return Err(invalid(
+            field,
+            &Value::String(String::new()),
+            "non-empty text",
+        ));
+    }
+    Ok(s)
 }
 
 /// A list of strings (`null` allowed, as an empty list, when `nullable`).

@@ -95,6 +95,7 @@ fn bad_records_name_file_line_and_field() {
         r#"{"input": "q", "context": "c", "answers": [1]}"#,
         r#"not json"#,
         r#"{"input": "q", "context": "c", "answers": ["b"], "length": 9000, "_id": "ok2"}"#,
+        r#"{"input": "q", "context": "  \n", "answers": ["a"]}"#,
     ];
     let path = temp_file("hotpotqa_e.jsonl", &lines.join("\n"));
     let c = LongBenchConfig::local(&path, &["hotpotqa_e"]);
@@ -112,6 +113,7 @@ fn bad_records_name_file_line_and_field() {
             format!("{p} line 3: field `context` is a number; expected a string"),
             format!("{p} line 4: field `answers[0]` is a number; expected a string"),
             format!("{p} line 5: not valid JSON (expected ident at column 2); expected one JSON object per line"),
+            format!("{p} line 7: field `context` is an empty string; expected non-empty text"),
         ]
     );
 }

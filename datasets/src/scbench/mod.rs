@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::datafile::record;
-use crate::longbench::string_field;
+use crate::longbench::{string_field, text_field};
 use crate::records::{invalid, LineProblem};
 use crate::records::{line_error, read_records};
 use crate::source::{hashed, parquet_path, DataSource, LoadOptions, SourceError};
@@ -315,7 +315,7 @@ fn context_field(task: &str, o: &mut Map<String, Value>) -> Result<String, LineP
             let list = o.remove("context").expect("present");
             Ok(prompts::python_str(&list))
         }
-        _ => string_field(o, "context"),
+        _ => text_field(o, "context"),
     }
 }
 
