@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::datafile::record;
-use crate::longbench::{string_field, text_field};
+use crate::longbench::text_field;
 use crate::records::{invalid, LineProblem};
 use crate::records::{line_error, read_records};
 use crate::source::{hashed, parquet_path, DataSource, LoadOptions, SourceError};
