@@ -12,6 +12,7 @@ pub mod checks;
 pub mod device;
 pub mod experiment;
 pub mod fetch;
+pub mod kv_store;
 pub mod loader;
 pub mod manifest;
 pub mod memory;
