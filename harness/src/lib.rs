@@ -20,6 +20,7 @@ pub mod model;
 pub mod overrides;
 pub mod presets;
 pub mod prompt;
+pub mod reuse;
 pub mod run;
 pub mod scale;
 /// The runner's former path (`kvbench::runner::{run, RunOptions, ...}`).

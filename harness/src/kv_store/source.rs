@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,9 @@ impl ByteSource {
     pub fn read_range(&self, offset: u64, len: usize, pacer: &mut Pacer) -> Result<Vec<u8>> {
         let mut out = vec![0u8; len];
         for (i, piece) in out.chunks_mut(PIECE).enumerate() {
+            if pacer.cancelled() {
+                bail!("{}: read cancelled", self.name());
+            }
             self.read_at(offset + (i * PIECE) as u64, piece)?;
             pacer.account(piece.len());
         }
@@ -102,6 +106,8 @@ pub struct Pacer {
     bytes_per_second: Option<f64>,
     start: Instant,
     read: u64,
+    /// Set by another thread to stop reading (Cake's compute reached the loader).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Pacer {
@@ -111,7 +117,20 @@ impl Pacer {
             bytes_per_second: gbps.map(|g| g * 1e9),
             start: Instant::now(),
             read: 0,
+            cancel: None,
         }
+    }
+
+    /// Stop reading (and waiting) once `flag` is set: reads then fail with "read cancelled".
+    pub fn cancelled_by(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
     }
 
     /// Count `n` bytes just read and wait until they could have arrived at the cap.
@@ -119,9 +138,10 @@ impl Pacer {
         self.read += n as u64;
         if let Some(rate) = self.bytes_per_second {
             let due = Duration::from_secs_f64(self.read as f64 / rate);
-            let elapsed = self.start.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
+            // Sleep in short steps so that a cancelled read stops waiting at once.
+            let step = Duration::from_millis(2);
+            while due > self.start.elapsed() && !self.cancelled() {
+                std::thread::sleep(due.saturating_sub(self.start.elapsed()).min(step));
             }
         }
     }

@@ -1,0 +1,206 @@
+//! The experiment's `reuse:` block: contexts whose cache was stored (the KV store) are reused,
+//! and the first token is reached in one of three measured ways (`ttft_mode`).
+//!
+//! ```yaml
+//! reuse:
+//!   ttft_mode: [compute, load, cake]   # one mode or a list: a grid axis
+//!   chunk_tokens: 512                  # Cake's compute and load chunk
+//!   bandwidth_gbps: [1, 4, 16, null]   # read cap in GB/s (10^9 B/s); null: uncapped
+//!   store: memory                      # or a directory
+//!   prime: true                        # store every context before measuring it
+//! ```
+//!
+//! The first request of a context computes its cache (prefill, then the method's compression)
+//! and stores it in its stored form; later requests of the same context, method and budget
+//! reach it by their mode. With `prime: true` every context is stored first (untimed), so every
+//! request is measured in its mode, which is what the Cake study needs; without it, reuse needs
+//! datasets whose requests share contexts (SCBench's multi-request mode, JSONL files).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use kvbench_datasets::DatasetConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::{at, line_of, RawExperiment};
+
+/// How a request with a stored context gets its cache before the question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TtftMode {
+    /// Prefill from scratch (and compress), ignoring the store.
+    Compute,
+    /// Read every layer's stored entries and move them to the device.
+    Load,
+    /// Compute chunks from the front while a loader thread reads chunks from the back, until
+    /// they meet (Jin et al., arXiv 2410.03065).
+    Cake,
+}
+
+impl TtftMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TtftMode::Compute => "compute",
+            TtftMode::Load => "load",
+            TtftMode::Cake => "cake",
+        }
+    }
+}
+
+/// One value or a list of them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    pub fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(x) => vec![x.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseConfig {
+    #[serde(default = "default_modes")]
+    pub ttft_mode: OneOrMany<TtftMode>,
+    #[serde(default = "default_chunk_tokens")]
+    pub chunk_tokens: usize,
+    #[serde(default = "uncapped")]
+    pub bandwidth_gbps: OneOrMany<Option<f64>>,
+    /// `memory`, or a directory for the store's files.
+    #[serde(default = "memory")]
+    pub store: String,
+    #[serde(default)]
+    pub prime: bool,
+    /// Layers per safetensors file (default: one file per context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers_per_file: Option<usize>,
+}
+
+fn default_modes() -> OneOrMany<TtftMode> {
+    OneOrMany::One(TtftMode::Load)
+}
+fn default_chunk_tokens() -> usize {
+    512
+}
+fn uncapped() -> OneOrMany<Option<f64>> {
+    OneOrMany::One(None)
+}
+fn memory() -> String {
+    "memory".into()
+}
+
+/// How one grid cell reaches its first token.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Access {
+    pub ttft_mode: TtftMode,
+    /// The read cap for `load` and `cake`; `None` for uncapped (and for `compute`).
+    pub bandwidth_gbps: Option<f64>,
+}
+
+impl ReuseConfig {
+    /// The grid's access axis: `compute` once, `load` and `cake` once per bandwidth.
+    pub fn accesses(&self) -> Vec<Access> {
+        let mut out = Vec::new();
+        for mode in self.ttft_mode.to_vec() {
+            let caps = match mode {
+                TtftMode::Compute => vec![None],
+                _ => self.bandwidth_gbps.to_vec(),
+            };
+            for bandwidth_gbps in caps {
+                out.push(Access {
+                    ttft_mode: mode,
+                    bandwidth_gbps,
+                });
+            }
+        }
+        out
+    }
+
+    /// The store's directory (`None` for host memory), relative to `base` when relative.
+    pub fn directory(&self, base: &Path) -> Option<PathBuf> {
+        (self.store != "memory").then(|| base.join(&self.store))
+    }
+}
+
+/// Whether requests of this dataset can share a context (so that a later one finds the first
+/// one's cache stored).
+fn shares_contexts(d: &DatasetConfig) -> bool {
+    match d {
+        DatasetConfig::Scbench(c) => c.mode == kvbench_datasets::ScbenchMode::MultiRequest,
+        DatasetConfig::Jsonl(_) => true,
+        _ => false,
+    }
+}
+
+/// Every bad `reuse:` setting, as one error naming the file and line.
+pub(crate) fn check(raw: &RawExperiment, text: &str, path: &Path) -> Result<()> {
+    let Some(r) = &raw.reuse else {
+        return Ok(());
+    };
+    let modes = r.ttft_mode.to_vec();
+    if modes.is_empty() {
+        bail!(
+            "{}: field `reuse.ttft_mode` is empty; write compute, load, cake or a list of them",
+            at(path, line_of(text, "ttft_mode"))
+        );
+    }
+    if let Some(m) = modes
+        .iter()
+        .enumerate()
+        .find(|(i, m)| modes[..*i].contains(m))
+    {
+        bail!(
+            "{}: field `reuse.ttft_mode` lists {} twice",
+            at(path, line_of(text, "ttft_mode")),
+            m.1.name()
+        );
+    }
+    if r.chunk_tokens == 0 {
+        bail!(
+            "{}: field `reuse.chunk_tokens` must be at least 1",
+            at(path, line_of(text, "chunk_tokens"))
+        );
+    }
+    let caps = r.bandwidth_gbps.to_vec();
+    if caps.is_empty() {
+        bail!(
+            "{}: field `reuse.bandwidth_gbps` is empty; write a cap in GB/s or null for none",
+            at(path, line_of(text, "bandwidth_gbps"))
+        );
+    }
+    for c in caps.iter().flatten() {
+        if !c.is_finite() || *c <= 0.0 {
+            bail!(
+                "{}: field `reuse.bandwidth_gbps`: {c} is not a positive rate in GB/s (write null \
+                 for no cap)",
+                at(path, line_of(text, "bandwidth_gbps"))
+            );
+        }
+    }
+    if r.layers_per_file == Some(0) {
+        bail!(
+            "{}: field `reuse.layers_per_file` must be at least 1",
+            at(path, line_of(text, "layers_per_file"))
+        );
+    }
+    if !r.prime {
+        if let Some(d) = raw.datasets.iter().find(|d| !shares_contexts(d)) {
+            bail!(
+                "{}: `reuse` without `prime: true` needs datasets whose requests share a context \
+                 (scbench with `mode: multi_request`, jsonl); dataset `{}` has none, so every \
+                 request would compute. Set `reuse.prime: true` to store each context before \
+                 measuring it",
+                at(path, line_of(text, "reuse:")),
+                d.name()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Cake (Jin et al., "Compute Or Load KV Cache? Why Not Both?", arXiv 2410.03065): a stored
+//! context's cache is rebuilt by computing chunks from the front while a loader thread reads
+//! chunks from the back, until they meet; the question follows.
+//!
+//! What overlaps: the loader runs on its own OS thread, concurrently with the compute on the
+//! calling thread; it reads position-range chunks of the stored files (positioned reads of host
+//! memory or disk, paced by `bandwidth_gbps`) into host tensors. What does not: the loaded
+//! chunks move to the device at the meeting point, on the calling thread, as one copy per head
+//! (candle 0.11 computes on one CUDA stream and exposes neither a second stream nor pinned host
+//! buffers, so an asynchronous host-to-device copy beside the kernels is not available); that
+//! copy is inside the measured time.
+//!
+//! Chunks are aligned to multiples of `chunk_tokens` from position 0 for both sides, so they
+//! meet on a chunk boundary (`split`, recorded as `cake_split_tokens`). Compute never starts a
+//! chunk the loader already holds; a chunk the loader is reading when compute gets there is
+//! abandoned (its reads stop at once). Loaded entries at positions below the split are dropped.
+//!
+//! The computed front is full-precision and uncompressed; the loaded back is the stored cache's
+//! own entries (all of them for a full cache, the kept ones for an evicted cache). Storage that
+//! cannot be cut by position (quantized, low rank, merged, ...) is refused by the range reader.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use kvbench_methods::cache::repeat_heads;
+use kvbench_methods::{HeadGroup, KvCache, ObservationNeeds, Storage};
+
+use crate::kv_store::ranges::{Chunk, RangeReader};
+use crate::kv_store::source::Pacer;
+use crate::kv_store::{KvStore, StoreKey};
+use crate::model::Logits;
+
+use super::prefill::Engine;
+
+/// A cache Cake built, and where its two halves met.
+pub(super) struct CakeBuilt {
+    pub cache: KvCache,
+    pub bytes_read: u64,
+    /// Context tokens computed from the front; the rest came from the store.
+    pub split: usize,
+}
+
+/// Rebuild `key`'s stored cache of `context` by computing and loading at once.
+pub(super) fn build(
+    engine: &Engine,
+    store: &KvStore,
+    key: &StoreKey,
+    context: &[u32],
+    chunk: usize,
+    gbps: Option<f64>,
+) -> Result<CakeBuilt> {
+    let header = store
+        .header(key)?
+        .context("cake: the context is not in the store")?;
+    let n = header.next_position;
+    if n != context.len() {
+        bail!(
+            "cake: the stored cache covers {n} tokens, the context has {}",
+            context.len()
+        );
+    }
+    let sources = store.sources(key, &header)?;
+    let computed_end = AtomicUsize::new(0);
+    let loaded_from = AtomicUsize::new(n);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut cache = engine.loaded.model.new_cache();
+    let (computed, loaded) = std::thread::scope(|s| {
+        let loader = s.spawn(|| -> Result<(Vec<Chunk>, u64)> {
+            let mut pacer = Pacer::new(gbps).cancelled_by(stop.clone());
+            let mut chunks = Vec::new();
+            let reader = match RangeReader::open(&header, sources, &mut pacer) {
+                Ok(r) => r,
+                Err(_) if pacer.cancelled() => return Ok((chunks, pacer.bytes_read())),
+                Err(e) => return Err(e),
+            };
+            let mut end = n;
+            while end > computed_end.load(Ordering::Acquire) && !pacer.cancelled() {
+                let start = (end - 1) / chunk * chunk;
+                match reader.read_chunk(start, end, &mut pacer) {
+                    Ok(c) => chunks.push(c),
+                    Err(_) if pacer.cancelled() => break,
+                    Err(e) => return Err(e),
+                }
+                loaded_from.store(start, Ordering::Release);
+                end = start;
+            }
+            Ok((chunks, pacer.bytes_read()))
+        });
+        let computed = (|| -> Result<usize> {
+            let mut done = 0;
+            loop {
+                let limit = loaded_from.load(Ordering::Acquire);
+                if done >= limit {
+                    return Ok(done);
+                }
+                let end = (done + chunk).min(limit);
+                engine.forward(
+                    &context[done..end],
+                    &mut cache,
+                    Logits::None,
+                    ObservationNeeds::default(),
+                )?;
+                done = end;
+                computed_end.store(done, Ordering::Release);
+            }
+        })();
+        stop.store(true, Ordering::Release);
+        let loaded = loader
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("cake: the loader thread panicked")));
+        (computed, loaded)
+    });
+    let split = computed?;
+    let (chunks, bytes_read) = loaded?;
+    meet(&mut cache, chunks, split, n)?;
+    Ok(CakeBuilt {
+        cache,
+        bytes_read,
+        split,
+    })
+}
+
+/// Append the loaded entries at positions `split..n` to the computed front of every layer
+/// (moving them to the device), and continue from position `n`.
+pub(super) fn meet(
+    cache: &mut KvCache,
+    mut chunks: Vec<Chunk>,
+    split: usize,
+    n: usize,
+) -> Result<()> {
+    chunks.sort_by_key(|c| c.start);
+    let covered = chunks.first().map_or(n, |c| c.start);
+    if covered > split {
+        bail!("cake: compute stopped at {split} but the loader holds only {covered}..{n}");
+    }
+    let device = cache.device().clone();
+    for l in 0..cache.n_layers() {
+        let stored_heads = chunks.first().map_or(0, |c| c.heads[l].len());
+        let front = cache.layer(l);
+        let (front_kv, front_pos) = if front.groups().is_empty() {
+            (None, Vec::new())
+        } else {
+            let (k, v) = front.dense()?;
+            let factor = stored_heads / k.dim(0)?.max(1);
+            let (k, v) = if factor > 1 {
+                (repeat_heads(&k, factor)?, repeat_heads(&v, factor)?)
+            } else {
+                (k, v)
+            };
+            (Some((k, v)), front.positions())
+        };
+        let heads = stored_heads.max(front_pos.len());
+        let mut ks = Vec::with_capacity(heads);
+        let mut vs = Vec::with_capacity(heads);
+        let mut positions = Vec::with_capacity(heads);
+        for h in 0..heads {
+            let mut k_parts = Vec::new();
+            let mut v_parts = Vec::new();
+            let mut pos: Vec<u32> = Vec::new();
+            if let Some((k, v)) = &front_kv {
+                let fp = &front_pos[h * front_pos.len() / heads.max(1)];
+                if !fp.is_empty() {
+                    k_parts.push(k.get(h)?);
+                    v_parts.push(v.get(h)?);
+                    pos.extend(fp);
+                }
+            }
+            for c in &chunks {
+                let piece = &c.heads[l][h];
+                let skip = piece.positions.partition_point(|&p| (p as usize) < split);
+                let m = piece.positions.len() - skip;
+                if m == 0 {
+                    continue;
+                }
+                k_parts.push(piece.k.narrow(0, skip, m)?.to_device(&device)?);
+                v_parts.push(piece.v.narrow(0, skip, m)?.to_device(&device)?);
+                pos.extend(&piece.positions[skip..]);
+            }
+            if k_parts.is_empty() {
+                bail!("cake: layer {l} head {h} has no entries");
+            }
+            ks.push(Tensor::cat(&k_parts, 0)?);
+            vs.push(Tensor::cat(&v_parts, 0)?);
+            positions.push(pos);
+        }
+        let groups = if positions.iter().all(|p| p.len() == positions[0].len()) {
+            vec![HeadGroup {
+                first_head: 0,
+                storage: Storage::dense(Tensor::stack(&ks, 0)?, Tensor::stack(&vs, 0)?),
+                positions,
+            }]
+        } else {
+            // Ragged heads (an evicted cache): one group per head, as `LayerKv::retain` stores.
+            ks.into_iter()
+                .zip(vs)
+                .zip(positions)
+                .enumerate()
+                .map(|(h, ((k, v), p))| -> Result<HeadGroup> {
+                    Ok(HeadGroup {
+                        first_head: h,
+                        storage: Storage::dense(k.unsqueeze(0)?, v.unsqueeze(0)?),
+                        positions: vec![p],
+                    })
+                })
+                .collect::<Result<_>>()?
+        };
+        cache.layer_mut(l).set_groups(groups)?;
+    }
+    cache.advance(n - split);
+    for l in 0..cache.n_layers() {
+        cache.trim_to_window(l)?;
+    }
+    Ok(())
+}
