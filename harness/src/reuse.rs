@@ -67,8 +67,10 @@ impl<T: Clone> OneOrMany<T> {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReuseConfig {
+    /// `compute`, `load`, `cake` or a list of them (read as text, so that an unknown mode is
+    /// named with the valid ones).
     #[serde(default = "default_modes")]
-    pub ttft_mode: OneOrMany<TtftMode>,
+    pub ttft_mode: OneOrMany<String>,
     #[serde(default = "default_chunk_tokens")]
     pub chunk_tokens: usize,
     #[serde(default = "uncapped")]
@@ -83,8 +85,8 @@ pub struct ReuseConfig {
     pub layers_per_file: Option<usize>,
 }
 
-fn default_modes() -> OneOrMany<TtftMode> {
-    OneOrMany::One(TtftMode::Load)
+fn default_modes() -> OneOrMany<String> {
+    OneOrMany::One("load".into())
 }
 fn default_chunk_tokens() -> usize {
     512
@@ -105,10 +107,26 @@ pub struct Access {
 }
 
 impl ReuseConfig {
+    /// The modes asked for, or the first unknown one with the valid names.
+    pub fn modes(&self) -> std::result::Result<Vec<TtftMode>, String> {
+        self.ttft_mode
+            .to_vec()
+            .iter()
+            .map(|m| match m.as_str() {
+                "compute" => Ok(TtftMode::Compute),
+                "load" => Ok(TtftMode::Load),
+                "cake" => Ok(TtftMode::Cake),
+                other => Err(format!(
+                    "unknown ttft_mode `{other}`; valid modes: compute, load, cake"
+                )),
+            })
+            .collect()
+    }
+
     /// The grid's access axis: `compute` once, `load` and `cake` once per bandwidth.
     pub fn accesses(&self) -> Vec<Access> {
         let mut out = Vec::new();
-        for mode in self.ttft_mode.to_vec() {
+        for mode in self.modes().unwrap_or_default() {
             let caps = match mode {
                 TtftMode::Compute => vec![None],
                 _ => self.bandwidth_gbps.to_vec(),
@@ -144,7 +162,12 @@ pub(crate) fn check(raw: &RawExperiment, text: &str, path: &Path) -> Result<()> 
     let Some(r) = &raw.reuse else {
         return Ok(());
     };
-    let modes = r.ttft_mode.to_vec();
+    let modes = r.modes().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: field `reuse.ttft_mode`: {e}",
+            at(path, line_of(text, "ttft_mode"))
+        )
+    })?;
     if modes.is_empty() {
         bail!(
             "{}: field `reuse.ttft_mode` is empty; write compute, load, cake or a list of them",
@@ -203,4 +226,71 @@ pub(crate) fn check(raw: &RawExperiment, text: &str, path: &Path) -> Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::experiment::Plan;
+    use std::path::Path;
+
+    const STUDY: &str = "experiment: t
+model: smollm2-135m-instruct-q4_1
+datasets:
+  - name: niah
+    lengths: [200]
+    depths: [0.5]
+methods:
+  - method: full
+reuse:
+  ttft_mode: [compute, load, cake]
+  bandwidth_gbps: [1, null]
+  prime: true
+";
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Plan::parse(text, Path::new("c.yaml")).unwrap_err())
+    }
+
+    #[test]
+    fn the_access_axis_is_compute_once_and_load_and_cake_per_bandwidth() {
+        let plan = Plan::parse(STUDY, Path::new("c.yaml")).unwrap();
+        let cells: Vec<_> = plan
+            .runs
+            .iter()
+            .map(|r| {
+                let a = r.access.unwrap();
+                (a.ttft_mode.name(), a.bandwidth_gbps)
+            })
+            .collect();
+        assert_eq!(
+            cells,
+            vec![
+                ("compute", None),
+                ("load", Some(1.0)),
+                ("load", None),
+                ("cake", Some(1.0)),
+                ("cake", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_reuse_settings_are_one_error_with_file_and_line() {
+        let e = err(&STUDY.replace("[compute, load, cake]", "[compute, fetch]"));
+        assert!(
+            e.contains("c.yaml:10") && e.contains("`fetch`") && e.contains("cake"),
+            "{e}"
+        );
+        let e = err(&STUDY.replace("[1, null]", "[0]"));
+        assert!(e.contains("c.yaml:11") && e.contains("positive"), "{e}");
+        let e = err(&STUDY.replace("[1, null]", "-2"));
+        assert!(e.contains("c.yaml:11") && e.contains("-2"), "{e}");
+        let e = err(&STUDY.replace("  prime: true\n", ""));
+        assert!(
+            e.contains("c.yaml:9") && e.contains("niah") && e.contains("prime"),
+            "{e}"
+        );
+        let e = err(&STUDY.replace("  prime: true\n", "  chunk_tokens: 0\n"));
+        assert!(e.contains("c.yaml:12") && e.contains("chunk_tokens"), "{e}");
+    }
 }
