@@ -113,27 +113,35 @@ fn index_file(
     Ok(out)
 }
 
+/// Why this stored cache cannot be read by position range, if it cannot.
+pub fn check_splittable(header: &Header) -> std::result::Result<(), String> {
+    for (l, layer) in header.layers.iter().enumerate() {
+        if layer.shared_from.is_some() {
+            return Err(format!(
+                "cake: layer {l} shares another layer's cache; cake needs every layer's own entries"
+            ));
+        }
+        for g in &layer.groups {
+            for part in ["k", "v"] {
+                let form = g.storage[part]["form"].as_str().unwrap_or("?");
+                if form != "dense" {
+                    return Err(format!(
+                        "cake: layer {l} stores its {} as `{form}`, which cannot be cut by \
+                         position; cake needs dense storage (a full or an evicted cache)",
+                        if part == "k" { "keys" } else { "values" }
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl RangeReader {
     /// Index the stored files and read every group's positions (all paced: these bytes count as
     /// read). Errors when a layer is not dense or shares another layer's cache.
     pub fn open(header: &Header, sources: Vec<ByteSource>, pacer: &mut Pacer) -> Result<Self> {
-        for (l, layer) in header.layers.iter().enumerate() {
-            if layer.shared_from.is_some() {
-                bail!("cake: layer {l} shares another layer's cache; cake needs every layer's own entries");
-            }
-            for g in &layer.groups {
-                for part in ["k", "v"] {
-                    let form = g.storage[part]["form"].as_str().unwrap_or("?");
-                    if form != "dense" {
-                        bail!(
-                            "cake: layer {l} stores its {} as `{form}`, which cannot be cut by \
-                             position; cake needs dense storage (a full or an evicted cache)",
-                            if part == "k" { "keys" } else { "values" }
-                        );
-                    }
-                }
-            }
-        }
+        check_splittable(header).map_err(anyhow::Error::msg)?;
         let mut located = HashMap::new();
         for (i, (entry, src)) in header.files.iter().zip(&sources).enumerate() {
             located.extend(index_file(src, i, entry.bytes, pacer)?);

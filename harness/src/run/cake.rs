@@ -34,6 +34,12 @@ use crate::model::Logits;
 
 use super::prefill::Engine;
 
+/// A stored cache Cake cannot cut by position (quantized, low rank, merged, shared layers): the
+/// request is recorded as failed with this reason and the run goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Refused(pub String);
+
 /// A cache Cake built, and where its two halves met.
 pub(super) struct CakeBuilt {
     pub cache: KvCache,
@@ -61,6 +67,7 @@ pub(super) fn build(
             context.len()
         );
     }
+    crate::kv_store::ranges::check_splittable(&header).map_err(Refused)?;
     let sources = store.sources(key, &header)?;
     let computed_end = AtomicUsize::new(0);
     let loaded_from = AtomicUsize::new(n);

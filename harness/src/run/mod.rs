@@ -449,7 +449,7 @@ impl SampleRunner<'_> {
                         reuse = Some(facts);
                         &own
                     }
-                    Err(e) if is_oom(&e) => {
+                    Err(e) if is_oom(&e) || e.downcast_ref::<cake::Refused>().is_some() => {
                         self.fail(turn, planned, key, &e)?;
                         continue;
                     }
