@@ -5,10 +5,10 @@
 //! What overlaps: the loader runs on its own OS thread, concurrently with the compute on the
 //! calling thread; it reads position-range chunks of the stored files (positioned reads of host
 //! memory or disk, paced by `bandwidth_gbps`) into host tensors. What does not: the loaded
-//! chunks move to the device at the meeting point, on the calling thread, as one copy per head
-//! (candle 0.11 computes on one CUDA stream and exposes neither a second stream nor pinned host
-//! buffers, so an asynchronous host-to-device copy beside the kernels is not available); that
-//! copy is inside the measured time.
+//! chunks move to the device at the meeting point, on the calling thread, one copy per head and
+//! chunk, inside the measured time: candle 0.11 runs kernels and copies on the device's one CUDA
+//! stream from pageable memory (a second cudarc stream with pinned buffers would be the way; see
+//! docs/reuse.md).
 //!
 //! Chunks are aligned to multiples of `chunk_tokens` from position 0 for both sides, so they
 //! meet on a chunk boundary (`split`, recorded as `cake_split_tokens`). Compute never starts a
