@@ -42,7 +42,11 @@ pub struct RawExperiment {
     #[serde(default = "default_chunk")]
     pub attention_chunk: usize,
     /// Reuse stored context caches and measure the way to the first token (`crate::reuse`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::reuse::deserialize_option"
+    )]
     pub reuse: Option<crate::reuse::ReuseConfig>,
 }
 

@@ -98,6 +98,38 @@ fn memory() -> String {
     "memory".into()
 }
 
+/// `reuse: true` (the defaults: the first request of a context computes and stores, later ones
+/// load, in host memory), `reuse: false` (no reuse) or a `reuse:` block.
+pub(crate) fn deserialize_option<'de, D>(d: D) -> std::result::Result<Option<ReuseConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum FlagOrBlock {
+        Flag(bool),
+        Block(ReuseConfig),
+    }
+    Ok(match Option::<FlagOrBlock>::deserialize(d)? {
+        None | Some(FlagOrBlock::Flag(false)) => None,
+        Some(FlagOrBlock::Flag(true)) => Some(ReuseConfig::default()),
+        Some(FlagOrBlock::Block(c)) => Some(c),
+    })
+}
+
+impl Default for ReuseConfig {
+    fn default() -> Self {
+        Self {
+            ttft_mode: default_modes(),
+            chunk_tokens: default_chunk_tokens(),
+            bandwidth_gbps: uncapped(),
+            store: memory(),
+            prime: false,
+            layers_per_file: None,
+        }
+    }
+}
+
 /// How one grid cell reaches its first token.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Access {

@@ -108,3 +108,51 @@ fn the_small_cake_study_runs_and_reports() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `reuse: true` on requests that share a context (two questions on one JSONL context): the first
+/// computes and stores, the second loads, and the loaded full cache gives the reference's output.
+#[test]
+fn the_first_request_of_a_context_computes_and_later_ones_load() {
+    let dir = std::env::temp_dir().join(format!("kvbench-reuse-shared-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let context = "The special magic number for Anna is 7341. The sky is blue. The grass is green.";
+    let lines = [
+        serde_json::json!({"id": "a", "context": context, "question": "What is Anna's number?", "answers": ["7341"]}),
+        serde_json::json!({"id": "b", "context": context, "question": "What colour is the sky?", "answers": ["blue"]}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("shared.jsonl"), text).unwrap();
+    let yaml = format!(
+        "experiment: shared\nmodel: smollm2-135m-instruct-q4_1\ndatasets:\n  - name: jsonl\n    path: {}\n    max_new_tokens: 6\n    chat_template: false\nmethods:\n  - method: full\nreuse: true\n",
+        dir.join("shared.jsonl").display()
+    );
+    let plan = Plan::parse(&yaml, &dir.join("shared.yaml")).unwrap();
+    let device = candle_core::Device::Cpu;
+    let files = kvbench::fetch::ModelFiles::Gguf {
+        path: kvbench::testing::smollm2_gguf(),
+    };
+    let loaded = kvbench::loader::load(&files, &device).unwrap();
+    let outcome = run(
+        &plan,
+        &loaded,
+        &device,
+        &RunOptions {
+            output: dir.join("out"),
+            limit: None,
+            fresh: true,
+            progress: false,
+            keep_failed: false,
+        },
+    )
+    .unwrap();
+    let mut records = outcome.records.clone();
+    records.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    let modes: Vec<_> = records.iter().map(|r| r.ttft_mode.as_deref()).collect();
+    assert_eq!(modes, vec![Some("compute"), Some("load")]);
+    assert_eq!(records[0].kv_bytes_read, Some(0));
+    assert!(records[1].kv_bytes_read.unwrap() > 0);
+    assert_eq!(records[1].agreement_with_full, 1.0);
+    assert_eq!(records[1].prefill_ms, 0.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

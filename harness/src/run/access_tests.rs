@@ -170,3 +170,74 @@ fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
         assert_eq!(g.tokens, computed.tokens, "split {split}");
     }
 }
+
+#[test]
+fn cake_on_an_evicted_cache_computes_the_front_whole_and_loads_the_kept_back() {
+    let loaded = model();
+    let engine = Engine::new(&loaded, &Device::Cpu, 0);
+    let p = prompt(&engine);
+    let method = serde_yaml_ng::from_str::<MethodConfig>("method: snapkv\nwindow: 8")
+        .unwrap()
+        .build();
+    let prefilled = engine
+        .prefill(&p, Split::QueryAgnostic, method.needs())
+        .unwrap();
+    let request = Request {
+        method: method.as_ref(),
+        budget: Budget::CompressionRatio(0.5),
+        max_new_tokens: p.max_new_tokens,
+    };
+    let (evicted, _, _) = fork_and_compress(&engine, &prefilled, &request).unwrap();
+    let mut store = store_for(&engine);
+    let key = StoreKey {
+        context: p.context_ids.clone(),
+        method: "snapkv".into(),
+    };
+    store.save(&key, &evicted).unwrap();
+    let n = p.context_ids.len();
+    let split = 32;
+    let mut cache = engine.loaded.model.new_cache();
+    engine
+        .forward(
+            &p.context_ids[..split],
+            &mut cache,
+            Logits::None,
+            ObservationNeeds::default(),
+        )
+        .unwrap();
+    let header = store.header(&key).unwrap().unwrap();
+    let mut pacer = Pacer::new(None);
+    let reader = crate::kv_store::ranges::RangeReader::open(
+        &header,
+        store.sources(&key, &header).unwrap(),
+        &mut pacer,
+    )
+    .unwrap();
+    let chunks = vec![
+        reader.read_chunk(64, n, &mut pacer).unwrap(),
+        reader.read_chunk(split, 64, &mut pacer).unwrap(),
+    ];
+    cake::meet(&mut cache, chunks, split, n).unwrap();
+    for l in 0..cache.n_layers() {
+        let got = cache.layer(l).positions();
+        let kept = evicted.layer(l).positions();
+        assert_eq!(got.len(), kept.len(), "layer {l}: heads");
+        for (g, k) in got.iter().zip(&kept) {
+            let want: Vec<u32> = (0..split as u32)
+                .chain(k.iter().copied().filter(|&p| p as usize >= split))
+                .collect();
+            assert_eq!(g, &want, "layer {l}");
+        }
+    }
+    assert_eq!(cache.next_position(), n);
+    let g = generate_on(
+        &engine,
+        cache,
+        method.session(),
+        &prefilled.tail,
+        &request,
+        0.0,
+    )
+    .unwrap();
+    assert!(!g.tokens.is_empty());
+}

@@ -130,7 +130,9 @@ pub(super) fn build(
 }
 
 /// Append the loaded entries at positions `split..n` to the computed front of every layer
-/// (moving them to the device), and continue from position `n`.
+/// (moving them to the device), and continue from position `n`. The loaded pieces are joined on
+/// the host first, so each layer costs one device copy for keys and one for values when its
+/// heads are uniform (one per head when they are ragged), not one per chunk and head.
 pub(super) fn meet(
     cache: &mut KvCache,
     mut chunks: Vec<Chunk>,
@@ -159,59 +161,38 @@ pub(super) fn meet(
             (Some((k, v)), front.positions())
         };
         let heads = stored_heads.max(front_pos.len());
-        let mut ks = Vec::with_capacity(heads);
-        let mut vs = Vec::with_capacity(heads);
-        let mut positions = Vec::with_capacity(heads);
-        for h in 0..heads {
-            let mut k_parts = Vec::new();
-            let mut v_parts = Vec::new();
-            let mut pos: Vec<u32> = Vec::new();
-            if let Some((k, v)) = &front_kv {
-                let fp = &front_pos[h * front_pos.len() / heads.max(1)];
-                if !fp.is_empty() {
-                    k_parts.push(k.get(h)?);
-                    v_parts.push(v.get(h)?);
-                    pos.extend(fp);
-                }
-            }
+        // The loaded back of every head, joined on the host: ([m, d], [m, d], positions).
+        let mut back = Vec::with_capacity(heads);
+        for h in 0..stored_heads {
+            let (mut ks, mut vs, mut pos) = (Vec::new(), Vec::new(), Vec::new());
             for c in &chunks {
                 let piece = &c.heads[l][h];
                 let skip = piece.positions.partition_point(|&p| (p as usize) < split);
                 let m = piece.positions.len() - skip;
-                if m == 0 {
-                    continue;
+                if m > 0 {
+                    ks.push(piece.k.narrow(0, skip, m)?);
+                    vs.push(piece.v.narrow(0, skip, m)?);
+                    pos.extend_from_slice(&piece.positions[skip..]);
                 }
-                k_parts.push(piece.k.narrow(0, skip, m)?.to_device(&device)?);
-                v_parts.push(piece.v.narrow(0, skip, m)?.to_device(&device)?);
-                pos.extend(&piece.positions[skip..]);
             }
-            if k_parts.is_empty() {
-                bail!("cake: layer {l} head {h} has no entries");
-            }
-            ks.push(Tensor::cat(&k_parts, 0)?);
-            vs.push(Tensor::cat(&v_parts, 0)?);
-            positions.push(pos);
+            let joined = if ks.is_empty() {
+                None
+            } else {
+                Some((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+            };
+            back.push((joined, pos));
         }
-        let groups = if positions.iter().all(|p| p.len() == positions[0].len()) {
-            vec![HeadGroup {
-                first_head: 0,
-                storage: Storage::dense(Tensor::stack(&ks, 0)?, Tensor::stack(&vs, 0)?),
-                positions,
-            }]
+        let front_len = |h: usize| {
+            front_pos
+                .get(h * front_pos.len() / heads.max(1))
+                .map_or(0, Vec::len)
+        };
+        let uniform = back.iter().all(|(_, p)| p.len() == back[0].1.len())
+            && (0..heads).all(|h| front_len(h) == front_len(0));
+        let groups = if uniform {
+            vec![uniform_group(front_kv, &front_pos, back, heads, &device)?]
         } else {
-            // Ragged heads (an evicted cache): one group per head, as `LayerKv::retain` stores.
-            ks.into_iter()
-                .zip(vs)
-                .zip(positions)
-                .enumerate()
-                .map(|(h, ((k, v), p))| -> Result<HeadGroup> {
-                    Ok(HeadGroup {
-                        first_head: h,
-                        storage: Storage::dense(k.unsqueeze(0)?, v.unsqueeze(0)?),
-                        positions: vec![p],
-                    })
-                })
-                .collect::<Result<_>>()?
+            ragged_groups(front_kv, &front_pos, back, heads, &device)?
         };
         cache.layer_mut(l).set_groups(groups)?;
     }
@@ -220,4 +201,92 @@ pub(super) fn meet(
         cache.trim_to_window(l)?;
     }
     Ok(())
+}
+
+type Back = Vec<(Option<(Tensor, Tensor)>, Vec<u32>)>;
+
+/// Heads of equal lengths: the back stacked on the host, one copy each for keys and values.
+fn uniform_group(
+    front: Option<(Tensor, Tensor)>,
+    front_pos: &[Vec<u32>],
+    back: Back,
+    heads: usize,
+    device: &candle_core::Device,
+) -> Result<HeadGroup> {
+    let mut positions: Vec<Vec<u32>> = (0..heads)
+        .map(|h| {
+            front_pos
+                .get(h * front_pos.len() / heads.max(1))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut ks = Vec::new();
+    let mut vs = Vec::new();
+    if let Some((k, v)) = front.filter(|_| positions[0].len() > 0) {
+        ks.push(k);
+        vs.push(v);
+    }
+    if back.first().is_some_and(|(j, _)| j.is_some()) {
+        let (bk, bv): (Vec<Tensor>, Vec<Tensor>) = back
+            .iter()
+            .map(|(j, _)| j.clone().expect("uniform lengths"))
+            .unzip();
+        ks.push(Tensor::stack(&bk, 0)?.to_device(device)?);
+        vs.push(Tensor::stack(&bv, 0)?.to_device(device)?);
+        for (p, (_, bp)) in positions.iter_mut().zip(&back) {
+            p.extend_from_slice(bp);
+        }
+    }
+    if ks.is_empty() {
+        bail!("cake: a layer has no entries");
+    }
+    Ok(HeadGroup {
+        first_head: 0,
+        storage: Storage::dense(Tensor::cat(&ks, 1)?, Tensor::cat(&vs, 1)?),
+        positions,
+    })
+}
+
+/// Ragged heads (an evicted cache): one group per head, as `LayerKv::retain` stores them.
+fn ragged_groups(
+    front: Option<(Tensor, Tensor)>,
+    front_pos: &[Vec<u32>],
+    back: Back,
+    heads: usize,
+    device: &candle_core::Device,
+) -> Result<Vec<HeadGroup>> {
+    let mut back = back.into_iter();
+    (0..heads)
+        .map(|h| {
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            let mut pos = front_pos
+                .get(h * front_pos.len() / heads.max(1))
+                .cloned()
+                .unwrap_or_default();
+            if let (Some((k, v)), false) = (&front, pos.is_empty()) {
+                ks.push(k.get(h)?);
+                vs.push(v.get(h)?);
+            }
+            if let Some((joined, bp)) = back.next() {
+                if let Some((k, v)) = joined {
+                    ks.push(k.to_device(device)?);
+                    vs.push(v.to_device(device)?);
+                    pos.extend(bp);
+                }
+            }
+            if ks.is_empty() {
+                bail!("cake: head {h} has no entries");
+            }
+            Ok(HeadGroup {
+                first_head: h,
+                storage: Storage::dense(
+                    Tensor::cat(&ks, 0)?.unsqueeze(0)?,
+                    Tensor::cat(&vs, 0)?.unsqueeze(0)?,
+                ),
+                positions: vec![pos],
+            })
+        })
+        .collect()
 }
