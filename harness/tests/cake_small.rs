@@ -61,7 +61,7 @@ fn the_small_cake_study_runs_and_reports() {
             _ => {
                 let split = r.cake_split_tokens.unwrap();
                 assert!(
-                    split % 64 == 0 || split == r.context_tokens,
+                    split.is_multiple_of(64) || split == r.context_tokens,
                     "split {split}"
                 );
             }

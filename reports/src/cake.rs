@@ -58,6 +58,8 @@ pub fn tables(records: &[Record]) -> Vec<Table> {
 }
 
 type Key = (String, usize, usize, u64);
+/// Per (stored form, context, cap): the cap and its load and cake records.
+type Capped<'a> = BTreeMap<(String, usize, u64), (Option<f64>, Vec<&'a Record>)>;
 
 fn by_context(records: &[&Record], form: &dyn Fn(&Record) -> String) -> Table {
     let mut groups: BTreeMap<Key, Vec<&Record>> = BTreeMap::new();
@@ -120,7 +122,7 @@ fn by_context(records: &[&Record], form: &dyn Fn(&Record) -> String) -> Table {
 fn by_bandwidth(records: &[&Record], form: &dyn Fn(&Record) -> String) -> Table {
     // compute has no cap: its mean per (form, context) stands beside every bandwidth.
     let mut compute: BTreeMap<(String, usize), Vec<f64>> = BTreeMap::new();
-    let mut capped: BTreeMap<(String, usize, u64), (Option<f64>, Vec<&Record>)> = BTreeMap::new();
+    let mut capped: Capped = BTreeMap::new();
     for r in records {
         match r.ttft_mode.as_deref() {
             Some("compute") => compute

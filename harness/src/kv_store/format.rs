@@ -157,13 +157,16 @@ pub struct Identity<'a> {
     pub method: &'a str,
 }
 
+/// Files of one stored context: (name, bytes).
+pub type Files = Vec<(String, Vec<u8>)>;
+
 /// `cache` as a header and its files' bytes, `layers_per_file` layers a file (all in one when
 /// `None`). Tensors are copied to the host.
 pub fn encode(
     cache: &KvCache,
     id: &Identity,
     layers_per_file: Option<usize>,
-) -> Result<(Header, Vec<(String, Vec<u8>)>)> {
+) -> Result<(Header, Files)> {
     let n = cache.n_layers();
     let per_file = layers_per_file.unwrap_or(n).max(1);
     let mut names = TensorNames::default();

@@ -127,7 +127,7 @@ fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
     for (gbps, all_computed) in [(None, false), (Some(1e-7), true)] {
         let built = cake::build(&engine, &store, &key, &p.context_ids, chunk, gbps).unwrap();
         let split = built.split;
-        assert!(split % chunk == 0 || split == n, "split {split}");
+        assert!(split.is_multiple_of(chunk) || split == n, "split {split}");
         if all_computed {
             assert_eq!(split, n);
         } else {

@@ -223,7 +223,7 @@ fn uniform_group(
         .collect();
     let mut ks = Vec::new();
     let mut vs = Vec::new();
-    if let Some((k, v)) = front.filter(|_| positions[0].len() > 0) {
+    if let Some((k, v)) = front.filter(|_| !positions[0].is_empty()) {
         ks.push(k);
         vs.push(v);
     }
@@ -269,12 +269,10 @@ fn ragged_groups(
                 ks.push(k.get(h)?);
                 vs.push(v.get(h)?);
             }
-            if let Some((joined, bp)) = back.next() {
-                if let Some((k, v)) = joined {
-                    ks.push(k.to_device(device)?);
-                    vs.push(v.to_device(device)?);
-                    pos.extend(bp);
-                }
+            if let Some((Some((k, v)), bp)) = back.next() {
+                ks.push(k.to_device(device)?);
+                vs.push(v.to_device(device)?);
+                pos.extend(bp);
             }
             if ks.is_empty() {
                 bail!("cake: head {h} has no entries");
