@@ -156,3 +156,14 @@ fn the_first_request_of_a_context_computes_and_later_ones_load() {
     assert_eq!(records[1].prefill_ms, 0.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The GPU study validates, with its grid: 3 stored forms x (compute + 4 caps x (load + cake)).
+#[test]
+fn the_gpu_study_validates() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plan = Plan::load(&root.join("experiments/cake.yaml")).unwrap();
+    assert_eq!(plan.runs.len(), 3 * 9);
+    let reuse = plan.raw.reuse.as_ref().unwrap();
+    assert_eq!(reuse.store, "kv_store");
+    assert!(reuse.prime);
+}
