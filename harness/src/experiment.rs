@@ -41,6 +41,13 @@ pub struct RawExperiment {
     /// Queries per attention chunk during prefill (bounds the score buffer).
     #[serde(default = "default_chunk")]
     pub attention_chunk: usize,
+    /// Reuse stored context caches and measure the way to the first token (`crate::reuse`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::reuse::deserialize_option"
+    )]
+    pub reuse: Option<crate::reuse::ReuseConfig>,
 }
 
 fn default_query_aware() -> Vec<bool> {
@@ -56,6 +63,8 @@ pub struct MethodRun {
     pub config: MethodSpec,
     pub budget: Option<Budget>,
     pub query_aware: bool,
+    /// With `reuse:`, how this cell reaches its first token (`None` without reuse).
+    pub access: Option<crate::reuse::Access>,
 }
 
 /// A validated experiment.
@@ -305,6 +314,7 @@ impl Plan {
                             config: m.clone(),
                             budget: Some(*b),
                             query_aware: qa,
+                            access: None,
                         });
                     }
                 } else if !runs.iter().any(|r: &MethodRun| r.config == *m) {
@@ -312,9 +322,23 @@ impl Plan {
                         config: m.clone(),
                         budget: None,
                         query_aware: false,
+                        access: None,
                     });
                 }
             }
+        }
+        crate::reuse::check(&raw, text, path)?;
+        if let Some(reuse) = &raw.reuse {
+            // The access axis: every cell once per way to the first token.
+            runs = runs
+                .into_iter()
+                .flat_map(|r| {
+                    reuse.accesses().into_iter().map(move |a| MethodRun {
+                        access: Some(a),
+                        ..r.clone()
+                    })
+                })
+                .collect();
         }
         let warnings = crate::checks::grid(&raw, &runs, text, path)?;
         Ok(Self {

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod device;
 pub mod experiment;
 pub mod fetch;
+pub mod kv_store;
 pub mod loader;
 pub mod manifest;
 pub mod memory;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod overrides;
 pub mod presets;
 pub mod prompt;
+pub mod reuse;
 pub mod run;
 pub mod scale;
 /// The runner's former path (`kvbench::runner::{run, RunOptions, ...}`).

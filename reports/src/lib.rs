@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod atomic;
 pub mod bootstrap;
 pub mod breakdown;
+pub mod cake;
 pub mod compare;
 pub mod html;
 pub mod merge;

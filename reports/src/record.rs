@@ -70,6 +70,25 @@ pub struct Record {
     /// re-run retries it (unless `--keep-failed`); absent for a record that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `reuse:` (KV store): how this request reached its context cache, `compute` (prefill
+    /// and compression), `load` (read from the store) or `cake` (both at once); absent without
+    /// reuse, as are the four fields below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_mode: Option<String>,
+    /// Bytes read from the KV store for this request (0 when computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes_read: Option<u64>,
+    /// The read cap (GB/s, 10^9 bytes) the load or Cake ran under; absent when uncapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_gbps: Option<f64>,
+    /// Time to the context cache by `load` or `cake` (reads, checks, building the cache, the
+    /// device copy); `ttft_ms` is this plus `question_ms` for those modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ms: Option<f64>,
+    /// Where Cake's compute and load met: context tokens computed from the front (the rest was
+    /// loaded); a multiple of `chunk_tokens` or the context length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cake_split_tokens: Option<usize>,
 }
 
 impl Record {

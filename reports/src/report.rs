@@ -3,7 +3,8 @@
 //! ```text
 //! OUT/report.html                 self-contained page
 //! OUT/tables/{name}.{md,csv,parquet,tex}   metrics, benchmarks, deltas, scores, the benchmarks'
-//!                                 breakdowns the run has data for (+ compare)
+//!                                 breakdowns the run has data for, the reuse study's
+//!                                 ttft_vs_context and cake_vs_bandwidth (+ compare)
 //! OUT/plots/{name}.{png,svg}      score_vs_ratio, fidelity_vs_ratio, memory_vs_ratio,
 //!                                 ttft_breakdown, throughput_vs_context, needle_heatmap, pareto
 //! ```
@@ -129,6 +130,8 @@ fn tables_of(
         agg,
         opts.bootstrap,
     ));
+    // The reuse study (compute vs load vs Cake), when the records reused stored caches.
+    out.extend(crate::cake::tables(records));
     if let Some(path) = &opts.compare {
         let published = crate::compare::read_published(path)?;
         out.push(crate::compare::compare_table(

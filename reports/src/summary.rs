@@ -50,10 +50,17 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
     };
     let labels = crate::aggregate::method_labels(records);
     let label = |r: &Record| {
-        labels
+        let method = labels
             .get(&(r.method.clone(), r.method_params.to_string()))
             .cloned()
-            .unwrap_or_else(|| r.method.clone())
+            .unwrap_or_else(|| r.method.clone());
+        // With reuse, each way to the cache is its own row (`full [load @ 4 GB/s]`).
+        match (&r.ttft_mode, r.bandwidth_gbps) {
+            (None, _) => method,
+            (Some(mode), None) if mode == "compute" => format!("{method} [{mode}]"),
+            (Some(mode), None) => format!("{method} [{mode} @ uncapped]"),
+            (Some(mode), Some(g)) => format!("{method} [{mode} @ {g} GB/s]"),
+        }
     };
     let mut method_order: Vec<String> = Vec::new();
     for r in records {
@@ -197,6 +204,15 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].n, 2);
         assert_eq!(rows[0].score, 0.5);
+        // With reuse, each way to the cache is a row of its own.
+        let mut loaded = record("c", 1.0);
+        loaded.ttft_mode = Some("load".into());
+        loaded.bandwidth_gbps = Some(4.0);
+        let mut computed = record("d", 0.0);
+        computed.ttft_mode = Some("compute".into());
+        let rows = summarize(&[loaded, computed]);
+        let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(methods, vec!["full [load @ 4 GB/s]", "full [compute]"]);
     }
 
     #[test]

@@ -143,6 +143,11 @@ fn synthetic() -> Vec<Record> {
                     meta: meta.clone(),
                     kv_storage: serde_json::Value::Null,
                     error: None,
+                    ttft_mode: None,
+                    kv_bytes_read: None,
+                    bandwidth_gbps: None,
+                    cache_ms: None,
+                    cake_split_tokens: None,
                 });
             }
         }

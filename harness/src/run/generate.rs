@@ -75,6 +75,24 @@ pub(super) fn generate(
     prefilled: &Prefilled,
     request: &Request,
 ) -> Result<Generation> {
+    let (cache, session, compress_ms) = fork_and_compress(engine, prefilled, request)?;
+    generate_on(
+        engine,
+        cache,
+        session,
+        &prefilled.tail,
+        request,
+        compress_ms,
+    )
+}
+
+/// The request's cache: the prefilled cache forked and compressed (timed), with the session
+/// that compressed it. Starts the request's device-memory peak.
+pub(super) fn fork_and_compress<'m>(
+    engine: &Engine,
+    prefilled: &Prefilled,
+    request: &Request<'m>,
+) -> Result<(KvCache, Box<dyn Session + 'm>, f64)> {
     crate::memory::reset_peak(engine.device);
     let mut cache = prefilled.cache.fork();
     // This request's method state: lives from the compression to the last decoded token.
@@ -86,13 +104,21 @@ pub(super) fn generate(
         session.as_mut(),
         request,
     )?;
+    Ok((cache, session, compress_ms))
+}
+
+/// Forward `tail` on a request's cache (compressed here, or loaded from the KV store) and decode
+/// greedily.
+pub(super) fn generate_on(
+    engine: &Engine,
+    mut cache: KvCache,
+    mut session: Box<dyn Session + '_>,
+    tail: &[u32],
+    request: &Request,
+    compress_ms: f64,
+) -> Result<Generation> {
     let stored = StoredCache::measure(&cache);
-    let asked = engine.forward(
-        &prefilled.tail,
-        &mut cache,
-        Logits::Last,
-        ObservationNeeds::default(),
-    )?;
+    let asked = engine.forward(tail, &mut cache, Logits::Last, ObservationNeeds::default())?;
     let first_logits = asked.logits.context("question logits")?;
     let decoded = decode(engine, &mut cache, &first_logits, session.as_mut(), request)?;
     engine.device.synchronize()?;

@@ -15,6 +15,10 @@
 //! The reference (full cache, query-agnostic) is computed on every turn from the query-agnostic
 //! prefill, so fidelity numbers never depend on which runs a resumed run still has to do.
 
+mod access;
+#[cfg(test)]
+mod access_tests;
+mod cake;
 mod dry_run;
 mod generate;
 pub mod interrupt;
@@ -143,6 +147,14 @@ pub fn run_claimed(
         failed: 0,
         skipped: 0,
         skipped_turns: 0,
+        store: plan.raw.reuse.as_ref().map(|r| {
+            let model = crate::kv_store::ModelShape::of(&plan.raw.model, &loaded.model.new_cache());
+            let location = match r.directory(&opts.output) {
+                Some(dir) => crate::kv_store::Location::Directory(dir),
+                None => crate::kv_store::Location::Memory,
+            };
+            crate::kv_store::KvStore::new(location, model, r.layers_per_file)
+        }),
     };
     let configurations = work.runs.len();
     let turns: usize = work
@@ -275,6 +287,8 @@ struct SampleRunner<'a> {
     failed: usize,
     skipped: usize,
     skipped_turns: usize,
+    /// With `reuse:`, the run's KV store (contexts stored by earlier requests).
+    store: Option<crate::kv_store::KvStore>,
 }
 
 /// A device out of memory: the work of this sample fails, the run goes on.
@@ -420,9 +434,32 @@ impl SampleRunner<'_> {
         };
         for (planned, key) in pending.iter().filter(|(p, _)| p.split() == prefilled.split) {
             let own: Generation;
-            let g = match planned.role {
-                Role::Reference => reference,
-                Role::Compressed => {
+            let mut reuse = None;
+            let reused = match (
+                planned.run.access,
+                self.store.as_mut(),
+                &self.facts.plan.raw.reuse,
+            ) {
+                (Some(a), Some(store), Some(config)) => Some(access::generate_reused(
+                    engine, store, config, prompt, prefilled, planned, a,
+                )),
+                _ => None,
+            };
+            let g = match (reused, planned.role) {
+                (Some(result), _) => match result {
+                    Ok((g, facts)) => {
+                        own = g;
+                        reuse = Some(facts);
+                        &own
+                    }
+                    Err(e) if is_oom(&e) || e.downcast_ref::<cake::Refused>().is_some() => {
+                        self.fail(turn, planned, key, &e)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                (None, Role::Reference) => reference,
+                (None, Role::Compressed) => {
                     match generate(engine, prefilled, &planned.request(prompt.max_new_tokens)) {
                         Ok(g) => own = g,
                         Err(e) if is_oom(&e) => {
@@ -440,6 +477,7 @@ impl SampleRunner<'_> {
                 generation: g,
                 scored: Scored::new(&turn, prediction, g, reference),
                 key: key.clone(),
+                reuse,
             };
             self.writer
                 .append(&record::build(&self.facts, &facts, outcome))?;

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::experiment::{MethodRun, Plan};
 
+use super::access::ReuseFacts;
 use super::generate::Generation;
 use super::plan::PlannedRun;
 use super::prefill::{Prefilled, TurnPrompt};
@@ -32,6 +33,8 @@ pub(super) struct Outcome<'a> {
     pub generation: &'a Generation,
     pub scored: Scored,
     pub key: String,
+    /// With `reuse:`, how the cache was reached.
+    pub reuse: Option<ReuseFacts>,
 }
 
 /// The key of a record: a digest of everything that identifies it (not of what it measured).
@@ -47,6 +50,11 @@ pub(super) fn record_key(plan: &Plan, turn: &TurnRef, run: &MethodRun) -> String
         "query_aware": run.query_aware,
         "seed": plan.raw.seed,
     });
+    // The access axis joins the key only with `reuse:`, so keys without it stay as they were.
+    let mut ident = ident;
+    if let Some(a) = &run.access {
+        ident["access"] = serde_json::json!(a);
+    }
     let digest = Sha256::digest(ident.to_string().as_bytes());
     hex::encode(&digest[..12])
 }
@@ -59,10 +67,12 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         generation: g,
         scored,
         key,
+        reuse,
     } = outcome;
     let (method_run, method): (&MethodRun, &dyn Method) = (planned.run, planned.method.as_ref());
     // What the method compressed: the context, or context + question[..n-1] when query-aware.
     let total_entries = prefilled.entries;
+    let cache_ms = reuse.as_ref().and_then(|r| r.cache_ms);
     Record {
         experiment: plan.raw.experiment.clone(),
         model: plan.raw.model.clone(),
@@ -89,11 +99,23 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         kl_first_token: scored.kl_first_token,
         kv_bytes: g.stored.kv_bytes as u64,
         kv_bytes_full: prefilled.kv_bytes as u64,
-        peak_device_bytes: prefilled.peak_bytes.max(g.peak_bytes),
-        prefill_ms: prefilled.prefill_ms,
+        peak_device_bytes: if cache_ms.is_some() {
+            g.peak_bytes
+        } else {
+            prefilled.peak_bytes.max(g.peak_bytes)
+        },
+        prefill_ms: if cache_ms.is_some() {
+            0.0
+        } else {
+            prefilled.prefill_ms
+        },
         compress_ms: g.compress_ms,
         question_ms: g.question_ms,
-        ttft_ms: prefilled.prefill_ms + g.compress_ms + g.question_ms,
+        // Loaded and Cake-built caches: the time to the cache replaces prefill and compression.
+        ttft_ms: match cache_ms {
+            Some(ms) => ms + g.question_ms,
+            None => prefilled.prefill_ms + g.compress_ms + g.question_ms,
+        },
         decode_ms_per_token: g.decode_ms_per_token,
         context_tokens: prompt.context_ids.len(),
         question_tokens: prompt.question_ids.len(),
@@ -106,6 +128,11 @@ pub(super) fn build(run: &RunFacts, facts: &TurnFacts, outcome: Outcome) -> Reco
         meta: record_meta(sample, index),
         kv_storage: g.stored.kv_storage.clone(),
         error: None,
+        ttft_mode: reuse.as_ref().map(|r| r.mode.name().to_string()),
+        kv_bytes_read: reuse.as_ref().map(|r| r.bytes_read),
+        bandwidth_gbps: reuse.as_ref().and_then(|r| r.bandwidth_gbps),
+        cache_ms,
+        cake_split_tokens: reuse.as_ref().and_then(|r| r.split_tokens),
     }
 }
 
@@ -161,6 +188,11 @@ pub(super) fn failed(
         meta: record_meta(sample, index),
         kv_storage: serde_json::Value::Null,
         error: Some(reason),
+        ttft_mode: None,
+        kv_bytes_read: None,
+        bandwidth_gbps: None,
+        cache_ms: None,
+        cake_split_tokens: None,
     }
 }
 

@@ -14,9 +14,9 @@ use crate::MethodError;
 #[derive(Clone, Debug)]
 pub struct HeadShared {
     /// `[groups, n, head_dim]` in the cache dtype.
-    merged: Tensor,
+    pub(super) merged: Tensor,
     /// Group of every head, non-decreasing, covering `0..groups`.
-    group_of: Vec<u32>,
+    pub(super) group_of: Vec<u32>,
 }
 
 impl HeadShared {

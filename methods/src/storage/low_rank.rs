@@ -14,9 +14,9 @@ use crate::MethodError;
 #[derive(Clone, Debug)]
 pub struct LowRank {
     /// `[heads, n, r]` in the cache dtype.
-    codes: Option<Tensor>,
+    pub(super) codes: Option<Tensor>,
     /// `[heads, head_dim, r]`, orthonormal columns, in the cache dtype.
-    basis: Tensor,
+    pub(super) basis: Tensor,
 }
 
 impl LowRank {

@@ -21,18 +21,18 @@ use crate::MethodError;
 #[derive(Clone, Debug)]
 pub struct Merged {
     /// Unit direction of every merged entry, `[heads, n, head_dim]`: shared by the pair.
-    direction: Tensor,
+    pub(super) direction: Tensor,
     /// This layer's length of every merged entry, `[heads, n, 1]`.
-    magnitude: Tensor,
+    pub(super) magnitude: Tensor,
     /// Flat indices `head * n + entry` of the retained entries, increasing, u32 `[m]`: shared.
-    retained_index: Option<Tensor>,
+    pub(super) retained_index: Option<Tensor>,
     /// This layer's original vectors of the retained entries, `[m, head_dim]`.
-    retained: Option<Tensor>,
+    pub(super) retained: Option<Tensor>,
     /// Host copy of `retained_index`, to find a block's retained entries without a device read
     /// (bookkeeping like the positions, not counted).
-    retained_flat: Arc<Vec<u32>>,
+    pub(super) retained_flat: Arc<Vec<u32>>,
     /// Entries appended after merging, whole: `[heads, t, head_dim]`.
-    tail: Option<Tensor>,
+    pub(super) tail: Option<Tensor>,
 }
 
 impl Merged {

@@ -14,6 +14,7 @@ mod dense;
 pub mod head_shared;
 pub mod low_rank;
 pub mod merged;
+pub mod parts;
 pub mod pruned;
 pub mod quantized;
 

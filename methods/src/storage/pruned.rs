@@ -15,12 +15,12 @@ use crate::MethodError;
 #[derive(Clone, Debug)]
 pub struct ChannelPruned {
     /// `[heads, n, c]` in the cache dtype.
-    kept: Tensor,
+    pub(super) kept: Tensor,
     /// Kept channel indices per head, increasing: `[heads, c]` u32.
-    channels: Tensor,
+    pub(super) channels: Tensor,
     /// Entries appended after pruning, whole: `[heads, t, head_dim]`.
-    tail: Option<Tensor>,
-    head_dim: usize,
+    pub(super) tail: Option<Tensor>,
+    pub(super) head_dim: usize,
 }
 
 impl ChannelPruned {

@@ -284,17 +284,17 @@ fn unpack(codes: &Tensor, bits: u32) -> Result<Tensor> {
 
 #[derive(Clone, Debug)]
 pub struct Quantized {
-    scheme: QuantScheme,
-    heads: usize,
-    head_dim: usize,
+    pub(super) scheme: QuantScheme,
+    pub(super) heads: usize,
+    pub(super) head_dim: usize,
     /// The cache dtype: the residual's, and what blocks are reconstructed in.
-    dtype: DType,
+    pub(super) dtype: DType,
     /// Entries in the quantized part.
-    nq: usize,
-    codes: Option<Tensor>,
-    scales: Option<Tensor>,
-    zeros: Option<Tensor>,
-    residual: Option<Tensor>,
+    pub(super) nq: usize,
+    pub(super) codes: Option<Tensor>,
+    pub(super) scales: Option<Tensor>,
+    pub(super) zeros: Option<Tensor>,
+    pub(super) residual: Option<Tensor>,
 }
 
 impl Quantized {

@@ -1,0 +1,243 @@
+//! The reused paths on the real SmolLM2 model (CPU): the greedy output after a loaded cache, and
+//! after a Cake-built one wherever compute and load meet, is the output after a computed cache.
+
+use candle_core::Device;
+use kvbench_methods::{Budget, MethodConfig, ObservationNeeds};
+
+use super::cake;
+use super::generate::{fork_and_compress, generate, generate_on, Request};
+use super::prefill::{Engine, Split, TurnPrompt};
+use crate::kv_store::source::Pacer;
+use crate::kv_store::{KvStore, Location, ModelShape, StoreKey};
+use crate::loader::{load, LoadedModel};
+use crate::model::Logits;
+
+fn model() -> LoadedModel {
+    let files = crate::fetch::ModelFiles::Gguf {
+        path: crate::testing::smollm2_gguf(),
+    };
+    load(&files, &Device::Cpu).unwrap()
+}
+
+const CONTEXT: &str =
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back \
+    again. The special magic number for Anna is 7341. The grass is green. The sky is blue. The sun \
+    is yellow. Here we go. There and back again. The grass is green. The sky is blue.";
+const QUESTION: &str =
+    "\nWhat is the special magic number for Anna?\nAnswer: The special magic number for Anna is";
+
+fn prompt(engine: &Engine) -> TurnPrompt {
+    let tok = &engine.loaded.tokenizer;
+    TurnPrompt {
+        context_ids: tok.encode(CONTEXT).unwrap(),
+        question_ids: tok.encode_raw(QUESTION).unwrap(),
+        truncated_tokens: 0,
+        max_new_tokens: 8,
+    }
+}
+
+fn store_for(engine: &Engine) -> KvStore {
+    let shape = ModelShape::of("smollm2", &engine.loaded.model.new_cache());
+    KvStore::new(Location::Memory, shape, Some(7))
+}
+
+#[test]
+fn a_loaded_cache_gives_the_computed_output_for_full_evicted_and_quantized_storage() {
+    let loaded = model();
+    let engine = Engine::new(&loaded, &Device::Cpu, 0);
+    let p = prompt(&engine);
+    let mut store = store_for(&engine);
+    for yaml in [
+        "method: full",
+        "method: snapkv\nwindow: 8\nkernel: 5\npooling: avg",
+        "method: kivi",
+    ] {
+        let method = serde_yaml_ng::from_str::<MethodConfig>(yaml)
+            .unwrap()
+            .build();
+        let prefilled = engine
+            .prefill(&p, Split::QueryAgnostic, method.needs())
+            .unwrap();
+        let request = Request {
+            method: method.as_ref(),
+            budget: Budget::CompressionRatio(0.5),
+            max_new_tokens: p.max_new_tokens,
+        };
+        let computed = generate(&engine, &prefilled, &request).unwrap();
+        let (cache, _, _) = fork_and_compress(&engine, &prefilled, &request).unwrap();
+        let key = StoreKey {
+            context: p.context_ids.clone(),
+            method: yaml.into(),
+        };
+        store.save(&key, &cache).unwrap();
+        let back = store.load(&key, &Device::Cpu, None).unwrap().unwrap();
+        let reloaded = generate_on(
+            &engine,
+            back.cache,
+            method.session(),
+            &prefilled.tail,
+            &request,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(reloaded.tokens, computed.tokens, "{yaml}: tokens");
+        assert_eq!(
+            reloaded.first_logprobs, computed.first_logprobs,
+            "{yaml}: logits"
+        );
+        assert_eq!(
+            reloaded.stored.kv_bytes, computed.stored.kv_bytes,
+            "{yaml}: bytes"
+        );
+    }
+}
+
+#[test]
+fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
+    let loaded = model();
+    let engine = Engine::new(&loaded, &Device::Cpu, 0);
+    let p = prompt(&engine);
+    let full = kvbench_methods::full::Full;
+    let prefilled = engine
+        .prefill(&p, Split::QueryAgnostic, ObservationNeeds::default())
+        .unwrap();
+    let request = Request::reference(p.max_new_tokens);
+    let computed = generate(&engine, &prefilled, &request).unwrap();
+    let mut store = store_for(&engine);
+    let key = StoreKey {
+        context: p.context_ids.clone(),
+        method: "full".into(),
+    };
+    store.save(&key, &prefilled.cache).unwrap();
+    let n = p.context_ids.len();
+    let chunk = 16;
+    let run = |built: cake::CakeBuilt| {
+        use kvbench_methods::Method;
+        generate_on(
+            &engine,
+            built.cache,
+            full.session(),
+            &prefilled.tail,
+            &request,
+            0.0,
+        )
+        .unwrap()
+    };
+    // Uncapped reads outrun the compute: mostly loaded. A tiny cap: everything computed.
+    for (gbps, all_computed) in [(None, false), (Some(1e-7), true)] {
+        let built = cake::build(&engine, &store, &key, &p.context_ids, chunk, gbps).unwrap();
+        let split = built.split;
+        assert!(split.is_multiple_of(chunk) || split == n, "split {split}");
+        if all_computed {
+            assert_eq!(split, n);
+        } else {
+            assert!(built.bytes_read > 0);
+        }
+        let g = run(built);
+        assert_eq!(g.tokens, computed.tokens, "gbps {gbps:?}, split {split}");
+    }
+    // Every meeting point, forced: compute the front up to `split`, load the rest.
+    let header = store.header(&key).unwrap().unwrap();
+    for split in [0, chunk, 3 * chunk, n] {
+        let mut cache = engine.loaded.model.new_cache();
+        if split > 0 {
+            engine
+                .forward(
+                    &p.context_ids[..split],
+                    &mut cache,
+                    Logits::None,
+                    ObservationNeeds::default(),
+                )
+                .unwrap();
+        }
+        let mut pacer = Pacer::new(None);
+        let sources = store.sources(&key, &header).unwrap();
+        let reader =
+            crate::kv_store::ranges::RangeReader::open(&header, sources, &mut pacer).unwrap();
+        let chunks = if split < n {
+            vec![reader.read_chunk(split, n, &mut pacer).unwrap()]
+        } else {
+            Vec::new()
+        };
+        cake::meet(&mut cache, chunks, split, n).unwrap();
+        assert_eq!(cache.next_position(), n);
+        assert_eq!(cache.entries(), prefilled.cache.entries());
+        let g = run(cake::CakeBuilt {
+            cache,
+            bytes_read: 0,
+            split,
+        });
+        assert_eq!(g.tokens, computed.tokens, "split {split}");
+    }
+}
+
+#[test]
+fn cake_on_an_evicted_cache_computes_the_front_whole_and_loads_the_kept_back() {
+    let loaded = model();
+    let engine = Engine::new(&loaded, &Device::Cpu, 0);
+    let p = prompt(&engine);
+    let method = serde_yaml_ng::from_str::<MethodConfig>("method: snapkv\nwindow: 8")
+        .unwrap()
+        .build();
+    let prefilled = engine
+        .prefill(&p, Split::QueryAgnostic, method.needs())
+        .unwrap();
+    let request = Request {
+        method: method.as_ref(),
+        budget: Budget::CompressionRatio(0.5),
+        max_new_tokens: p.max_new_tokens,
+    };
+    let (evicted, _, _) = fork_and_compress(&engine, &prefilled, &request).unwrap();
+    let mut store = store_for(&engine);
+    let key = StoreKey {
+        context: p.context_ids.clone(),
+        method: "snapkv".into(),
+    };
+    store.save(&key, &evicted).unwrap();
+    let n = p.context_ids.len();
+    let split = 32;
+    let mut cache = engine.loaded.model.new_cache();
+    engine
+        .forward(
+            &p.context_ids[..split],
+            &mut cache,
+            Logits::None,
+            ObservationNeeds::default(),
+        )
+        .unwrap();
+    let header = store.header(&key).unwrap().unwrap();
+    let mut pacer = Pacer::new(None);
+    let reader = crate::kv_store::ranges::RangeReader::open(
+        &header,
+        store.sources(&key, &header).unwrap(),
+        &mut pacer,
+    )
+    .unwrap();
+    let chunks = vec![
+        reader.read_chunk(64, n, &mut pacer).unwrap(),
+        reader.read_chunk(split, 64, &mut pacer).unwrap(),
+    ];
+    cake::meet(&mut cache, chunks, split, n).unwrap();
+    for l in 0..cache.n_layers() {
+        let got = cache.layer(l).positions();
+        let kept = evicted.layer(l).positions();
+        assert_eq!(got.len(), kept.len(), "layer {l}: heads");
+        for (g, k) in got.iter().zip(&kept) {
+            let want: Vec<u32> = (0..split as u32)
+                .chain(k.iter().copied().filter(|&p| p as usize >= split))
+                .collect();
+            assert_eq!(g, &want, "layer {l}");
+        }
+    }
+    assert_eq!(cache.next_position(), n);
+    let g = generate_on(
+        &engine,
+        cache,
+        method.session(),
+        &prefilled.tail,
+        &request,
+        0.0,
+    )
+    .unwrap();
+    assert!(!g.tokens.is_empty());
+}
