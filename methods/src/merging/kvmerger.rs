@@ -165,7 +165,7 @@ impl KeepRule for MergeSimilar<'_> {
                 groups.push(g.clone());
                 continue;
             }
-            let attention = accumulated(&input, g)?;
+            let attention = H2o::accumulated_group(&input, g, "kvmerger")?;
             groups.extend(merge_group(
                 g,
                 &attention,
@@ -176,39 +176,6 @@ impl KeepRule for MergeSimilar<'_> {
         }
         cache.layer_mut(l).set_groups(groups)
     }
-}
-
-/// Accumulated attention of the group's entries (`[heads, len]` f32, on the cache's device),
-/// averaged over each KV head's query heads, as `H2o::accumulated` computes it.
-fn accumulated(input: &LayerInput, g: &HeadGroup) -> Result<Tensor> {
-    let err = |message: String| MethodError::Config {
-        method: "kvmerger",
-        message,
-    };
-    let acc = input
-        .observation()
-        .and_then(|o| o.accumulated_attention.as_ref())
-        .ok_or_else(|| err(format!("layer {}: no accumulated attention was recorded", input.index)))?;
-    let q = input.q_per_kv("kvmerger")?;
-    let covered = acc.dim(1)?;
-    let rows = g
-        .positions
-        .iter()
-        .enumerate()
-        .map(|(local, pos)| {
-            if pos.last().is_some_and(|&p| p as usize >= covered) {
-                return Err(err(format!(
-                    "accumulated attention covers {covered} positions, the cache holds later ones"
-                )));
-            }
-            let ids = Tensor::new(pos.as_slice(), acc.device())?;
-            Ok(acc
-                .narrow(0, (g.first_head + local) * q, q)?
-                .index_select(&ids, 1)?
-                .mean(0)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::stack(&rows, 0)?.to_dtype(DType::F32)?)
 }
 
 /// One group (`heads` KV heads of `len` entries) merged and evicted to each head's target, on the

@@ -58,6 +58,44 @@ impl H2o {
         ((target as f64 * self.recent_fraction.clamp(0.0, 1.0)).floor() as usize).min(target)
     }
 
+    /// Accumulated attention of the group's entries (`[heads, len]` f32, on the cache's device),
+    /// averaged over each KV head's query heads: [`H2o::accumulated`] for one group, left on the
+    /// device (for the mergers).
+    pub(crate) fn accumulated_group(
+            input: &LayerInput,
+            g: &crate::HeadGroup,
+            method: &'static str,
+        ) -> Result<candle_core::Tensor> {
+        let err = |message: String| MethodError::Config {
+            method,
+            message,
+        };
+        let acc = input
+            .observation()
+            .and_then(|o| o.accumulated_attention.as_ref())
+            .ok_or_else(|| err(format!("layer {}: no accumulated attention was recorded", input.index)))?;
+        let q = input.q_per_kv(method)?;
+        let covered = acc.dim(1)?;
+        let rows = g
+            .positions
+            .iter()
+            .enumerate()
+            .map(|(local, pos)| {
+                if pos.last().is_some_and(|&p| p as usize >= covered) {
+                    return Err(err(format!(
+                        "accumulated attention covers {covered} positions, the cache holds later ones"
+                    )));
+                }
+                let ids = candle_core::Tensor::new(pos.as_slice(), acc.device())?;
+                Ok(acc
+                    .narrow(0, (g.first_head + local) * q, q)?
+                    .index_select(&ids, 1)?
+                    .mean(0)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(candle_core::Tensor::stack(&rows, 0)?.to_dtype(candle_core::DType::F32)?)
+    }
+
     /// Accumulated attention of every stored entry, per KV head (no pins); errors name `method`.
     pub(crate) fn accumulated(input: &LayerInput, method: &'static str) -> Result<Vec<Vec<f32>>> {
         let acc = input
