@@ -74,6 +74,11 @@ fn config_error(message: String) -> MethodError {
 /// (`[i, numel]` differences, squared, summed, at most 1 GiB at a time), the `n (n - 1) / 2` sums brought to the host
 /// once: the pair ranking needs them all there.
 fn pair_distances(xs: &[Tensor]) -> Result<Vec<Vec<f64>>> {
+    pair_distances_in(xs, 1 << 28)
+}
+
+/// [`pair_distances`] with at most `max_elems` differences at a time.
+fn pair_distances_in(xs: &[Tensor], max_elems: usize) -> Result<Vec<Vec<f64>>> {
     let flat = xs
         .iter()
         .map(|x| x.to_dtype(DType::F32)?.flatten_all())
@@ -82,8 +87,7 @@ fn pair_distances(xs: &[Tensor]) -> Result<Vec<Vec<f64>>> {
     let n = xs.len();
     let mut rows = Vec::with_capacity(n);
     let numel = flat.dim(1)?;
-    // At most 2^28 differences (1 GiB of f32) at a time.
-    let chunk = ((1usize << 28) / numel.max(1)).max(1);
+    let chunk = (max_elems / numel.max(1)).max(1);
     for i in 1..n {
         for j in (0..i).step_by(chunk) {
             let rows_j = chunk.min(i - j);
@@ -337,6 +341,8 @@ mod tests {
             })
             .collect();
         let got = pair_distances(&xs).unwrap();
+        // Two layers' differences at a time: rows of pairs split into chunks.
+        assert_eq!(pair_distances_in(&xs, 2 * 2 * 30 * 4).unwrap(), got);
         for i in 1..5 {
             assert_eq!(got[i].len(), i);
             for j in 0..i {
