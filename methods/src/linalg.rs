@@ -121,14 +121,14 @@ impl Rounds {
         let app = g.narrow(1, 0, h)?;
         let aqq = g.narrow(1, h, h)?;
         let apq = g.narrow(1, 2 * h, h)?;
-        let live = apq.abs()?.gt(1e-300)?;
-        let ones = Tensor::ones_like(&apq)?;
-        let zeros = Tensor::zeros_like(&apq)?;
-        let apq_safe = live.where_cond(&apq, &ones)?;
-        let theta = ((aqq - app)? / (apq_safe * 2.0)?)?;
-        let sign = theta.ge(0.0)?.where_cond(&ones, &ones.neg()?)?;
-        let denom = (theta.abs()? + (theta.sqr()? + 1.0)?.sqrt()?)?;
-        let t = live.where_cond(&(sign / denom)?, &zeros)?;
+        // tan(phi) = sgn(x) y / (|x| + sqrt(x^2 + y^2)) with x = a_qq - a_pp, y = 2 a_pq: the
+        // smaller of the two angles that zero a_pq, the host oracle's `t` with `theta = x / y`
+        // multiplied through by |y| (no division by a_pq; t = 0 when a_pq = 0).
+        let x = (aqq - app)?;
+        let y = (apq * 2.0)?;
+        let hyp = (x.sqr()? + y.sqr()?)?.sqrt()?;
+        let t0 = (y / (x.abs()? + hyp)?.maximum(1e-300)?)?;
+        let t = x.ge(0.0)?.where_cond(&t0, &t0.neg()?)?;
         let c = (t.sqr()? + 1.0)?.sqrt()?.recip()?;
         let s = (&t * &c)?;
         let vals = Tensor::cat(&[&c, &c, &s, &s.neg()?], 1)?;
