@@ -98,33 +98,12 @@ impl H2o {
 
     /// Accumulated attention of every stored entry, per KV head (no pins); errors name `method`.
     pub(crate) fn accumulated(input: &LayerInput, method: &'static str) -> Result<Vec<Vec<f32>>> {
-        let acc = input
-            .observation()
-            .and_then(|o| o.accumulated_attention.as_ref())
-            .ok_or_else(|| {
-                config(
-                    method,
-                    &format!(
-                        "layer {}: no accumulated attention was recorded",
-                        input.index
-                    ),
-                )
-            })?;
-        let g = input.q_per_kv(method)?;
-        let covered = acc.dim(1)?;
-        input
-            .layer
-            .positions()
-            .iter()
-            .enumerate()
-            .map(|(h, pos)| {
-                if pos.last().is_some_and(|&p| p as usize >= covered) {
-                    return Err(config(method, &format!("accumulated attention covers {covered} positions, the cache holds later ones")));
-                }
-                let ids = candle_core::Tensor::new(pos.as_slice(), acc.device())?;
-                gqa_mean(&acc.narrow(0, h * g, g)?.index_select(&ids, 1)?)
-            })
-            .collect()
+        // One transfer per group of heads (the per-head reads it replaced gave the same values).
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            out.extend(Self::accumulated_group(input, g, method)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 
