@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
+use crate::selection::scoring::{gqa_mean, window_attention, LayerInput, Scorer};
 use crate::selection::select::{
     evict_uniform, evict_with, score_layer, top_k_per_head, top_k_sorted, KeepRule, Uniform,
 };
