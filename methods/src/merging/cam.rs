@@ -316,7 +316,11 @@ fn cascade(
     let inv = inv.reshape((h, nb, BLOCK, BLOCK))?;
     // Forward pass. prefix_w[k] = sum_{i < k} a_i x_i, filled block by block.
     let prefix_w = Tensor::zeros((h, np + 1, d), DType::F32, dev)?;
-    let tril = Tensor::tril2(BLOCK, DType::F32, dev)?.unsqueeze(0)?;
+    // Materialised per head (no stride-0 batch handed to the GEMM).
+    let tril = Tensor::tril2(BLOCK, DType::F32, dev)?
+        .unsqueeze(0)?
+        .broadcast_as((h, BLOCK, BLOCK))?
+        .contiguous()?;
     let local = Tensor::arange(0u32, BLOCK as u32, dev)?
         .to_dtype(DType::F32)?
         .unsqueeze(0)?;
@@ -339,7 +343,7 @@ fn cascade(
         let x = inv.narrow(1, b, 1)?.squeeze(1)?.matmul(&rhs)?;
         let w = x.broadcast_mul(&a.narrow(1, start, BLOCK)?.unsqueeze(2)?)?;
         let running = tril
-            .broadcast_matmul(&w)?
+            .matmul(&w)?
             .broadcast_add(&prefix_w.narrow(1, start, 1)?)?;
         prefix_w.slice_set(&running, 1, start + 1)?;
         out.push(x);
