@@ -20,10 +20,10 @@
 //! so its bytes count.
 //!
 //! The basis is computed on the cache's device: the Gram matrices of every head of every layer go
-//! through one batched eigensolver (`linalg::batched_symmetric_eigen`, a parallel Jacobi method in
-//! f64 tensor ops, exact to rounding like the host Jacobi it replaced, which the tests keep as the
-//! oracle: same ranks, projectors within 1e-4 in f32). Only the per-head ranks (with `energy`) come
-//! to the host.
+//! through one batched eigensolver (`linalg::batched_symmetric_eigen`: a parallel Jacobi method in
+//! tensor ops, f32 sweeps then f64 ones, exact to rounding like the host Jacobi it replaced, which
+//! the tests keep as the oracle: same ranks, projectors within 1e-4 in f32). Only the per-head
+//! ranks (with `energy`) and one convergence scalar per sweep come to the host.
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
