@@ -48,6 +48,12 @@ pub struct MethodTiming {
     pub method: String,
     pub median_ms: f64,
     pub achieved_ratio: f64,
+    /// `median_ms` as a percentage of the median prefill at the same context length (issue 18's
+    /// targets: <= 10%, <= 25% for lowrank, kvmerger and cam); `None` if that length's prefill
+    /// was not measured.
+    pub prefill_percent: Option<f64>,
+    /// Device memory high-water mark over the method's compressions (cache and weights included).
+    pub peak_device_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -252,9 +258,11 @@ impl Bench<'_> {
         'methods: for m in &configs {
             let mut times = Vec::new();
             let mut ratio = 0.0;
+            let mut peak = None;
             for rep in 0..self.opts.repeats + 1 {
                 let mut c = cache.fork();
                 let mut session = m.session();
+                memory::reset_peak(self.device);
                 let run = timed(self.device, || {
                     Ok(on_compressible_layers(&mut c, &obs, |c, o| {
                         session.on_prefill(c, o, &budget)
@@ -270,6 +278,7 @@ impl Bench<'_> {
                     }
                 };
                 ratio = 1.0 - c.entries() as f64 / cache.entries() as f64;
+                peak = peak.max(memory::peak_bytes(self.device));
                 if rep > 0 {
                     times.push(ms);
                 }
@@ -278,6 +287,8 @@ impl Bench<'_> {
                 method: m.name().to_string(),
                 median_ms: median(times),
                 achieved_ratio: ratio,
+                prefill_percent: None,
+                peak_device_bytes: peak,
             });
         }
         Ok((out, skipped))
@@ -307,7 +318,15 @@ pub fn run(
         decode.push(b.decode(len)?);
     }
     eprintln!("compression per method at {} tokens", opts.sample_length);
-    let (compression, skipped_methods) = b.compression()?;
+    let (mut compression, skipped_methods) = b.compression()?;
+    if let Some(p) = prefill
+        .iter()
+        .find(|p| p.context_tokens == opts.sample_length)
+    {
+        for m in &mut compression {
+            m.prefill_percent = Some(100.0 * m.median_ms / p.median_ms);
+        }
+    }
     let streaming = |r: f64| -> (Box<dyn Method>, Budget) {
         (
             Box::new(kvbench_methods::streaming_llm::StreamingLlm::default()),
@@ -384,11 +403,18 @@ pub fn render(r: &BenchReport) -> String {
             mib(p.peak_device_bytes)
         );
     }
-    s += "compression at ratio 0.5\n  method               median_ms   achieved_ratio\n";
+    s += "compression at ratio 0.5\n  method               median_ms   %prefill   achieved_ratio   peak_MiB\n";
     for m in &r.compression {
+        let pct = m
+            .prefill_percent
+            .map_or("-".to_string(), |p| format!("{p:.1}"));
         s += &format!(
-            "  {:<20} {:>9.3}   {:>6.3}\n",
-            m.method, m.median_ms, m.achieved_ratio
+            "  {:<20} {:>9.3}   {:>8}   {:>14.3}   {:>8}\n",
+            m.method,
+            m.median_ms,
+            pct,
+            m.achieved_ratio,
+            mib(m.peak_device_bytes)
         );
     }
     for m in &r.skipped_methods {

@@ -14,6 +14,7 @@ pub mod budget;
 pub mod cache;
 pub mod composed;
 pub mod describe;
+pub mod device_ops;
 pub mod full;
 pub mod linalg;
 pub mod method;

@@ -59,3 +59,29 @@ pub fn one_hot_cache(
 pub fn keep_of(cache: &KvCache, l: usize) -> Vec<Vec<u32>> {
     cache.layer(l).positions()
 }
+
+/// One layer of 3 KV heads, dimension 8, 40 entries, random keys and values; `ragged`: then made
+/// ragged (heads hold 40, 37 and 35 entries, so each is its own group).
+pub fn random_cache(ragged: bool) -> KvCache {
+    let dev = Device::Cpu;
+    let k = Tensor::randn(0f32, 1.0, (3, 40, 8), &dev).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (3, 40, 8), &dev).unwrap();
+    let mut cache = KvCache::new(1, 3, 8, DType::F32, &dev);
+    cache
+        .layer_mut(0)
+        .append(&k, &v, &(0..40u32).collect::<Vec<_>>())
+        .unwrap();
+    cache.advance(40);
+    if !ragged {
+        return cache;
+    }
+    cache
+        .layer_mut(0)
+        .retain(&[
+            (0..40).collect(),
+            (3..40).collect(),
+            (0..30).chain(35..40).collect(),
+        ])
+        .unwrap();
+    cache
+}

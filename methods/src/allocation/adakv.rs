@@ -26,12 +26,17 @@
 //! before the global top-k; and each head's count is rounded
 //! (`round(count (1 - floor) + floor (B - window))`), so its total is only approximately
 //! `heads x B`. The floor-then-global rule here is kvpress's.
+//!
+//! The selection runs on the cache's device (`adaptive_keep`); the scores still arrive from the
+//! scorer on the host.
 
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
-use crate::selection::select::{evict_with, top_k_sorted, KeepRule, Uniform};
+use crate::device_ops::top_k_mask;
+use crate::selection::select::{evict_with, KeepRule, Uniform};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -59,39 +64,53 @@ impl Default for AdaKv {
 }
 
 /// Indices kept per head: each head's top `floors[h]`, then the best `sum(targets - floors)` of the
-/// rest across heads (ties to the later entry, then the later head).
-pub fn adaptive_keep(scores: &[Vec<f32>], targets: &[usize], floors: &[usize]) -> Vec<Vec<u32>> {
-    let mut keep: Vec<Vec<u32>> = scores
+/// rest across heads (ties to the later entry, then the later head), chosen on `dev`.
+///
+/// The scores (host, from the `Scorer` interface) go to the device once, padded to the longest
+/// head; the floors are one `top_k_mask` per head row, the shared rest one `top_k_mask` over the
+/// layer's entries laid out entry-major (`i * heads + h`, so "later" is the later entry, then the
+/// later head, as the host rule it replaced, kept as the test oracle). The kept mask comes back,
+/// as `LayerKv::retain` takes host indices.
+pub fn adaptive_keep(
+    scores: &[Vec<f32>],
+    targets: &[usize],
+    floors: &[usize],
+    dev: &Device,
+) -> Result<Vec<Vec<u32>>, MethodError> {
+    let h = scores.len();
+    let n = scores.iter().map(|s| s.len()).max().unwrap_or(0);
+    if h == 0 || n == 0 {
+        return Ok(vec![Vec::new(); h]);
+    }
+    let mut flat = vec![f32::NAN; h * n];
+    let mut valid = vec![0u8; h * n];
+    for (r, s) in scores.iter().enumerate() {
+        flat[r * n..r * n + s.len()].copy_from_slice(s);
+        valid[r * n..r * n + s.len()].fill(1);
+    }
+    let x = Tensor::from_vec(flat, (h, n), dev)?;
+    let valid = Tensor::from_vec(valid, (h, n), dev)?;
+    let floors: Vec<usize> = floors
         .iter()
-        .zip(floors)
-        .map(|(s, &f)| top_k_sorted(s, f))
+        .zip(scores)
+        .map(|(&f, s)| f.min(s.len()))
         .collect();
+    let floor_mask = top_k_mask(&x, &floors, Some(&valid))?;
     let total: usize = targets.iter().sum();
-    let mut rest = total.saturating_sub(keep.iter().map(|k| k.len()).sum());
-    let key = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
-    let mut pool: Vec<(f32, u32, usize)> = Vec::new();
-    for (h, (s, k)) in scores.iter().zip(&keep).enumerate() {
-        let mut taken = k.iter().peekable();
-        for (i, &v) in s.iter().enumerate() {
-            if taken.peek() == Some(&&(i as u32)) {
-                taken.next();
-            } else {
-                pool.push((key(v), i as u32, h));
-            }
-        }
-    }
-    pool.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
-    for &(_, i, h) in &pool {
-        if rest == 0 {
-            break;
-        }
-        keep[h].push(i);
-        rest -= 1;
-    }
-    for k in &mut keep {
-        k.sort_unstable();
-    }
-    keep
+    let open = valid.mul(&(1.0 - floor_mask.to_dtype(DType::F32)?)?.to_dtype(DType::U8)?)?;
+    let open_count: usize = scores.iter().map(|s| s.len()).sum::<usize>() - floors.iter().sum::<usize>();
+    let rest = total
+        .saturating_sub(floors.iter().sum())
+        .min(open_count);
+    let entry_major = |t: &Tensor| -> candle_core::Result<Tensor> { t.t()?.contiguous()?.reshape((1, h * n)) };
+    let shared = top_k_mask(&entry_major(&x)?, &[rest], Some(&entry_major(&open)?))?
+        .reshape((n, h))?
+        .t()?;
+    let keep: Vec<Vec<u8>> = floor_mask.maximum(&shared)?.to_vec2()?;
+    Ok(keep
+        .iter()
+        .map(|row| (0..n as u32).filter(|&i| row[i as usize] != 0).collect())
+        .collect())
 }
 
 impl Method for AdaKv {
@@ -154,7 +173,8 @@ impl KeepRule for Adaptive {
             .iter()
             .map(|&t| (t as f64 * self.floor).floor() as usize)
             .collect();
-        let keep = adaptive_keep(&scores, targets, &floors);
+        let dev = cache.device().clone();
+        let keep = adaptive_keep(&scores, targets, &floors, &dev)?;
         cache.layer_mut(layer).retain(&keep)
     }
 }
@@ -188,19 +208,91 @@ impl Describe for AdaKv {
 mod tests {
     use super::*;
     use crate::selection::knorm::Knorm;
+    use crate::selection::select::top_k_sorted;
     use crate::testing::{cache_with_keys, keep_of};
+    use candle_core::Device;
+
+    /// The host rule `adaptive_keep` replaced (the test oracle).
+    /// rest across heads (ties to the later entry, then the later head).
+    fn oracle_keep(scores: &[Vec<f32>], targets: &[usize], floors: &[usize]) -> Vec<Vec<u32>> {
+        let mut keep: Vec<Vec<u32>> = scores
+            .iter()
+            .zip(floors)
+            .map(|(s, &f)| top_k_sorted(s, f))
+            .collect();
+        let total: usize = targets.iter().sum();
+        let mut rest = total.saturating_sub(keep.iter().map(|k| k.len()).sum());
+        let key = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
+        let mut pool: Vec<(f32, u32, usize)> = Vec::new();
+        for (h, (s, k)) in scores.iter().zip(&keep).enumerate() {
+            let mut taken = k.iter().peekable();
+            for (i, &v) in s.iter().enumerate() {
+                if taken.peek() == Some(&&(i as u32)) {
+                    taken.next();
+                } else {
+                    pool.push((key(v), i as u32, h));
+                }
+            }
+        }
+        pool.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+        for &(_, i, h) in &pool {
+            if rest == 0 {
+                break;
+            }
+            keep[h].push(i);
+            rest -= 1;
+        }
+        for k in &mut keep {
+            k.sort_unstable();
+        }
+        keep
+    }
+
+    /// Device selection against the host oracle: exact index sets, ties included (scores on a
+    /// coarse grid, NaN), ragged heads, floors and totals of all sizes.
+    #[test]
+    fn device_keep_matches_the_host_oracle() {
+        let mut state = 17u64;
+        let mut rnd = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as usize
+        };
+        for case in 0..40 {
+            let heads = 1 + case % 4;
+            let scores: Vec<Vec<f32>> = (0..heads)
+                .map(|_| {
+                    let len = 1 + rnd() % 40;
+                    (0..len)
+                        .map(|_| match rnd() % 10 {
+                            0 => f32::NAN,
+                            r => (r % 4) as f32 * 0.25,
+                        })
+                        .collect()
+                })
+                .collect();
+            let targets: Vec<usize> = scores.iter().map(|s| rnd() % (s.len() + 1)).collect();
+            let floors: Vec<usize> = targets.iter().map(|&t| t * (case % 3) / 3).collect();
+            assert_eq!(
+                adaptive_keep(&scores, &targets, &floors, &Device::Cpu).unwrap(),
+                oracle_keep(&scores, &targets, &floors),
+                "case {case}: {scores:?} {targets:?} {floors:?}"
+            );
+        }
+    }
 
     #[test]
     fn global_top_k_with_per_head_floor() {
         let scores = vec![vec![0.9, 0.8, 0.7, 0.6], vec![0.1, 0.2, 0.05, 0.3]];
         // Budget 2 per head, no floor: head 0 takes all four best scores.
         assert_eq!(
-            adaptive_keep(&scores, &[2, 2], &[0, 0]),
+            adaptive_keep(&scores, &[2, 2], &[0, 0], &Device::Cpu).unwrap(),
             vec![vec![0, 1, 2, 3], vec![]]
         );
         // Floor 1: head 1 keeps its best (3), head 0 the three best of the rest.
         assert_eq!(
-            adaptive_keep(&scores, &[2, 2], &[1, 1]),
+            adaptive_keep(&scores, &[2, 2], &[1, 1], &Device::Cpu).unwrap(),
             vec![vec![0, 1, 2], vec![3]]
         );
     }

@@ -22,6 +22,10 @@
 //! per-entry Euclidean distances over heads and tokens, which can rank pairs differently. Layers
 //! are compared entry by entry, so every layer must hold the same positions (put `kvsharer` first
 //! in a composition with eviction). Layers already sharing are left out. Runs once (no budget).
+//!
+//! The distances are computed on the cache's device, all pairs of a layer in one batched
+//! difference; only the `n (n - 1) / 2` pair distances come to the host, where the greedy choice
+//! runs (the same sums as the per-pair version it replaced, kept as the test oracle).
 
 use std::cmp::Ordering;
 
@@ -65,9 +69,44 @@ fn config_error(message: String) -> MethodError {
     }
 }
 
-fn distance(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
-    Ok((d.sqr()?.sum_all()?.to_scalar::<f32>()? as f64).sqrt())
+/// Euclidean distance between every pair of the flattened tensors `xs` (one per layer, equal
+/// shapes): `d[i][j]` for `j < i`, computed on the tensors' device, one row of pairs per layer
+/// (`[i, numel]` differences, squared, summed, at most 1 GiB at a time), the `n (n - 1) / 2` sums brought to the host
+/// once: the pair ranking needs them all there.
+fn pair_distances(xs: &[Tensor]) -> Result<Vec<Vec<f64>>> {
+    pair_distances_in(xs, 1 << 28)
+}
+
+/// [`pair_distances`] with at most `max_elems` differences at a time.
+fn pair_distances_in(xs: &[Tensor], max_elems: usize) -> Result<Vec<Vec<f64>>> {
+    let flat = xs
+        .iter()
+        .map(|x| x.to_dtype(DType::F32)?.flatten_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let flat = Tensor::stack(&flat, 0)?; // [n, numel]
+    let n = xs.len();
+    let mut rows = Vec::with_capacity(n);
+    let numel = flat.dim(1)?;
+    let chunk = (max_elems / numel.max(1)).max(1);
+    for i in 1..n {
+        for j in (0..i).step_by(chunk) {
+            let rows_j = chunk.min(i - j);
+            let diff = flat.narrow(0, j, rows_j)?.broadcast_sub(&flat.narrow(0, i, 1)?)?;
+            rows.push(diff.sqr()?.sum(1)?);
+        }
+    }
+    let sums: Vec<f32> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        Tensor::cat(&rows, 0)?.to_vec1()?
+    };
+    let mut out = vec![Vec::new()];
+    let mut at = 0;
+    for i in 1..n {
+        out.push(sums[at..at + i].iter().map(|&s| (s as f64).sqrt()).collect());
+        at += i;
+    }
+    Ok(out)
 }
 
 impl KvSharer {
@@ -112,11 +151,12 @@ impl KvSharer {
             .iter()
             .map(|&l| cache.layer(l).dense())
             .collect::<Result<Vec<_>>>()?;
+        let (keys, values): (Vec<Tensor>, Vec<Tensor>) = kv.into_iter().unzip();
+        let (dk, dv) = (pair_distances(&keys)?, pair_distances(&values)?);
         let mut pairs = Vec::new();
         for i in 1..layers.len() {
             for j in 0..i {
-                let d = (distance(&kv[i].0, &kv[j].0)? + distance(&kv[i].1, &kv[j].1)?) / 2.0;
-                pairs.push((d, layers[i], layers[j]));
+                pairs.push(((dk[i][j] + dv[i][j]) / 2.0, layers[i], layers[j]));
             }
         }
         // Most distant first; ties to the earlier pair.
@@ -281,6 +321,36 @@ mod tests {
             m.plan(&cache([0., 10., 1., 12.])).unwrap(),
             vec![0, 0, 2, 0]
         );
+    }
+
+    /// The per-pair distance `plan` used before the batched one (the test oracle).
+    fn distance(a: &Tensor, b: &Tensor) -> f64 {
+        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+        (d.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64).sqrt()
+    }
+
+    #[test]
+    fn batched_pair_distances_match_the_per_pair_oracle() {
+        let dev = Device::Cpu;
+        let xs: Vec<Tensor> = (0..5)
+            .map(|l| {
+                Tensor::randn(0f32, 1.0 + l as f32, (2, 30, 4), &dev)
+                    .unwrap()
+                    .to_dtype(DType::BF16)
+                    .unwrap()
+            })
+            .collect();
+        let got = pair_distances(&xs).unwrap();
+        // Two layers' differences at a time: rows of pairs split into chunks.
+        assert_eq!(pair_distances_in(&xs, 2 * 2 * 30 * 4).unwrap(), got);
+        for i in 1..5 {
+            assert_eq!(got[i].len(), i);
+            for j in 0..i {
+                let want = distance(&xs[i], &xs[j]);
+                assert!((got[i][j] - want).abs() <= 1e-6 * want, "{i} {j}: {} vs {want}", got[i][j]);
+            }
+        }
+        assert!(pair_distances(&xs[..1]).unwrap()[0].is_empty());
     }
 
     #[test]

@@ -25,8 +25,13 @@
 //! queries seen so far. Merging happens once, on the prefilled context, with the budget axis (as
 //! kvpress's prefill presses compress), not at every generated token. Near the end of a head fewer
 //! than `m` entries may follow an evicted one; the shares then divide by the entries there are
-//! (the reference code always divides by `m`). The merge runs on the host, `O(len x head_dim)`
-//! per head.
+//! (the reference code always divides by `m`).
+//!
+//! Runs on the cache's device: the cascade is the banded triangular system it amounts to, solved
+//! by blocks with batched matmuls (see `cascade`); only the Bernoulli draws come from the host's
+//! seeded generator (as before, so runs stay reproducible and equal to the host sweep, which the
+//! tests keep as the oracle in `cam_oracle.rs`: same gates except a draw within f32 rounding of
+//! its probability, values within 1e-4 of the largest).
 //!
 //! Not kvpress's `CAMPress`, which is a `DecodingPress` (kvpress/presses/cam_press.py): it leaves
 //! the prefilled context alone and, during generation, every `compression_interval` (512) steps
@@ -44,6 +49,7 @@ use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
 use crate::selection::h2o::H2o;
 use crate::selection::scoring::LayerInput;
+use crate::device_ops::cumsum_last;
 use crate::selection::select::{evict_with, top_k_per_head, KeepRule, Uniform};
 use crate::selection::streaming_llm::StreamingLlm;
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage};
@@ -100,61 +106,6 @@ pub fn auto_merge_budget(kept: &[u32], len: usize) -> usize {
         Some(e) => (len - 1 - e as usize).max(1),
         None => 1,
     }
-}
-
-/// One head's values after merging: `values` is `[len, d]` row-major, `attention` one accumulated
-/// score per entry, `kept` the sorted kept indices, `m` the receivers per evicted entry; `draw`
-/// gives one uniform number in `[0, 1)` per evicted entry that has receivers (merge when below the
-/// probability). Returns every entry's value, `[len, d]`: kept entries' final values; an evicted
-/// entry holds what it had when it passed it on.
-pub fn merge_values(
-    values: &[f32],
-    d: usize,
-    attention: &[f32],
-    kept: &[u32],
-    m: usize,
-    mut draw: impl FnMut() -> f32,
-) -> Vec<f32> {
-    let len = attention.len();
-    let mut out = values.to_vec();
-    // prefix[j] = sum of attention[..j], for the receivers' mean.
-    let mut prefix = vec![0f64; len + 1];
-    for (j, &a) in attention.iter().enumerate() {
-        prefix[j + 1] = prefix[j] + a as f64;
-    }
-    // A share added to entries j+1..=j+count is added to the running `acc` after entry j and
-    // removed again at j+1+count (`ends`), so the sweep is O(len x d) whatever m is.
-    let mut acc = vec![0f32; d];
-    let mut ends = vec![0f32; (len + 1) * d];
-    let mut next_kept = kept.iter().peekable();
-    for j in 0..len {
-        for (a, e) in acc.iter_mut().zip(&ends[j * d..(j + 1) * d]) {
-            *a -= e;
-        }
-        let row = &mut out[j * d..(j + 1) * d];
-        for (x, a) in row.iter_mut().zip(&acc) {
-            *x += a;
-        }
-        if next_kept.peek() == Some(&&(j as u32)) {
-            next_kept.next();
-            continue;
-        }
-        let count = m.min(len - 1 - j);
-        if count == 0 {
-            continue;
-        }
-        let mean = ((prefix[j + 1 + count] - prefix[j + 1]) / count as f64) as f32;
-        if draw() >= merge_probability(attention[j], mean) {
-            continue;
-        }
-        let end = j + 1 + count;
-        for c in 0..d {
-            let share = out[j * d + c] / count as f32;
-            acc[c] += share;
-            ends[end * d + c] += share;
-        }
-    }
-    out
 }
 
 impl Cam {
@@ -215,34 +166,66 @@ impl KeepRule for MergeEvicted<'_> {
             next_position: cache.next_position(),
             targets,
         };
-        let attention = H2o::accumulated(&input, "cam")?;
+        // Per group that loses entries, its accumulated attention (on the device).
+        let attention = input
+            .layer
+            .groups()
+            .iter()
+            .map(|g| {
+                let heads = g.first_head..g.first_head + g.n_heads();
+                if heads.clone().all(|h| keep[h].len() >= g.len()) {
+                    return Ok(None);
+                }
+                Ok(Some(H2o::accumulated_group(&input, g, "cam")?))
+            })
+            .collect::<Result<Vec<_>>>()?;
         // Rewrite the values of every group that loses entries, then evict as usual.
+        let mut i = 0;
         cache.layer_mut(l).restore(|g| {
+            let att = &attention[i];
+            i += 1;
+            let Some(att) = att else {
+                return Ok(g.storage.clone());
+            };
             let (n, len) = (g.n_heads(), g.len());
             let heads = g.first_head..g.first_head + n;
-            if heads.clone().all(|h| keep[h].len() >= len) {
-                return Ok(g.storage.clone());
-            }
-            let v = g.storage.v.reconstruct()?;
-            let d = v.dim(2)?;
-            let host = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let mut merged = Vec::with_capacity(host.len());
+            // The draws stay the host generator's (the method's seeded definition): one per
+            // evicted entry that has receivers, in position order, per (layer, head).
+            let mut draws = vec![f32::NAN; n * len];
+            let mut evicted = vec![0f32; n * len];
+            let mut m = Vec::with_capacity(n);
             for (local, h) in heads.enumerate() {
-                let rows = &host[local * len * d..(local + 1) * len * d];
-                if keep[h].len() >= len {
-                    merged.extend_from_slice(rows);
-                    continue;
-                }
-                let m = match self.0.merge_budget {
+                let mh = match self.0.merge_budget {
                     0 => auto_merge_budget(&keep[h], len),
                     m => m,
                 };
+                m.push(mh);
+                if keep[h].len() >= len {
+                    continue;
+                }
                 let mut rng = self.0.stream(l, h);
-                merged.extend(merge_values(rows, d, &attention[h], &keep[h], m, || {
-                    rng.gen::<f32>()
-                }));
+                let mut kept = keep[h].iter().peekable();
+                for j in 0..len {
+                    if kept.peek() == Some(&&(j as u32)) {
+                        kept.next();
+                    } else {
+                        evicted[local * len + j] = 1.0;
+                        if j + 1 < len {
+                            draws[local * len + j] = rng.gen::<f32>();
+                        }
+                    }
+                }
             }
-            let merged = Tensor::from_vec(merged, (n, len, d), v.device())?.to_dtype(v.dtype())?;
+            let v = g.storage.v.reconstruct()?;
+            let dev = v.device();
+            let merged = cascade(
+                &v.to_dtype(DType::F32)?,
+                att,
+                &Tensor::from_vec(evicted, (n, len), dev)?,
+                &Tensor::from_vec(draws, (n, len), dev)?,
+                &m,
+            )?
+            .to_dtype(v.dtype())?;
             Ok(Storage {
                 k: g.storage.k.clone(),
                 v: g.storage.v.encode_like(&merged, 0..n)?,
@@ -250,6 +233,122 @@ impl KeepRule for MergeEvicted<'_> {
         })?;
         cache.layer_mut(l).retain(&keep)
     }
+}
+
+/// Entries per block of [`cascade`]'s forward substitution.
+const BLOCK: usize = 128;
+
+/// Every head's values after the merge cascade, on the device: the host's sweep
+/// (`merge_values`, the test oracle) as the linear system it is. With `a_i = gate_i / c_i` for an
+/// evicted entry `i` that merges (its draw below its probability) into its `c_i = min(m,
+/// len - 1 - i)` followers, and 0 otherwise, the values are `x_j = v_j + sum_{j - m <= i < j} a_i
+/// x_i` (an evicted entry passes on what it received). That is `(I - A) x = v` with `A` strictly
+/// lower triangular and banded, solved by blocks of 128 entries: each diagonal block's inverse
+/// `(I - A_bb)^-1 = prod_k (I + A_bb^(2^k))` (nilpotent), all blocks at once in batched matmuls,
+/// then one pass over the blocks carrying the band's contributions as prefix sums of `a_i x_i`.
+///
+/// `v` `[h, n, d]` f32, `attention` `[h, n]`, `evicted` `[h, n]` (1 or 0), `draws` `[h, n]` (NaN
+/// where no draw), `m[h]` the receivers per evicted entry.
+fn cascade(
+    v: &Tensor,
+    attention: &Tensor,
+    evicted: &Tensor,
+    draws: &Tensor,
+    m: &[usize],
+) -> Result<Tensor> {
+    let (h, n, d) = v.dims3()?;
+    let dev = v.device();
+    let col = |x: Vec<f32>| Tensor::from_vec(x, (h, 1), dev);
+    let m_col = col(m.iter().map(|&m| m as f32).collect())?;
+    // c_i = min(m, n - 1 - i): receivers of entry i.
+    let rest = Tensor::arange(0u32, n as u32, dev)?
+        .to_dtype(DType::F32)?
+        .affine(-1.0, (n - 1) as f64)?
+        .unsqueeze(0)?;
+    let c = rest.broadcast_minimum(&m_col)?; // [h, n]
+    // The receivers' mean accumulated attention, from prefix sums in f64 as on the host.
+    let att = attention.to_dtype(DType::F32)?;
+    let prefix = Tensor::cat(
+        &[
+            &Tensor::zeros((h, 1), DType::F64, dev)?,
+            &cumsum_last(&att.to_dtype(DType::F64)?)?,
+        ],
+        1,
+    )?; // [h, n + 1]: prefix[j] = sum of att[..j]
+    let first = Tensor::arange(1u32, n as u32 + 1, dev)?
+        .unsqueeze(0)?
+        .broadcast_as((h, n))?
+        .contiguous()?;
+    let last = (first.to_dtype(DType::F32)? + &c)?.to_dtype(DType::U32)?;
+    let c64 = c.to_dtype(DType::F64)?;
+    let mean = ((prefix.gather(&last, 1)? - prefix.gather(&first, 1)?)? / &c64)?.to_dtype(DType::F32)?;
+    let p = (&att / mean)?;
+    let p = p.ne(&p)?.where_cond(&p.zeros_like()?, &p)?.clamp(0f32, 1f32)?;
+    let gate = draws.lt(&p)?.to_dtype(DType::F32)?; // NaN draws never merge
+    let a = ((gate * evicted)? / c.maximum(1f32)?)?; // [h, n]
+    // Blocks, padded with entries that pass nothing on.
+    let nb = n.div_ceil(BLOCK);
+    let np = nb * BLOCK;
+    let a = a.pad_with_zeros(1, 0, np - n)?;
+    let v = v.pad_with_zeros(1, 0, np - n)?;
+    // A_bb[j][i] = a_i for 1 <= j - i <= m, per head, for every block at once.
+    let lag: Vec<f32> = (0..BLOCK * BLOCK)
+        .map(|x| (x / BLOCK) as f32 - (x % BLOCK) as f32)
+        .collect();
+    let lag = Tensor::from_vec(lag, (1, BLOCK, BLOCK), dev)?;
+    let band = lag
+        .ge(1f32)?
+        .to_dtype(DType::F32)?
+        .broadcast_mul(&lag.broadcast_le(&m_col.unsqueeze(2)?)?.to_dtype(DType::F32)?)?; // [h, B, B]
+    let blocks = band
+        .unsqueeze(1)?
+        .broadcast_mul(&a.reshape((h, nb, 1, BLOCK))?)?
+        .reshape((h * nb, BLOCK, BLOCK))?;
+    let eye = Tensor::eye(BLOCK, DType::F32, dev)?.unsqueeze(0)?;
+    let mut inv = blocks.broadcast_add(&eye)?;
+    let mut power = blocks;
+    let mut span = 2;
+    while span < BLOCK {
+        power = power.matmul(&power)?;
+        inv = (&inv + inv.matmul(&power)?)?;
+        span *= 2;
+    }
+    let inv = inv.reshape((h, nb, BLOCK, BLOCK))?;
+    // Forward pass. prefix_w[k] = sum_{i < k} a_i x_i, filled block by block.
+    let prefix_w = Tensor::zeros((h, np + 1, d), DType::F32, dev)?;
+    // Materialised per head (no stride-0 batch handed to the GEMM).
+    let tril = Tensor::tril2(BLOCK, DType::F32, dev)?
+        .unsqueeze(0)?
+        .broadcast_as((h, BLOCK, BLOCK))?
+        .contiguous()?;
+    let local = Tensor::arange(0u32, BLOCK as u32, dev)?
+        .to_dtype(DType::F32)?
+        .unsqueeze(0)?;
+    let mut out = Vec::with_capacity(nb);
+    for b in 0..nb {
+        let start = b * BLOCK;
+        // Entries j of this block receive from earlier blocks' i in [j - m, start).
+        let lo = local
+            .affine(1.0, start as f64)?
+            .broadcast_sub(&m_col)?
+            .clamp(0f32, start as f32)?
+            .to_dtype(DType::U32)?
+            .unsqueeze(2)?
+            .broadcast_as((h, BLOCK, d))?
+            .contiguous()?;
+        let carried = prefix_w
+            .narrow(1, start, 1)?
+            .broadcast_sub(&prefix_w.gather(&lo, 1)?)?;
+        let rhs = (v.narrow(1, start, BLOCK)? + carried)?;
+        let x = inv.narrow(1, b, 1)?.squeeze(1)?.matmul(&rhs)?;
+        let w = x.broadcast_mul(&a.narrow(1, start, BLOCK)?.unsqueeze(2)?)?;
+        let running = tril
+            .matmul(&w)?
+            .broadcast_add(&prefix_w.narrow(1, start, 1)?)?;
+        prefix_w.slice_set(&running, 1, start + 1)?;
+        out.push(x);
+    }
+    Ok(Tensor::cat(&out, 1)?.narrow(1, 0, n)?)
 }
 
 impl Describe for Cam {
@@ -273,6 +372,10 @@ impl Describe for Cam {
         ])
     }
 }
+
+#[cfg(test)]
+#[path = "cam_oracle.rs"]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
@@ -355,28 +458,6 @@ mod tests {
             .to_vec2()
             .unwrap();
         assert_eq!(v, values);
-    }
-
-    #[test]
-    fn the_draw_gates_each_merge_by_its_probability() {
-        // Entry 0 evicted, one receiver (entry 1), m = 1: p = 1 / 2.
-        let values = [2.0f32, 10.0];
-        let attention = [1.0f32, 2.0];
-        assert_eq!(merge_probability(1.0, 2.0), 0.5);
-        assert_eq!(
-            merge_values(&values, 1, &attention, &[1], 1, || 0.4),
-            vec![2.0, 12.0]
-        );
-        assert_eq!(
-            merge_values(&values, 1, &attention, &[1], 1, || 0.6),
-            vec![2.0, 10.0]
-        );
-        // Edge cases: nothing received by anyone, or only by the receivers.
-        assert_eq!(merge_probability(0.0, 0.0), 0.0);
-        assert_eq!(merge_probability(1.0, 0.0), 1.0);
-        // The last entry has no receivers: its value is dropped, no draw is taken.
-        let out = merge_values(&[1.0, 3.0], 1, &[1.0, 1.0], &[0], 4, || panic!("no draw"));
-        assert_eq!(out, vec![1.0, 3.0]);
     }
 
     #[test]

@@ -30,18 +30,24 @@
 //! first key instead); the budget is met by capping the merges and then evicting, where the paper
 //! may reach it through the layer-wise threshold alone; values take the same weights as keys; the
 //! sigma formula, the unmerged layers and the threshold default are taken from secondary sources.
-//! The merge runs on the host, `O(len x head_dim)` per head.
-
-use std::ops::Range;
+//!
+//! Runs on the cache's device (tensor ops, `crate::device_ops`): similarities, the capped link
+//! choice (an exact top-k with the same tie rule), sets as a cumulative sum of run starts, pivots
+//! and set scores by a segmented arg-max, kernel weights in f64 and the weighted sums by
+//! `scatter_add`. Against the host implementation it replaced (kept as the test oracle in
+//! `kvmerger_oracle.rs`): the same sets, pivots and kept entries, except where a similarity lies
+//! within f32 rounding of the threshold or of another one competing for the cap (the sums are
+//! ordered differently), and merged rows within 1e-5 (f32 weighted sums in another order).
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
+use crate::device_ops::{cumsum_last, run_argmax, run_sum, top_k_mask};
 use crate::selection::h2o::H2o;
 use crate::selection::scoring::LayerInput;
-use crate::selection::select::{evict_with, top_k_sorted, KeepRule, TopK, Uniform};
+use crate::selection::select::{evict_with, KeepRule, TopK, Uniform};
 use crate::{
     Budget, HeadGroup, KvCache, Method, MethodError, ObservationNeeds, Observations, Storage,
 };
@@ -87,201 +93,6 @@ impl Default for KvMerger {
             scorer: default_scorer(),
         }
     }
-}
-
-fn row(x: &[f32], d: usize, i: usize) -> &[f32] {
-    &x[i * d..(i + 1) * d]
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
-}
-
-/// Merging sets of one head (`keys` is `[len, d]` row-major): runs of entries linked by adjacent
-/// cosine similarity `>= threshold`, using at most `max_links` links, the most similar first (ties
-/// to the later pair). Returns ranges covering `0..len` in order.
-pub fn merging_sets(keys: &[f32], d: usize, threshold: f32, max_links: usize) -> Vec<Range<usize>> {
-    let len = keys.len() / d;
-    let mut links: Vec<(f32, usize)> = (0..len.saturating_sub(1))
-        .map(|i| (cosine(row(keys, d, i), row(keys, d, i + 1)), i))
-        .filter(|&(s, _)| s >= threshold) // NaN (a zero key) never links
-        .collect();
-    links.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
-    let mut linked = vec![false; len];
-    for &(_, i) in links.iter().take(max_links) {
-        linked[i] = true;
-    }
-    let mut sets = Vec::new();
-    let mut start = 0;
-    for (i, &joined) in linked.iter().enumerate() {
-        if !joined {
-            sets.push(start..i + 1);
-            start = i + 1;
-        }
-    }
-    sets
-}
-
-/// One merging set as a single entry: `(pivot, key, value)`, the pivot being the set's entry with
-/// the highest `attention` (ties to the later entry), key and value Gaussian-kernel weighted
-/// averages around the pivot's key.
-pub fn gaussian_merge(
-    keys: &[f32],
-    values: &[f32],
-    d: usize,
-    set: Range<usize>,
-    attention: &[f32],
-) -> (usize, Vec<f32>, Vec<f32>) {
-    let pivot = set
-        .clone()
-        .reduce(|best, i| {
-            if attention[i].total_cmp(&attention[best]).is_ge() {
-                i
-            } else {
-                best
-            }
-        })
-        .expect("merging sets are not empty");
-    let kp = row(keys, d, pivot);
-    let dist: Vec<f64> = set
-        .clone()
-        .map(|i| {
-            row(keys, d, i)
-                .iter()
-                .zip(kp)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .collect();
-    let sigma = dist.iter().sum::<f64>() / (2f64.sqrt() * dist.len() as f64);
-    // Identical keys (sigma 0): equal weights.
-    let g: Vec<f64> = dist
-        .iter()
-        .map(|&r| {
-            if sigma > 0.0 {
-                (-r * r / (2.0 * sigma * sigma)).exp()
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let total: f64 = g.iter().sum();
-    let mut k = vec![0f32; d];
-    let mut v = vec![0f32; d];
-    for (i, w) in set.zip(&g) {
-        let w = (w / total) as f32;
-        for c in 0..d {
-            k[c] += w * keys[i * d + c];
-            v[c] += w * values[i * d + c];
-        }
-    }
-    (pivot, k, v)
-}
-
-/// One head's entries: keys and values (`[n, d]` row-major) and positions.
-pub type HeadRows = (Vec<f32>, Vec<f32>, Vec<u32>);
-
-/// One head as stored, on the host: keys and values `[len, d]` row-major, positions, and each
-/// entry's accumulated attention and score.
-pub struct HeadInput<'a> {
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
-    pub d: usize,
-    pub positions: &'a [u32],
-    pub attention: &'a [f32],
-    pub scores: &'a [f32],
-}
-
-/// One head compressed to at most `target` entries: merged sets, then the best `target` of them by
-/// `scores` (a set scores its best member).
-pub fn merge_head(head: &HeadInput, threshold: f32, target: usize) -> HeadRows {
-    let HeadInput {
-        keys,
-        values,
-        d,
-        positions,
-        attention,
-        scores,
-    } = *head;
-    let len = positions.len();
-    let sets = merging_sets(keys, d, threshold, len.saturating_sub(target));
-    let set_scores: Vec<f32> = sets
-        .iter()
-        .map(|s| {
-            scores[s.clone()]
-                .iter()
-                .copied()
-                .filter(|x| !x.is_nan())
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
-        .collect();
-    let kept = top_k_sorted(&set_scores, target);
-    let (mut k, mut v, mut p) = (Vec::new(), Vec::new(), Vec::new());
-    for &s in &kept {
-        let set = sets[s as usize].clone();
-        if set.len() == 1 {
-            k.extend_from_slice(row(keys, d, set.start));
-            v.extend_from_slice(row(values, d, set.start));
-            p.push(positions[set.start]);
-        } else {
-            let (pivot, mk, mv) = gaussian_merge(keys, values, d, set, attention);
-            k.extend(mk);
-            v.extend(mv);
-            p.push(positions[pivot]);
-        }
-    }
-    (k, v, p)
-}
-
-/// A group rebuilt from its heads' new entries, in the group's storage forms: one group when the
-/// heads agree in length, else one group per head.
-fn rebuild(g: &HeadGroup, heads: Vec<HeadRows>, like: &Tensor) -> Result<Vec<HeadGroup>> {
-    let d = like.dim(2)?;
-    let tensor = |x: Vec<f32>, n: usize, len: usize| -> Result<Tensor> {
-        Ok(Tensor::from_vec(x, (n, len, d), like.device())?.to_dtype(like.dtype())?)
-    };
-    let len0 = heads[0].2.len();
-    if heads.iter().all(|h| h.2.len() == len0) {
-        let n = heads.len();
-        let (mut k, mut v, mut pos) = (Vec::new(), Vec::new(), Vec::new());
-        for (hk, hv, hp) in heads {
-            k.extend(hk);
-            v.extend(hv);
-            pos.push(hp);
-        }
-        let storage = Storage {
-            k: g.storage.k.encode_like(&tensor(k, n, len0)?, 0..n)?,
-            v: g.storage.v.encode_like(&tensor(v, n, len0)?, 0..n)?,
-        };
-        return Ok(vec![HeadGroup {
-            first_head: g.first_head,
-            storage,
-            positions: pos,
-        }]);
-    }
-    heads
-        .into_iter()
-        .enumerate()
-        .map(|(local, (hk, hv, hp))| {
-            let len = hp.len();
-            Ok(HeadGroup {
-                first_head: g.first_head + local,
-                storage: Storage {
-                    k: g.storage
-                        .k
-                        .encode_like(&tensor(hk, 1, len)?, local..local + 1)?,
-                    v: g.storage
-                        .v
-                        .encode_like(&tensor(hv, 1, len)?, local..local + 1)?,
-                },
-                positions: vec![hp],
-            })
-        })
-        .collect()
 }
 
 impl Method for KvMerger {
@@ -347,7 +158,6 @@ impl KeepRule for MergeSimilar<'_> {
             next_position: cache.next_position(),
             targets,
         };
-        let attention = H2o::accumulated(&input, "kvmerger")?;
         let mut groups = Vec::new();
         for g in layer.groups() {
             let heads = g.first_head..g.first_head + g.n_heads();
@@ -355,29 +165,157 @@ impl KeepRule for MergeSimilar<'_> {
                 groups.push(g.clone());
                 continue;
             }
-            let (k, v) = g.storage.keys_values()?;
-            let (_, len, d) = k.dims3()?;
-            let hk = k.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let hv = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let per_head = heads
-                .enumerate()
-                .map(|(local, h)| {
-                    let span = local * len * d..(local + 1) * len * d;
-                    let head = HeadInput {
-                        keys: &hk[span.clone()],
-                        values: &hv[span],
-                        d,
-                        positions: &g.positions[local],
-                        attention: &attention[h],
-                        scores: &scores[h],
-                    };
-                    merge_head(&head, self.0.threshold as f32, targets[h])
-                })
-                .collect();
-            groups.extend(rebuild(g, per_head, &k)?);
+            let attention = H2o::accumulated_group(&input, g, "kvmerger")?;
+            groups.extend(merge_group(
+                g,
+                &attention,
+                &scores[heads.clone()],
+                &targets[heads],
+                self.0.threshold,
+            )?);
         }
         cache.layer_mut(l).set_groups(groups)
     }
+}
+
+/// One group (`heads` KV heads of `len` entries) merged and evicted to each head's target, on the
+/// cache's device. `attention` `[heads, len]`; `scores[h]` and `targets[h]` per head.
+///
+/// What comes to the host: per head, the number of links at or above the threshold (to cap them
+/// at `len - target`), then the kept sets (a mask) and their pivots, which give the new entries'
+/// positions (the cache keeps positions on the host). `scores` arrive on the host from the
+/// `KeepRule` interface and go to the device once.
+fn merge_group(
+    g: &HeadGroup,
+    attention: &Tensor,
+    scores: &[Vec<f32>],
+    targets: &[usize],
+    threshold: f64,
+) -> Result<Vec<HeadGroup>> {
+    let (k, v) = g.storage.keys_values()?;
+    let (h, n, d) = k.dims3()?;
+    let dev = k.device().clone();
+    let kf = k.to_dtype(DType::F32)?;
+    let vf = v.to_dtype(DType::F32)?;
+    // 1. Links: adjacent cosine similarity at or above the threshold (NaN never links), at most
+    //    `len - target` per head, the most similar first, ties to the later pair.
+    let (links, n_links) = if n >= 2 {
+        let norm = kf.sqr()?.sum(2)?.sqrt()?;
+        let dot = (kf.narrow(1, 0, n - 1)? * kf.narrow(1, 1, n - 1)?)?.sum(2)?;
+        let sims = (dot / (norm.narrow(1, 0, n - 1)? * norm.narrow(1, 1, n - 1)?)?)?;
+        let qualifying = sims.ge(threshold)?;
+        let count: Vec<f32> = qualifying.to_dtype(DType::F32)?.sum(1)?.to_vec1()?;
+        let cap: Vec<usize> = (0..h)
+            .map(|i| (count[i] as usize).min(n.saturating_sub(targets[i])))
+            .collect();
+        let links = if cap.iter().zip(&count).all(|(&c, &q)| c == q as usize) {
+            qualifying
+        } else {
+            top_k_mask(&sims, &cap, Some(&qualifying))?
+        };
+        (links.to_dtype(DType::F32)?, cap)
+    } else {
+        (Tensor::zeros((h, 0), DType::F32, &dev)?, vec![0; h])
+    };
+    // 2. Sets: runs of linked entries; `set[i]` is entry i's set (0-based, along the head).
+    let ones = Tensor::ones((h, 1), DType::F32, &dev)?;
+    let unlinked = (1.0 - &links)?;
+    let starts = Tensor::cat(&[&ones, &unlinked], 1)?;
+    let ends = Tensor::cat(&[&unlinked, &ones], 1)?.ne(0.0)?;
+    let set = (cumsum_last(&starts)? - 1.0)?.to_dtype(DType::U32)?;
+    let n_sets: Vec<usize> = n_links.iter().map(|&c| n - c).collect();
+    // Per set slot (`[h, n]`, slot s = set s), the value a set's last entry holds.
+    let at_end = |x: &Tensor| -> Result<Tensor> {
+        let x = ends.where_cond(x, &x.zeros_like()?)?;
+        Ok(run_sum(&x, &set)?)
+    };
+    // 3. Pivots: the most attended entry of each set (ties to the later entry).
+    let (best, _) = run_argmax(&attention.to_dtype(DType::F32)?, &set)?;
+    let pivot_of_set = at_end(&best.to_dtype(DType::F32)?)?.to_dtype(DType::U32)?;
+    let pivot = pivot_of_set.gather(&set, 1)?;
+    // 4. Gaussian-kernel weights around the pivot key, one sigma per set, in f64 as on the host.
+    let k64 = kf.to_dtype(DType::F64)?;
+    let expand = |idx: &Tensor| idx.unsqueeze(2)?.broadcast_as((h, n, d))?.contiguous();
+    let kp = k64.gather(&expand(&pivot)?, 1)?;
+    let dist = (&k64 - kp)?.sqr()?.sum(2)?.sqrt()?;
+    let size = run_sum(&Tensor::ones((h, n), DType::F64, &dev)?, &set)?;
+    let sigma = (run_sum(&dist, &set)? / (size.maximum(1.0)? * 2f64.sqrt())?)?.gather(&set, 1)?;
+    let spread = sigma.gt(0.0)?;
+    let sigma_safe = spread.where_cond(&sigma, &sigma.ones_like()?)?;
+    let kernel = (dist.sqr()? / (sigma_safe.sqr()? * 2.0)?)?.neg()?.exp()?;
+    let kernel = spread.where_cond(&kernel, &kernel.ones_like()?)?;
+    let w = (&kernel / run_sum(&kernel, &set)?.gather(&set, 1)?)?
+        .to_dtype(DType::F32)?
+        .unsqueeze(2)?;
+    let set3 = expand(&set)?;
+    let merged_k = kf.zeros_like()?.scatter_add(&set3, &kf.broadcast_mul(&w)?, 1)?;
+    let merged_v = vf.zeros_like()?.scatter_add(&set3, &vf.broadcast_mul(&w)?, 1)?;
+    // 5. Eviction of sets above the target: a set scores its best member (NaN ignored).
+    let keep: Vec<usize> = (0..h).map(|i| n_sets[i].min(targets[i])).collect();
+    let slot = Tensor::arange(0u32, n as u32, &dev)?.unsqueeze(0)?;
+    let n_sets_t = Tensor::from_vec(
+        n_sets.iter().map(|&c| c as u32).collect::<Vec<_>>(),
+        (h, 1),
+        &dev,
+    )?;
+    let real = slot.broadcast_lt(&n_sets_t)?;
+    let kept = if keep == n_sets {
+        real
+    } else {
+        let flat: Vec<f32> = scores.iter().flatten().copied().collect();
+        let s = Tensor::from_vec(flat, (h, n), &dev)?;
+        let s = s
+            .ne(&s)?
+            .where_cond(&Tensor::full(f32::NEG_INFINITY, (h, n), &dev)?, &s)?;
+        let (_, best_score) = run_argmax(&s, &set)?;
+        top_k_mask(&at_end(&best_score)?, &keep, Some(&real))?
+    };
+    // 6. The kept sets, in order, as the group's new entries at their pivots' positions.
+    let kept: Vec<Vec<u8>> = kept.to_vec2()?;
+    let pivots: Vec<Vec<u32>> = pivot_of_set.to_vec2()?;
+    let slots: Vec<Vec<u32>> = kept
+        .iter()
+        .map(|row| (0..n as u32).filter(|&s| row[s as usize] != 0).collect())
+        .collect();
+    let positions: Vec<Vec<u32>> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            row.iter()
+                .map(|&s| g.positions[i][pivots[i][s as usize] as usize])
+                .collect()
+        })
+        .collect();
+    let pick = |merged: &Tensor, i: usize| -> Result<Tensor> {
+        let ids = Tensor::new(slots[i].as_slice(), &dev)?;
+        Ok(merged.narrow(0, i, 1)?.index_select(&ids, 1)?.to_dtype(k.dtype())?)
+    };
+    let m = slots[0].len();
+    if slots.iter().all(|s| s.len() == m) {
+        let ids = Tensor::from_vec(slots.concat(), (h, m), &dev)?;
+        let ids = ids.unsqueeze(2)?.broadcast_as((h, m, d))?.contiguous()?;
+        let pick_all = |x: &Tensor| -> Result<Tensor> { Ok(x.gather(&ids, 1)?.to_dtype(k.dtype())?) };
+        return Ok(vec![HeadGroup {
+            first_head: g.first_head,
+            storage: Storage {
+                k: g.storage.k.encode_like(&pick_all(&merged_k)?, 0..h)?,
+                v: g.storage.v.encode_like(&pick_all(&merged_v)?, 0..h)?,
+            },
+            positions,
+        }]);
+    }
+    (0..h)
+        .map(|i| {
+            Ok(HeadGroup {
+                first_head: g.first_head + i,
+                storage: Storage {
+                    k: g.storage.k.encode_like(&pick(&merged_k, i)?, i..i + 1)?,
+                    v: g.storage.v.encode_like(&pick(&merged_v, i)?, i..i + 1)?,
+                },
+                positions: vec![positions[i].clone()],
+            })
+        })
+        .collect()
 }
 
 impl Describe for KvMerger {
@@ -405,6 +343,10 @@ impl Describe for KvMerger {
         })])
     }
 }
+
+#[cfg(test)]
+#[path = "kvmerger_oracle.rs"]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
@@ -563,21 +505,5 @@ mod tests {
             .compress(&mut cache, &obs, &Budget::Tokens(6))
             .unwrap();
         assert_eq!(stored(&cache).1, VALUES.map(|r| r.to_vec()).to_vec());
-    }
-
-    #[test]
-    fn sets_follow_adjacent_similarity() {
-        let flat: Vec<f32> = KEYS.concat();
-        assert_eq!(
-            merging_sets(&flat, 2, 0.75, 6),
-            vec![0..1, 1..4, 4..5, 5..6]
-        );
-        assert_eq!(
-            merging_sets(&flat, 2, 0.75, 1),
-            vec![0..1, 1..2, 2..4, 4..5, 5..6]
-        );
-        assert_eq!(merging_sets(&flat, 2, 0.75, 0).len(), 6);
-        // A zero key never links.
-        assert_eq!(merging_sets(&[0.0, 0.0, 0.0, 0.0], 2, -1.0, 1).len(), 2);
     }
 }

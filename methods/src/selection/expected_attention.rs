@@ -153,38 +153,46 @@ impl Scorer for ExpectedAttention {
             .broadcast_matmul(&cov.to_dtype(DType::F32)?)?
             .broadcast_matmul(&r.t()?)?; // [q_heads, d, d]
         let scale = (d as f64).sqrt();
-        input
-            .heads()?
-            .iter()
-            .enumerate()
-            .map(|(h, head)| {
-                let len = head.k.dim(0)?;
-                let sinks = self.sinks.min(len);
-                let n = len - sinks;
-                let mut s = vec![f32::INFINITY; sinks];
-                if n == 0 {
-                    return Ok(s);
-                }
-                let k = head.k.narrow(0, sinks, n)?.contiguous()?; // [n, d]
-                let mu_g = mu.narrow(0, h * g, g)?; // [g, d]
-                let mut logits = (mu_g.matmul(&k.t()?)? / scale)?; // [g, n]
-                if self.use_covariance {
-                    let kg = k.unsqueeze(0)?.broadcast_as((g, n, d))?.contiguous()?;
-                    let quad = kg
-                        .matmul(&cov.narrow(0, h * g, g)?.contiguous()?)?
-                        .mul(&kg)?
-                        .sum(2)?; // [g, n]
-                    logits = (logits + (quad / (2.0 * d as f64))?)?;
-                }
-                let mut p = softmax_last(&logits)?.mean(0)?; // [n]
-                if self.use_vnorm {
-                    let vnorm = head.v.narrow(0, sinks, n)?.sqr()?.sum(1)?.sqrt()?;
-                    p = (p + self.epsilon)?.mul(&vnorm)?;
-                }
-                s.extend(p.to_vec1::<f32>()?);
-                Ok(s)
-            })
-            .collect()
+        // Every head of a group at once on the device; one transfer of the scores per group.
+        let mut out = Vec::new();
+        for grp in input.layer.groups() {
+            let (nh, len) = (grp.n_heads(), grp.len());
+            let sinks = self.sinks.min(len);
+            let n = len - sinks;
+            if n == 0 {
+                out.extend(std::iter::repeat_n(vec![f32::INFINITY; sinks], nh));
+                continue;
+            }
+            let (k, v) = grp.storage.keys_values()?;
+            let k = k.to_dtype(DType::F32)?.narrow(1, sinks, n)?.contiguous()?; // [nh, n, d]
+            let mu_g = mu.narrow(0, grp.first_head * g, nh * g)?.reshape((nh, g, d))?;
+            let mut logits = (mu_g.matmul(&k.t()?)? / scale)?; // [nh, g, n]
+            if self.use_covariance {
+                let kg = k.unsqueeze(1)?.broadcast_as((nh, g, n, d))?.contiguous()?;
+                let cov_g = cov
+                    .narrow(0, grp.first_head * g, nh * g)?
+                    .reshape((nh, g, d, d))?
+                    .contiguous()?;
+                let quad = kg.matmul(&cov_g)?.mul(&kg)?.sum(3)?; // [nh, g, n]
+                logits = (logits + (quad / (2.0 * d as f64))?)?;
+            }
+            let mut p = softmax_last(&logits)?.mean(1)?; // [nh, n]
+            if self.use_vnorm {
+                let vnorm = v
+                    .to_dtype(DType::F32)?
+                    .narrow(1, sinks, n)?
+                    .sqr()?
+                    .sum(2)?
+                    .sqrt()?;
+                p = (p + self.epsilon)?.mul(&vnorm)?;
+            }
+            let scores = Tensor::cat(
+                &[&Tensor::full(f32::INFINITY, (nh, sinks), p.device())?, &p],
+                1,
+            )?;
+            out.extend(scores.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 
@@ -291,6 +299,109 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(keep(&m, &obs([6.0, 0.0], [0.0; 4], rope), 2), vec![0, 3]);
+    }
+
+    /// The per-head scorer `score` replaced (the test oracle), from the rotated statistics.
+    fn oracle(m: &ExpectedAttention, input: &LayerInput, mu: &Tensor, cov: &Tensor) -> Vec<Vec<f32>> {
+        let g = input.obs.q_per_kv;
+        let d = mu.dim(1).unwrap();
+        let scale = (d as f64).sqrt();
+        input
+            .heads()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(h, head)| {
+                let len = head.k.dim(0).unwrap();
+                let sinks = m.sinks.min(len);
+                let n = len - sinks;
+                let mut s = vec![f32::INFINITY; sinks];
+                if n == 0 {
+                    return s;
+                }
+                let k = head.k.narrow(0, sinks, n).unwrap().contiguous().unwrap();
+                let mu_g = mu.narrow(0, h * g, g).unwrap();
+                let mut logits = (mu_g.matmul(&k.t().unwrap()).unwrap() / scale).unwrap();
+                if m.use_covariance {
+                    let kg = k.unsqueeze(0).unwrap().broadcast_as((g, n, d)).unwrap().contiguous().unwrap();
+                    let quad = kg
+                        .matmul(&cov.narrow(0, h * g, g).unwrap().contiguous().unwrap())
+                        .unwrap()
+                        .mul(&kg)
+                        .unwrap()
+                        .sum(2)
+                        .unwrap();
+                    logits = (logits + (quad / (2.0 * d as f64)).unwrap()).unwrap();
+                }
+                let mut p = softmax_last(&logits).unwrap().mean(0).unwrap();
+                if m.use_vnorm {
+                    let vnorm = head.v.narrow(0, sinks, n).unwrap().sqr().unwrap().sum(1).unwrap().sqrt().unwrap();
+                    p = (p + m.epsilon).unwrap().mul(&vnorm).unwrap();
+                }
+                s.extend(p.to_vec1::<f32>().unwrap());
+                s
+            })
+            .collect()
+    }
+
+    /// Group scores against the per-head oracle (identity rotation: one future position at 0 with
+    /// a zero frequency table), with and without covariance and value norms, ragged heads too:
+    /// equal within 1e-6 relative (batched matmuls may round differently) and the same top half.
+    #[test]
+    fn group_scores_match_the_per_head_oracle() {
+        use crate::selection::scoring::LayerInput;
+        use crate::selection::select::top_k_sorted;
+        let dev = Device::Cpu;
+        let (g, d) = (2, 8);
+        let mu = Tensor::randn(0f32, 1.0, (3 * g, d), &dev).unwrap();
+        let a = Tensor::randn(0f32, 0.3, (3 * g, d, d), &dev).unwrap();
+        let cov = a.matmul(&a.t().unwrap()).unwrap();
+        let obs = Observations {
+            layers: vec![LayerObservation {
+                query_mean: Some(mu.clone()),
+                query_cov: Some(cov.clone()),
+                ..Default::default()
+            }],
+            q_per_kv: g,
+            rope: Some(Rope {
+                inv_freq: vec![0.0; d / 2],
+                interleaved: false,
+            }),
+        };
+        for ragged in [false, true] {
+            let c = crate::testing::random_cache(ragged);
+            let targets = vec![1; 3];
+            let input = LayerInput {
+                index: 0,
+                layer: c.layer(0),
+                obs: &obs,
+                next_position: 40,
+                targets: &targets,
+            };
+            for m in [
+                ExpectedAttention::default(),
+                ExpectedAttention {
+                    use_covariance: false,
+                    use_vnorm: false,
+                    sinks: 0,
+                    ..Default::default()
+                },
+                ExpectedAttention {
+                    sinks: 50,
+                    ..Default::default()
+                },
+            ] {
+                let got = m.score(&input).unwrap();
+                let want = oracle(&m, &input, &mu, &cov);
+                for (gh, wh) in got.iter().zip(&want) {
+                    assert_eq!(gh.len(), wh.len());
+                    for (x, y) in gh.iter().zip(wh) {
+                        assert!(x == y || (x - y).abs() <= 1e-6 * y.abs(), "{m:?}: {x} vs {y}");
+                    }
+                    assert_eq!(top_k_sorted(gh, gh.len() / 2), top_k_sorted(wh, wh.len() / 2));
+                }
+            }
+        }
     }
 
     #[test]

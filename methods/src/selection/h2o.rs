@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{config, gqa_mean, window_attention, LayerInput, Scorer};
+use crate::selection::scoring::{gqa_mean, window_attention, LayerInput, Scorer};
 use crate::selection::select::{
     evict_uniform, evict_with, score_layer, top_k_per_head, top_k_sorted, KeepRule, Uniform,
 };
@@ -58,35 +58,52 @@ impl H2o {
         ((target as f64 * self.recent_fraction.clamp(0.0, 1.0)).floor() as usize).min(target)
     }
 
-    /// Accumulated attention of every stored entry, per KV head (no pins); errors name `method`.
-    pub(crate) fn accumulated(input: &LayerInput, method: &'static str) -> Result<Vec<Vec<f32>>> {
+    /// Accumulated attention of the group's entries (`[heads, len]` f32, on the cache's device),
+    /// averaged over each KV head's query heads: [`H2o::accumulated`] for one group, left on the
+    /// device (for the mergers).
+    pub(crate) fn accumulated_group(
+            input: &LayerInput,
+            g: &crate::HeadGroup,
+            method: &'static str,
+        ) -> Result<candle_core::Tensor> {
+        let err = |message: String| MethodError::Config {
+            method,
+            message,
+        };
         let acc = input
             .observation()
             .and_then(|o| o.accumulated_attention.as_ref())
-            .ok_or_else(|| {
-                config(
-                    method,
-                    &format!(
-                        "layer {}: no accumulated attention was recorded",
-                        input.index
-                    ),
-                )
-            })?;
-        let g = input.q_per_kv(method)?;
+            .ok_or_else(|| err(format!("layer {}: no accumulated attention was recorded", input.index)))?;
+        let q = input.q_per_kv(method)?;
         let covered = acc.dim(1)?;
-        input
-            .layer
-            .positions()
+        let rows = g
+            .positions
             .iter()
             .enumerate()
-            .map(|(h, pos)| {
+            .map(|(local, pos)| {
                 if pos.last().is_some_and(|&p| p as usize >= covered) {
-                    return Err(config(method, &format!("accumulated attention covers {covered} positions, the cache holds later ones")));
+                    return Err(err(format!(
+                        "accumulated attention covers {covered} positions, the cache holds later ones"
+                    )));
                 }
                 let ids = candle_core::Tensor::new(pos.as_slice(), acc.device())?;
-                gqa_mean(&acc.narrow(0, h * g, g)?.index_select(&ids, 1)?)
+                Ok(acc
+                    .narrow(0, (g.first_head + local) * q, q)?
+                    .index_select(&ids, 1)?
+                    .mean(0)?)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(candle_core::Tensor::stack(&rows, 0)?.to_dtype(candle_core::DType::F32)?)
+    }
+
+    /// Accumulated attention of every stored entry, per KV head (no pins); errors name `method`.
+    pub(crate) fn accumulated(input: &LayerInput, method: &'static str) -> Result<Vec<Vec<f32>>> {
+        // One transfer per group of heads (the per-head reads it replaced gave the same values).
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            out.extend(Self::accumulated_group(input, g, method)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 

@@ -7,6 +7,7 @@
 //! like kvpress's `KeyDiffPress` (which leaves the block-wise variant to `BlockPress`), this scores
 //! the whole prefilled context once.
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description};
@@ -23,19 +24,20 @@ impl Scorer for KeyDiff {
     fn scorer_name(&self) -> &'static str {
         "keydiff"
     }
+    /// Every head of a group at once on the device; one transfer of the scores per group.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
-        input
-            .heads()?
-            .iter()
-            .map(|h| {
-                let norms = (h.k.sqr()?.sum_keepdim(1)?.sqrt()? + EPS)?; // [len, 1]
-                let unit = h.k.broadcast_div(&norms)?;
-                let anchor = unit.mean_keepdim(0)?; // [1, d]
-                let anchor = anchor.broadcast_div(&(anchor.sqr()?.sum_all()?.sqrt()? + EPS)?)?;
-                let cos = unit.broadcast_mul(&anchor)?.sum(1)?;
-                Ok(cos.neg()?.to_vec1()?)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            let k = g.storage.keys_values()?.0.to_dtype(DType::F32)?; // [n, len, d]
+            let norms = (k.sqr()?.sum_keepdim(2)?.sqrt()? + EPS)?; // [n, len, 1]
+            let unit = k.broadcast_div(&norms)?;
+            let anchor = unit.mean_keepdim(1)?; // [n, 1, d]
+            let anchor =
+                anchor.broadcast_div(&(anchor.sqr()?.sum_keepdim(2)?.sqrt()? + EPS)?)?;
+            let cos = unit.broadcast_mul(&anchor)?.sum(2)?;
+            out.extend(cos.neg()?.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 
@@ -54,6 +56,38 @@ impl Describe for KeyDiff {
 mod tests {
     use super::*;
     use crate::testing::{cache_with_keys, keep_of};
+
+    /// The per-head scorer `score` replaced must give the same scores, ragged heads included.
+    #[test]
+    fn group_scores_match_the_per_head_oracle() {
+        for ragged in [false, true] {
+        let c = crate::testing::random_cache(ragged);
+        let targets = vec![1; 3];
+        let obs = Observations::default();
+        let input = LayerInput {
+            index: 0,
+            layer: c.layer(0),
+            obs: &obs,
+            next_position: 40,
+            targets: &targets,
+        };
+        let oracle: Vec<Vec<f32>> = input
+            .heads()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let norms = (h.k.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap() + EPS).unwrap();
+                let unit = h.k.broadcast_div(&norms).unwrap();
+                let anchor = unit.mean_keepdim(0).unwrap();
+                let n = (anchor.sqr().unwrap().sum_all().unwrap().sqrt().unwrap() + EPS).unwrap();
+                let anchor = anchor.broadcast_div(&n).unwrap();
+                let cos = unit.broadcast_mul(&anchor).unwrap().sum(1).unwrap();
+                cos.neg().unwrap().to_vec1().unwrap()
+            })
+            .collect();
+        assert_eq!(KeyDiff::default().score(&input).unwrap(), oracle);
+        }
+    }
     #[allow(unused_imports)]
     use crate::{Budget, KvCache, Method, ObservationNeeds, Observations};
 

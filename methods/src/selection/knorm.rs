@@ -12,6 +12,7 @@
 //! never used by its scripts). The nearest here is `per_layer` with `scorer: knorm` and ratio 0
 //! on layers 0 and 1.
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description};
@@ -26,12 +27,14 @@ impl Scorer for Knorm {
     fn scorer_name(&self) -> &'static str {
         "knorm"
     }
+    /// Every head of a group at once on the device; one transfer of the scores per group.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
-        input
-            .heads()?
-            .iter()
-            .map(|h| Ok(h.k.sqr()?.sum(1)?.sqrt()?.neg()?.to_vec1()?))
-            .collect()
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            let k = g.storage.keys_values()?.0.to_dtype(DType::F32)?;
+            out.extend(k.sqr()?.sum(2)?.sqrt()?.neg()?.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 
@@ -50,6 +53,30 @@ impl Describe for Knorm {
 mod tests {
     use super::*;
     use crate::testing::{cache_with_keys, keep_of};
+
+    /// The per-head scorer `score` replaced must give the same scores, ragged heads included.
+    #[test]
+    fn group_scores_match_the_per_head_oracle() {
+        for ragged in [false, true] {
+        let c = crate::testing::random_cache(ragged);
+        let targets = vec![1; 3];
+        let obs = Observations::default();
+        let input = LayerInput {
+            index: 0,
+            layer: c.layer(0),
+            obs: &obs,
+            next_position: 40,
+            targets: &targets,
+        };
+        let oracle: Vec<Vec<f32>> = input
+            .heads()
+            .unwrap()
+            .iter()
+            .map(|h| h.k.sqr().unwrap().sum(1).unwrap().sqrt().unwrap().neg().unwrap().to_vec1().unwrap())
+            .collect();
+        assert_eq!(Knorm::default().score(&input).unwrap(), oracle);
+        }
+    }
     #[allow(unused_imports)]
     use crate::{Budget, KvCache, Method, ObservationNeeds, Observations};
 

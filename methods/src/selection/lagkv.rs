@@ -15,8 +15,12 @@
 //! `n_sink = 4`, `lag_size = 128`. The reference code keeps a fixed fraction of every chunk; the
 //! rank scores here (kvpress's rule) reach the same split under a global top-k. A channel whose
 //! reference range is zero gets range 1e-6 (the reference divides by zero there).
+//!
+//! Scored on the cache's device, all heads of a group at once; the ranks within a chunk come from
+//! one pairwise comparison (ties to the earlier entry, as the stable host sort they replaced, kept
+//! as the test oracle).
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
@@ -50,15 +54,15 @@ impl Default for LagKv {
     }
 }
 
-/// Raw lag-relative scores of `x` (`[chunks, lag, d]`, chunk `i` scored against chunk `i + 1`):
-/// `[chunks - 1, lag]`, each row softmaxed.
+/// Raw lag-relative scores of `x` (`[heads, chunks, lag, d]`, chunk `i` scored against chunk
+/// `i + 1`): `[heads, chunks - 1, lag]`, each row softmaxed.
 fn lag_scores(x: &Tensor) -> Result<Tensor, MethodError> {
-    let n = x.dim(0)?;
-    let target = x.narrow(0, 0, n - 1)?;
-    let reference = x.narrow(0, 1, n - 1)?;
-    let min = reference.min_keepdim(1)?;
+    let n = x.dim(1)?;
+    let target = x.narrow(1, 0, n - 1)?;
+    let reference = x.narrow(1, 1, n - 1)?;
+    let min = reference.min_keepdim(2)?;
     let range = reference
-        .max_keepdim(1)?
+        .max_keepdim(2)?
         .broadcast_sub(&min)?
         .clamp(1e-6f32, f32::MAX)?;
     let norm = target.broadcast_sub(&min)?.broadcast_div(&range)?;
@@ -67,6 +71,23 @@ fn lag_scores(x: &Tensor) -> Result<Tensor, MethodError> {
     let centred = norm.broadcast_sub(&norm.mean_keepdim(D::Minus1)?)?;
     let std = (centred.sqr()?.sum(D::Minus1)? / (d.max(2) - 1) as f64)?.sqrt()?;
     softmax_last(&std)
+}
+
+/// Rank of every entry of each row of `x` (`[.., lag]`) among its row, ascending, ties to the
+/// lower index (a stable sort's position): `#{j: x_j < x_i} + #{j < i: x_j = x_i}`, by one
+/// `[.., lag, lag]` comparison on the device.
+fn ranks(x: &Tensor) -> Result<Tensor, MethodError> {
+    let lag = x.dim(D::Minus1)?;
+    let xi = x.unsqueeze(D::Minus1)?; // [.., lag, 1]
+    let xj = x.unsqueeze(D::Minus2)?; // [.., 1, lag]
+    let below = xj.broadcast_lt(&xi)?.to_dtype(DType::F32)?;
+    let idx = Tensor::arange(0u32, lag as u32, x.device())?;
+    let earlier = idx
+        .unsqueeze(0)?
+        .broadcast_lt(&idx.unsqueeze(1)?)?
+        .to_dtype(DType::F32)?; // [i, j] = j < i
+    let tied = xj.broadcast_eq(&xi)?.to_dtype(DType::F32)?;
+    Ok((below + tied.broadcast_mul(&earlier)?)?.sum(D::Minus1)?)
 }
 
 impl Scorer for LagKv {
@@ -81,44 +102,50 @@ impl Scorer for LagKv {
             "chunk length; each chunk is scored against the next",
         )
     }
+    /// Per group of heads (one length), on the cache's device; the scores come to the host once
+    /// per group, as the `Scorer` interface returns them.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
         let lag = self.lag_size.max(1);
-        input
-            .heads()?
-            .iter()
-            .map(|h| {
-                let len = h.k.dim(0)?;
-                if len < self.sink + 2 * lag {
-                    let rest = len.saturating_sub(self.sink);
-                    return Ok((0..len)
-                        .map(|i| {
-                            if i < self.sink {
-                                1.0
-                            } else {
-                                (i - self.sink) as f32 / rest as f32
-                            }
-                        })
-                        .collect());
-                }
-                let chunks = (len - self.sink) / lag;
-                let d = h.k.dim(1)?;
-                let part = |t: &Tensor| -> Result<Tensor, MethodError> {
-                    Ok(t.narrow(0, self.sink, chunks * lag)?
-                        .reshape((chunks, lag, d))?)
-                };
-                let raw = ((lag_scores(&part(&h.k)?)? + lag_scores(&part(&h.v)?)?)? / 2.0)?;
-                let raw: Vec<Vec<f32>> = raw.to_vec2()?;
-                let mut s = vec![1.0f32; len];
-                for (c, row) in raw.iter().enumerate() {
-                    let mut order: Vec<usize> = (0..lag).collect();
-                    order.sort_by(|&a, &b| row[a].total_cmp(&row[b]).then(a.cmp(&b)));
-                    for (rank, &i) in order.iter().enumerate() {
-                        s[self.sink + c * lag + i] = rank as f32 / lag as f32;
-                    }
-                }
-                Ok(s)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            let (h, len) = (g.n_heads(), g.len());
+            if len < self.sink + 2 * lag {
+                let rest = len.saturating_sub(self.sink);
+                let s: Vec<f32> = (0..len)
+                    .map(|i| {
+                        if i < self.sink {
+                            1.0
+                        } else {
+                            (i - self.sink) as f32 / rest as f32
+                        }
+                    })
+                    .collect();
+                out.extend(std::iter::repeat_n(s, h));
+                continue;
+            }
+            let (k, v) = g.storage.keys_values()?;
+            let chunks = (len - self.sink) / lag;
+            let d = k.dim(2)?;
+            let part = |t: &Tensor| -> Result<Tensor, MethodError> {
+                Ok(t.to_dtype(DType::F32)?
+                    .narrow(1, self.sink, chunks * lag)?
+                    .reshape((h, chunks, lag, d))?)
+            };
+            let raw = ((lag_scores(&part(&k)?)? + lag_scores(&part(&v)?)?)? / 2.0)?;
+            let ranked = (ranks(&raw)? / lag as f64)?.reshape((h, (chunks - 1) * lag))?;
+            let dev = k.device();
+            let tail = len - self.sink - (chunks - 1) * lag;
+            let scores = Tensor::cat(
+                &[
+                    &Tensor::ones((h, self.sink), DType::F32, dev)?,
+                    &ranked,
+                    &Tensor::ones((h, tail), DType::F32, dev)?,
+                ],
+                1,
+            )?;
+            out.extend(scores.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 
@@ -139,6 +166,7 @@ impl Describe for LagKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selection::scoring::LayerInput;
     use crate::testing::{cache_with_keys, keep_of};
     #[allow(unused_imports)]
     use crate::{Budget, KvCache, Method, ObservationNeeds, Observations};
@@ -162,6 +190,98 @@ mod tests {
         m.compress(&mut cache, &Observations::default(), &Budget::Tokens(7))
             .unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![0, 2, 8, 9, 10, 11, 12]]);
+    }
+
+    /// The per-head host scorer this file had before the device one (the test oracle).
+    fn oracle_score(m: &LagKv, input: &LayerInput) -> Vec<Vec<f32>> {
+        let lag = m.lag_size.max(1);
+        let lag_scores_3d = |x: &Tensor| -> Tensor {
+            lag_scores(&x.unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap()
+        };
+        input
+            .heads()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let len = h.k.dim(0).unwrap();
+                if len < m.sink + 2 * lag {
+                    let rest = len.saturating_sub(m.sink);
+                    return (0..len)
+                        .map(|i| {
+                            if i < m.sink {
+                                1.0
+                            } else {
+                                (i - m.sink) as f32 / rest as f32
+                            }
+                        })
+                        .collect();
+                }
+                let chunks = (len - m.sink) / lag;
+                let d = h.k.dim(1).unwrap();
+                let part = |t: &Tensor| {
+                    t.narrow(0, m.sink, chunks * lag)
+                        .unwrap()
+                        .reshape((chunks, lag, d))
+                        .unwrap()
+                };
+                let raw = ((lag_scores_3d(&part(&h.k)) + lag_scores_3d(&part(&h.v))).unwrap() / 2.0)
+                    .unwrap();
+                let raw: Vec<Vec<f32>> = raw.to_vec2().unwrap();
+                let mut s = vec![1.0f32; len];
+                for (c, row) in raw.iter().enumerate() {
+                    let mut order: Vec<usize> = (0..lag).collect();
+                    order.sort_by(|&a, &b| row[a].total_cmp(&row[b]).then(a.cmp(&b)));
+                    for (rank, &i) in order.iter().enumerate() {
+                        s[m.sink + c * lag + i] = rank as f32 / lag as f32;
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn device_scores_match_the_per_head_oracle() {
+        use candle_core::{DType, Device};
+        let dev = Device::Cpu;
+        // Three heads, 70 entries of dim 4; keys (and values, equal to them) on a coarse grid, so
+        // many raw scores tie.
+        let k = (Tensor::randn(0f32, 1.0, (3, 70, 4), &dev).unwrap() * 2.0)
+            .unwrap()
+            .round()
+            .unwrap();
+        let v = k.clone();
+        let mut cache = KvCache::new(1, 3, 4, DType::F32, &dev);
+        cache
+            .layer_mut(0)
+            .append(&k, &v, &(0..70u32).collect::<Vec<_>>())
+            .unwrap();
+        cache.advance(70);
+        let obs = Observations::default();
+        for (m, ragged) in [
+            (LagKv { sink: 3, lag_size: 8 }, false),
+            (LagKv { sink: 0, lag_size: 16 }, false),
+            (LagKv { sink: 3, lag_size: 8 }, true),
+            (LagKv { sink: 3, lag_size: 40 }, false),
+        ] {
+            let mut c = cache.fork();
+            if ragged {
+                let keep: Vec<Vec<u32>> = [60u32, 70, 33]
+                    .iter()
+                    .map(|&n| (0..n).collect())
+                    .collect();
+                c.layer_mut(0).retain(&keep).unwrap();
+            }
+            let targets = vec![1; 3];
+            let input = LayerInput {
+                index: 0,
+                layer: c.layer(0),
+                obs: &obs,
+                next_position: 70,
+                targets: &targets,
+            };
+            assert_eq!(m.score(&input).unwrap(), oracle_score(&m, &input), "{m:?} ragged {ragged}");
+        }
     }
 
     #[test]

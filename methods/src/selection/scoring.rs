@@ -148,6 +148,24 @@ pub fn window_attention(
     q_pos: &[u32],
     q_per_kv: usize,
 ) -> Result<Vec<Tensor>> {
+    let mut out = Vec::new();
+    for probs in window_attention_groups(layer, queries, q_pos, q_per_kv)? {
+        for local in 0..probs.dim(0)? {
+            out.push(probs.get(local)?);
+        }
+    }
+    Ok(out)
+}
+
+/// [`window_attention`] per head group (heads of one length), unsplit: one
+/// `[n_heads, q_per_kv, w, len]` f32 tensor per group of `layer.groups()`, for scorers that
+/// reduce all heads of a group at once on the device.
+pub fn window_attention_groups(
+    layer: &LayerKv,
+    queries: &Tensor,
+    q_pos: &[u32],
+    q_per_kv: usize,
+) -> Result<Vec<Tensor>> {
     let (_, w, d) = queries.dims3()?;
     let scale = 1.0 / (d as f64).sqrt();
     let min_q = q_pos.iter().copied().min().unwrap_or(0);
@@ -191,10 +209,7 @@ pub fn window_attention(
         } else {
             scores
         };
-        let probs = softmax_last(&scores)?;
-        for local in 0..n {
-            out.push(probs.get(local)?);
-        }
+        out.push(softmax_last(&scores)?);
     }
     Ok(out)
 }
@@ -233,6 +248,40 @@ pub fn pool1d(x: &[f32], kernel: usize, pooling: Pooling) -> Vec<f32> {
         .collect()
 }
 
+/// [`pool1d`] along the last dimension of `x` (`[r, n]` f32) on its device: the maximum (padding
+/// -inf) or the sum divided by `kernel` (zero padding counted) of `kernel` shifted copies, added
+/// left to right as the host loop adds them, so the results are the same bit for bit.
+pub fn pool_last(x: &Tensor, kernel: usize, pooling: Pooling) -> Result<Tensor> {
+    if kernel <= 1 {
+        return Ok(x.clone());
+    }
+    let (r, n) = x.dims2()?;
+    let pad = kernel / 2;
+    let fill = match pooling {
+        Pooling::Max => f32::NEG_INFINITY,
+        Pooling::Avg => 0.0,
+    };
+    let left = Tensor::full(fill, (r, pad), x.device())?;
+    let right = Tensor::full(fill, (r, kernel - 1 - pad), x.device())?;
+    let padded = Tensor::cat(&[&left, &x.to_dtype(DType::F32)?, &right], 1)?;
+    let mut acc = match pooling {
+        Pooling::Max => padded.narrow(1, 0, n)?,
+        Pooling::Avg => (padded.narrow(1, 0, n)? + 0.0)?,
+    };
+    for o in 1..kernel {
+        let next = padded.narrow(1, o, n)?;
+        acc = match pooling {
+            Pooling::Max => acc.maximum(&next)?,
+            Pooling::Avg => (acc + next)?,
+        };
+    }
+    Ok(match pooling {
+        Pooling::Max => acc,
+        // A division (not `affine`'s multiplication by 1 / kernel), as on the host.
+        Pooling::Avg => acc.broadcast_div(&Tensor::full(kernel as f32, (1, 1), x.device())?)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +297,21 @@ mod tests {
             vec![1.0, 1.0, 1.0, 1.0 / 3.0, 1.0 / 3.0]
         );
         assert_eq!(pool1d(&x, 1, Pooling::Max), x.to_vec());
+    }
+
+    #[test]
+    fn device_pooling_matches_the_host_pooling_bit_for_bit() {
+        let dev = Device::Cpu;
+        let x = Tensor::rand(0f32, 1.0, (3, 29), &dev).unwrap();
+        let rows: Vec<Vec<f32>> = x.to_vec2().unwrap();
+        for kernel in [1, 3, 5, 7, 31] {
+            for pooling in [Pooling::Max, Pooling::Avg] {
+                let got: Vec<Vec<f32>> = pool_last(&x, kernel, pooling).unwrap().to_vec2().unwrap();
+                let want: Vec<Vec<f32>> =
+                    rows.iter().map(|r| pool1d(r, kernel, pooling)).collect();
+                assert_eq!(got, want, "kernel {kernel} {pooling:?}");
+            }
+        }
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! `SnapKVPress` uses window 64, kernel 5, avg pooling, and averages over query heads after
 //! pooling; KVCache-Factory's scripts use window 8, kernel 7, max pooling and reduce the query
 //! heads of a KV head (mean) before pooling, as here.
+//!
+//! Scored on the cache's device, all heads of a group at once, pooling included (the per-head
+//! host version it replaced is the test oracle: the same scores bit for bit).
 
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{gqa_mean, pool1d, window_attention, LayerInput, Pooling, Scorer};
+use crate::selection::scoring::{pool_last, window_attention_groups, LayerInput, Pooling, Scorer};
 use crate::{MethodError, ObservationNeeds};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -81,19 +85,26 @@ impl Scorer for SnapKv {
     fn window(&self) -> usize {
         self.window
     }
+    /// All heads of a group at once on the device (sum over the window, mean over the query
+    /// heads, pooling); the scores come to the host once per group, as `Scorer` returns them.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
         let (q, pos) = input.window_queries(self.window.max(1), "snapkv")?;
-        let att = window_attention(input.layer, &q, &pos, input.q_per_kv("snapkv")?)?;
-        att.iter()
-            .map(|a| {
-                let len = a.dim(2)?;
-                let prefix = len.saturating_sub(self.window);
-                let summed = a.narrow(2, 0, prefix)?.sum(1)?; // [q_per_kv, prefix]
-                let mut s = pool1d(&gqa_mean(&summed)?, self.kernel, self.pooling);
-                s.resize(len, f32::INFINITY);
-                Ok(s)
-            })
-            .collect()
+        let att = window_attention_groups(input.layer, &q, &pos, input.q_per_kv("snapkv")?)?;
+        let mut out = Vec::new();
+        for a in &att {
+            let (n, len) = (a.dim(0)?, a.dim(3)?);
+            let prefix = len.saturating_sub(self.window);
+            let mut parts = Vec::new();
+            if prefix > 0 {
+                let summed = a.narrow(3, 0, prefix)?.sum(2)?; // [n, q_per_kv, prefix]
+                parts.push(pool_last(&summed.mean(1)?, self.kernel, self.pooling)?);
+            }
+            if len > prefix {
+                parts.push(Tensor::full(f32::INFINITY, (n, len - prefix), a.device())?);
+            }
+            out.extend(Tensor::cat(&parts, 1)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
     }
 }
 
@@ -129,6 +140,7 @@ impl Describe for SnapKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selection::scoring::LayerInput;
     use crate::testing::{keep_of, one_hot_cache};
     #[allow(unused_imports)]
     use crate::{Budget, KvCache, Method, ObservationNeeds, Observations};
@@ -144,6 +156,66 @@ mod tests {
         };
         m.compress(&mut cache, &obs, &Budget::Tokens(4)).unwrap();
         assert_eq!(keep_of(&cache, 0), vec![vec![2, 5, 10, 11]]);
+    }
+
+    /// The per-head host scorer `score` replaced (the test oracle).
+    fn oracle_score(m: &SnapKv, input: &LayerInput) -> Vec<Vec<f32>> {
+        use crate::selection::scoring::{gqa_mean, pool1d, window_attention};
+        let (q, pos) = input.window_queries(m.window.max(1), "snapkv").unwrap();
+        let att = window_attention(input.layer, &q, &pos, input.q_per_kv("snapkv").unwrap()).unwrap();
+        att.iter()
+            .map(|a| {
+                let len = a.dim(2).unwrap();
+                let prefix = len.saturating_sub(m.window);
+                let summed = a.narrow(2, 0, prefix).unwrap().sum(1).unwrap();
+                let mut s = pool1d(&gqa_mean(&summed).unwrap(), m.kernel, m.pooling);
+                s.resize(len, f32::INFINITY);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn device_scores_match_the_per_head_oracle() {
+        use crate::testing::obs_with_queries;
+        use candle_core::{DType, Device};
+        let dev = Device::Cpu;
+        let (h, g, d, len) = (3, 2, 8, 40);
+        let k = Tensor::randn(0f32, 1.0, (h, len, d), &dev).unwrap();
+        let mut cache = KvCache::new(1, h, d, DType::F32, &dev);
+        cache
+            .layer_mut(0)
+            .append(&k, &k, &(0..len as u32).collect::<Vec<_>>())
+            .unwrap();
+        cache.advance(len);
+        let q: Vec<Vec<Vec<f32>>> = Tensor::randn(0f32, 1.0, (h * g, 6, d), &dev)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        let obs = obs_with_queries(&q, g);
+        let mut ragged = cache.fork();
+        ragged
+            .layer_mut(0)
+            .retain(&[(0..40).collect(), (3..40).collect(), (0..30).chain(35..40).collect()])
+            .unwrap();
+        for c in [&cache, &ragged] {
+            for m in [
+                SnapKv::default(),
+                SnapKv { window: 4, kernel: 5, pooling: Pooling::Avg },
+                SnapKv { window: 6, kernel: 1, pooling: Pooling::Max },
+                SnapKv { window: 64, kernel: 3, pooling: Pooling::Max },
+            ] {
+                let targets = vec![10; h];
+                let input = LayerInput {
+                    index: 0,
+                    layer: c.layer(0),
+                    obs: &obs,
+                    next_position: len,
+                    targets: &targets,
+                };
+                assert_eq!(m.score(&input).unwrap(), oracle_score(&m, &input), "{m:?}");
+            }
+        }
     }
 
     #[test]

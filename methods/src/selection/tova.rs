@@ -7,12 +7,11 @@
 //! token) is always kept, as in kvpress's `TOVAPress`. No parameters; kvpress matches. The paper
 //! applies TOVA at every decoding step; here (as in kvpress) it compresses the prefilled context once.
 
-use std::collections::HashMap;
-
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description};
-use crate::selection::scoring::{window_attention, LayerInput, Scorer};
+use crate::selection::scoring::{window_attention_groups, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -32,7 +31,81 @@ impl Scorer for Tova {
     fn window(&self) -> usize {
         1
     }
+    /// On the device: each group's attention summed over its query heads, divided by the number
+    /// of query heads, summed by original position across all heads with one `scatter_add`
+    /// (heads in order, as the host map it replaced adds them), read back per head; the last
+    /// entry of each head always kept. One transfer of the scores per group.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        let (q, pos) = input.window_queries(1, "tova")?;
+        let q_heads = q.dim(0)? as f32;
+        let att = window_attention_groups(input.layer, &q, &pos, input.q_per_kv("tova")?)?;
+        let dev = q.device();
+        let divisor = Tensor::full(q_heads, (1, 1), dev)?;
+        let groups = input.layer.groups();
+        let mut vals = Vec::new();
+        let mut ids = Vec::new();
+        for (a, g) in att.iter().zip(groups) {
+            // [n, q_per_kv, 1, len] -> [n, len]
+            let per_head = a.sum(1)?.squeeze(1)?.broadcast_div(&divisor)?;
+            vals.push(per_head.flatten_all()?);
+            ids.push(Tensor::new(g.positions.concat().as_slice(), dev)?);
+        }
+        let vals = Tensor::cat(&vals, 0)?.unsqueeze(0)?;
+        let ids = Tensor::cat(&ids, 0)?.unsqueeze(0)?;
+        let size = input
+            .layer
+            .positions()
+            .iter()
+            .flatten()
+            .map(|&p| p as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let by_pos = Tensor::zeros((1, size), DType::F32, dev)?.scatter_add(&ids, &vals, 1)?;
+        let mut out = Vec::new();
+        for g in groups {
+            let (n, len) = (g.n_heads(), g.len());
+            if len == 0 {
+                out.extend(std::iter::repeat_n(Vec::new(), n));
+                continue;
+            }
+            let idx = Tensor::new(g.positions.concat().as_slice(), dev)?;
+            let s = by_pos.squeeze(0)?.index_select(&idx, 0)?.reshape((n, len))?;
+            let s = Tensor::cat(
+                &[
+                    &s.narrow(1, 0, len - 1)?,
+                    &Tensor::full(f32::INFINITY, (n, 1), dev)?,
+                ],
+                1,
+            )?;
+            out.extend(s.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
+crate::selection::select::uniform_scorer_method!(Tova, "tova");
+
+impl Describe for Tova {
+    const DESCRIPTION: Description = Description {
+        family: "scorer",
+        summary: "Attention of the last query, averaged over all heads of the layer.",
+        paper: "https://arxiv.org/abs/2401.06104",
+        params: &[],
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::scoring::LayerInput;
+    use crate::testing::{cache_with_keys, keep_of, obs_with_queries};
+    #[allow(unused_imports)]
+    use crate::{Budget, KvCache, Method, ObservationNeeds, Observations};
+
+    /// The host scorer `score` replaced (the test oracle).
+    fn oracle_score(input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        use crate::selection::scoring::window_attention;
+        use std::collections::HashMap;
         let (q, pos) = input.window_queries(1, "tova")?;
         let q_heads = q.dim(0)? as f32;
         let att = window_attention(input.layer, &q, &pos, input.q_per_kv("tova")?)?;
@@ -57,25 +130,33 @@ impl Scorer for Tova {
             })
             .collect())
     }
-}
 
-crate::selection::select::uniform_scorer_method!(Tova, "tova");
-
-impl Describe for Tova {
-    const DESCRIPTION: Description = Description {
-        family: "scorer",
-        summary: "Attention of the last query, averaged over all heads of the layer.",
-        paper: "https://arxiv.org/abs/2401.06104",
-        params: &[],
-    };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{cache_with_keys, keep_of, obs_with_queries};
-    #[allow(unused_imports)]
-    use crate::{Budget, KvCache, Method, ObservationNeeds, Observations};
+    #[test]
+    fn device_scores_match_the_host_oracle() {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        let q: Vec<Vec<Vec<f32>>> = Tensor::randn(0f32, 1.0, (6, 1, 8), &dev)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        let obs = obs_with_queries(&q, 2);
+        for ragged in [false, true] {
+            let c = crate::testing::random_cache(ragged);
+            let targets = vec![1; 3];
+            let input = LayerInput {
+                index: 0,
+                layer: c.layer(0),
+                obs: &obs,
+                next_position: 40,
+                targets: &targets,
+            };
+            assert_eq!(
+                Tova::default().score(&input).unwrap(),
+                oracle_score(&input).unwrap(),
+                "ragged {ragged}"
+            );
+        }
+    }
 
     #[test]
     fn heads_share_the_head_averaged_choice() {
