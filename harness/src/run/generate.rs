@@ -69,15 +69,52 @@ impl StoredCache {
     }
 }
 
-/// Fork the prefilled cache, compress, forward the tail and decode greedily.
+/// Fork the prefilled cache, compress, forward the tail and decode greedily, alone.
 pub(super) fn generate(
     engine: &Engine,
     prefilled: &Prefilled,
     request: &Request,
 ) -> Result<Generation> {
     crate::memory::reset_peak(engine.device);
+    let mut started = start(engine, prefilled, request)?;
+    while !started.finished(engine) {
+        let (next, needs) = (started.next(), started.decode_needs());
+        let Forward {
+            logits,
+            observations,
+            ms,
+        } = engine.forward(&[next], &mut started.cache, Logits::Last, needs)?;
+        started.after_step(engine, &observations, &logits.context("decode logits")?, ms)?;
+    }
+    engine.device.synchronize()?;
+    Ok(started.finish(engine, crate::memory::peak_bytes(engine.device)))
+}
+
+/// A request forked, compressed and asked its question: its first token is known and it decodes
+/// one token per step until an end token or `max_new_tokens`.
+pub(super) struct Started<'a> {
+    request: &'a Request<'a>,
+    pub cache: KvCache,
+    /// This request's method state: lives from the compression to the last decoded token.
+    session: Box<dyn Session + 'a>,
+    compress_ms: f64,
+    question_ms: f64,
+    stored: StoredCache,
+    first_logprobs: Vec<f64>,
+    /// Greedy tokens so far, the first one included (and an end token, when one came).
+    tokens: Vec<u32>,
+    /// Summed time of the decode steps and this request's hooks.
+    decode_ms: f64,
+}
+
+/// Fork the prefilled cache, compress it and forward the tail (the question, or its last token):
+/// the request is ready to decode.
+pub(super) fn start<'a>(
+    engine: &Engine,
+    prefilled: &Prefilled,
+    request: &'a Request<'a>,
+) -> Result<Started<'a>> {
     let mut cache = prefilled.cache.fork();
-    // This request's method state: lives from the compression to the last decoded token.
     let mut session = request.method.session();
     let compress_ms = compress(
         engine,
@@ -94,23 +131,82 @@ pub(super) fn generate(
         ObservationNeeds::default(),
     )?;
     let first_logits = asked.logits.context("question logits")?;
-    let decoded = decode(engine, &mut cache, &first_logits, session.as_mut(), request)?;
-    engine.device.synchronize()?;
-    let peak_bytes = crate::memory::peak_bytes(engine.device);
-    let steps = decoded.tokens.len().saturating_sub(1).max(1);
-    Ok(Generation {
-        tokens: decoded.tokens,
-        first_logprobs: log_softmax(&first_logits)?,
+    Ok(Started {
+        request,
+        cache,
+        session,
         compress_ms,
         question_ms: asked.ms,
-        decode_ms_per_token: if decoded.ms > 0.0 {
-            decoded.ms / steps as f64
-        } else {
-            0.0
-        },
         stored,
-        peak_bytes,
+        first_logprobs: log_softmax(&first_logits)?,
+        tokens: vec![argmax(&first_logits)?],
+        decode_ms: 0.0,
     })
+}
+
+impl Started<'_> {
+    /// The token the next step appends.
+    pub fn next(&self) -> u32 {
+        *self.tokens.last().expect("the first token")
+    }
+
+    /// What each decode forward must record for this request's decode hook (issue 4: the new
+    /// token's query for H2O's decode variant and `decoding`).
+    pub fn decode_needs(&self) -> ObservationNeeds {
+        self.request.method.decode_needs()
+    }
+
+    /// Done: an end token came, or `max_new_tokens` are generated.
+    pub fn finished(&self, engine: &Engine) -> bool {
+        self.tokens.len() >= self.request.max_new_tokens
+            || engine.loaded.tokenizer.eos_ids().contains(&self.next())
+    }
+
+    /// After a decode forward of [`next`](Self::next) took `step_ms`: the session's decode
+    /// hook with what the forward observed, timed, then the greedy token of `logits` (`[vocab]`
+    /// or `[1, vocab]`).
+    pub fn after_step(
+        &mut self,
+        engine: &Engine,
+        observations: &Observations,
+        logits: &Tensor,
+        step_ms: f64,
+    ) -> Result<()> {
+        let step = self.tokens.len();
+        let (session, budget) = (&mut self.session, &self.request.budget);
+        let ((), hook_ms) = timed(engine.device, || {
+            Ok(on_compressible_layers(
+                &mut self.cache,
+                observations,
+                |c, o| session.on_decode(c, step, o, budget),
+            )?)
+        })?;
+        self.decode_ms += step_ms + hook_ms;
+        self.tokens.push(argmax(logits)?);
+        Ok(())
+    }
+
+    /// The generation, end token dropped; `peak_bytes` is the device high-water mark the caller
+    /// measured over this request's work.
+    pub fn finish(mut self, engine: &Engine, peak_bytes: Option<u64>) -> Generation {
+        if engine.loaded.tokenizer.eos_ids().contains(&self.next()) {
+            self.tokens.pop();
+        }
+        let steps = self.tokens.len().saturating_sub(1).max(1);
+        Generation {
+            tokens: self.tokens,
+            first_logprobs: self.first_logprobs,
+            compress_ms: self.compress_ms,
+            question_ms: self.question_ms,
+            decode_ms_per_token: if self.decode_ms > 0.0 {
+                self.decode_ms / steps as f64
+            } else {
+                0.0
+            },
+            stored: self.stored,
+            peak_bytes,
+        }
+    }
 }
 
 /// The session's prefill hook on the compressible layers, timed.
@@ -127,51 +223,6 @@ fn compress(
         })?)
     })?;
     Ok(ms)
-}
-
-/// Greedy tokens (end token dropped) and the summed time of the decode forwards and hooks.
-struct Decoded {
-    tokens: Vec<u32>,
-    ms: f64,
-}
-
-/// Decode greedily from the question's logits until an end token or `max_new_tokens`, calling
-/// the session's decode hook after every forward.
-fn decode(
-    engine: &Engine,
-    cache: &mut KvCache,
-    first_logits: &Tensor,
-    session: &mut dyn Session,
-    request: &Request,
-) -> Result<Decoded> {
-    let eos = engine.loaded.tokenizer.eos_ids();
-    let method = request.method;
-    let mut next = argmax(first_logits)?;
-    let mut tokens = vec![next];
-    let mut ms = 0.0;
-    // Decode hooks (issue 4): each decode forward records what the method's decode hook needs
-    // (the new token's query for H2O's decode variant and `decoding`).
-    let decode_needs = method.decode_needs();
-    while tokens.len() < request.max_new_tokens && !eos.contains(&next) {
-        let Forward {
-            logits,
-            observations,
-            ms: step_ms,
-        } = engine.forward(&[next], cache, Logits::Last, decode_needs)?;
-        let step = tokens.len();
-        let ((), hook_ms) = timed(engine.device, || {
-            Ok(on_compressible_layers(cache, &observations, |c, o| {
-                session.on_decode(c, step, o, &request.budget)
-            })?)
-        })?;
-        ms += step_ms + hook_ms;
-        next = argmax(&logits.context("decode logits")?)?;
-        tokens.push(next);
-    }
-    if tokens.last().is_some_and(|t| eos.contains(t)) {
-        tokens.pop();
-    }
-    Ok(Decoded { tokens, ms })
 }
 
 /// Log-probabilities (f64) of a logits tensor of any shape, flattened.

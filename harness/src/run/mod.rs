@@ -15,9 +15,12 @@
 //! The reference (full cache, query-agnostic) is computed on every turn from the query-agnostic
 //! prefill, so fidelity numbers never depend on which runs a resumed run still has to do.
 
+#[cfg(test)]
+mod batch_tests;
 mod dry_run;
 mod generate;
 pub mod interrupt;
+mod lockstep;
 mod plan;
 mod prefill;
 mod progress;
@@ -39,7 +42,8 @@ use crate::loader::LoadedModel;
 use crate::scale::status::{ShardStatus, State};
 use crate::scale::{Claim, DirPolicy, Shard};
 
-use generate::{generate, Generation, Request};
+use generate::{Generation, Request};
+use lockstep::generate_all;
 use plan::{DatasetWork, PlannedRun, Role, RunPlan};
 use prefill::{Engine, Split, TurnPrompt};
 use record::{record_key, Outcome, RunFacts, TurnFacts};
@@ -348,34 +352,26 @@ impl SampleRunner<'_> {
             }
         }
         let needs = self.work.needs;
-        let shared = injected_oom(&turn.sample.id)
-            .and_then(|()| {
-                engine.prefill(
-                    &prompt,
-                    Split::QueryAgnostic,
-                    needs.of(Split::QueryAgnostic),
-                )
-            })
-            .and_then(|agnostic| {
-                let reference = generate(
-                    engine,
-                    &agnostic,
-                    &Request::reference(prompt.max_new_tokens),
-                )?;
-                Ok((agnostic, reference))
-            });
-        let (agnostic, reference) = match shared {
-            Ok(shared) => shared,
+        let agnostic = injected_oom(&turn.sample.id).and_then(|()| {
+            engine.prefill(
+                &prompt,
+                Split::QueryAgnostic,
+                needs.of(Split::QueryAgnostic),
+            )
+        });
+        let agnostic = match agnostic {
+            Ok(agnostic) => agnostic,
             // Nothing of this turn can run: every pending record fails with the reason.
-            Err(e) if is_oom(&e) => {
-                for (planned, key) in &pending {
-                    self.fail(turn, planned, key, &e)?;
-                }
-                return Ok(());
-            }
+            Err(e) if is_oom(&e) => return self.fail_all(turn, &pending, &e),
             Err(e) => return Err(e),
         };
-        self.split_runs(turn, &prompt, &agnostic, &reference, &pending)?;
+        // The reference decodes in the same batch as the split's compressed runs.
+        let mut generations = self.generate_split(&prompt, &agnostic, &pending, true)?;
+        let reference = match generations.remove(0) {
+            Ok(reference) => reference,
+            Err(e) => return self.fail_all(turn, &pending, &e),
+        };
+        self.split_runs(turn, &prompt, &agnostic, &reference, &pending, generations)?;
         drop(agnostic);
         if interrupt::requested() {
             return Ok(());
@@ -395,12 +391,43 @@ impl SampleRunner<'_> {
                     }
                     Err(e) => return Err(e),
                 };
-            self.split_runs(turn, &prompt, &aware, &reference, &pending)?;
+            let generations = self.generate_split(&prompt, &aware, &pending, false)?;
+            self.split_runs(turn, &prompt, &aware, &reference, &pending, generations)?;
         }
         Ok(())
     }
 
-    /// Generate, score and record every pending run of `prefilled`'s split.
+    /// Generate every pending compressed run of `prefilled`'s split (after the full-cache
+    /// reference when `with_reference`), batched unless the experiment turned batching off.
+    /// Slots hold each run's generation or its out-of-memory error.
+    fn generate_split(
+        &self,
+        prompt: &TurnPrompt,
+        prefilled: &prefill::Prefilled,
+        pending: &[(&PlannedRun, String)],
+        with_reference: bool,
+    ) -> Result<Vec<Result<Generation>>> {
+        let max_new_tokens = prompt.max_new_tokens;
+        let mut requests = Vec::new();
+        if with_reference {
+            requests.push(Request::reference(max_new_tokens));
+        }
+        requests.extend(
+            pending
+                .iter()
+                .filter(|(p, _)| p.split() == prefilled.split && p.role == Role::Compressed)
+                .map(|(p, _)| p.request(max_new_tokens)),
+        );
+        generate_all(
+            self.engine,
+            prefilled,
+            &requests,
+            self.facts.plan.raw.batch_decoding,
+        )
+    }
+
+    /// Score and record every pending run of `prefilled`'s split: the reference's record from
+    /// `reference`, the compressed runs' from `generations` (in `pending`'s order).
     fn split_runs(
         &mut self,
         turn: TurnRef,
@@ -408,6 +435,7 @@ impl SampleRunner<'_> {
         prefilled: &prefill::Prefilled,
         reference: &Generation,
         pending: &[(&PlannedRun, String)],
+        generations: Vec<Result<Generation>>,
     ) -> Result<()> {
         let engine = self.engine;
         let facts = TurnFacts {
@@ -415,18 +443,21 @@ impl SampleRunner<'_> {
             prompt,
             prefilled,
         };
+        let mut generations = generations.into_iter();
         for (planned, key) in pending.iter().filter(|(p, _)| p.split() == prefilled.split) {
             let own: Generation;
             let g = match planned.role {
                 Role::Reference => reference,
                 Role::Compressed => {
-                    match generate(engine, prefilled, &planned.request(prompt.max_new_tokens)) {
+                    match generations
+                        .next()
+                        .context("a generation per compressed run")?
+                    {
                         Ok(g) => own = g,
-                        Err(e) if is_oom(&e) => {
+                        Err(e) => {
                             self.fail(turn, planned, key, &e)?;
                             continue;
                         }
-                        Err(e) => return Err(e),
                     }
                     &own
                 }
@@ -446,6 +477,19 @@ impl SampleRunner<'_> {
                 // Ctrl-C: the record in flight is written; stop here.
                 return Ok(());
             }
+        }
+        Ok(())
+    }
+
+    /// Every pending record of the turn fails with `e` (the run goes on).
+    fn fail_all(
+        &mut self,
+        turn: TurnRef,
+        pending: &[(&PlannedRun, String)],
+        e: &anyhow::Error,
+    ) -> Result<()> {
+        for (planned, key) in pending {
+            self.fail(turn, planned, key, e)?;
         }
         Ok(())
     }

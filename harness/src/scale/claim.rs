@@ -42,6 +42,8 @@ pub fn experiment_hash(plan: &Plan) -> String {
     let mut raw = serde_json::to_value(&plan.raw).expect("experiments serialize");
     if let Some(o) = raw.as_object_mut() {
         o.remove("device");
+        // Batched or one-by-one decoding gives the same records.
+        o.remove("batch_decoding");
     }
     let runs: Vec<serde_json::Value> = plan
         .runs
