@@ -183,6 +183,9 @@ enum Command {
         /// Queries per attention chunk during prefill (bounds the score buffer).
         #[arg(long, default_value_t = 512)]
         attention_chunk: usize,
+        /// Skip the compression time per method (slow for some methods on large shapes).
+        #[arg(long)]
+        skip_compression: bool,
         /// Sequences decoding together in the batched decode measurement (0 skips it).
         #[arg(long, default_value_t = 16)]
         batch_sequences: usize,
@@ -348,6 +351,7 @@ fn other_command(command: Command) -> Result<()> {
             sample_length,
             repeats,
             attention_chunk,
+            skip_compression,
             batch_sequences,
             batch_context,
             output,
@@ -369,6 +373,7 @@ fn other_command(command: Command) -> Result<()> {
                 repeats: repeats.max(1),
                 decode_steps: 32,
                 attention_chunk,
+                skip_compression,
                 batch_sequences,
                 batch_context: batch_context.unwrap_or(if gpu { 4096 } else { 1024 }),
             };

@@ -36,6 +36,8 @@ pub struct BenchOptions {
     pub repeats: usize,
     pub decode_steps: usize,
     pub attention_chunk: usize,
+    /// Skip the compression-time-per-method measurement.
+    pub skip_compression: bool,
     /// Sequences decoding together in the batched decode measurement (0: skip it).
     pub batch_sequences: usize,
     /// Context length of each sequence in the batched decode measurement.
@@ -325,7 +327,11 @@ pub fn run(
         decode.push(b.decode(len)?);
     }
     eprintln!("compression per method at {} tokens", opts.sample_length);
-    let (compression, skipped_methods) = b.compression()?;
+    let (compression, skipped_methods) = if opts.skip_compression {
+        (Vec::new(), vec!["all: --skip-compression".to_string()])
+    } else {
+        b.compression()?
+    };
     let streaming = |r: f64| -> (Box<dyn Method>, Budget) {
         (
             Box::new(kvbench_methods::streaming_llm::StreamingLlm::default()),

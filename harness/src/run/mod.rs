@@ -472,11 +472,9 @@ impl SampleRunner<'_> {
             self.writer
                 .append(&record::build(&self.facts, &facts, outcome))?;
             self.written += 1;
+            // On Ctrl-C the split's generations are already done (they decoded as one batch):
+            // all their records are written, and the turn stops after this split.
             interrupt::record_written();
-            if interrupt::requested() {
-                // Ctrl-C: the record in flight is written; stop here.
-                return Ok(());
-            }
         }
         Ok(())
     }
