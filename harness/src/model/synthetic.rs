@@ -189,7 +189,7 @@ impl SyntheticWeights {
                 W::AttnNorm | W::MlpNorm | W::QNorm | W::KNorm | W::PostAttnNorm | W::PostMlpNorm,
             ) => {
                 // Gemma-style checkpoints store w and scale by 1 + w: w = 0 gives a scale of one.
-                let fill = if self.cfg.norm_plus_one { 0.0 } else { 1.0 };
+                let fill: f32 = if self.cfg.norm_plus_one { 0.0 } else { 1.0 };
                 Tensor::full(fill, shape, device)?
             }
             Weight::Layer(_, W::QBias | W::KBias | W::VBias | W::OBias) => {
