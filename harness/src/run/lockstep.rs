@@ -72,6 +72,21 @@ pub(super) fn generate_all(
         .collect())
 }
 
+/// One throw-away batched step of two sequences, so the first sample's batched timings do not
+/// include one-off initialisation (the kernels of a several-row batch).
+pub(super) fn warm_up(engine: &Engine) -> Result<()> {
+    let model = &engine.loaded.model;
+    let (mut a, mut b) = (model.new_cache(), model.new_cache());
+    let needs = [ObservationNeeds::default(); 2];
+    model.decode_batch(
+        &[0, 0],
+        &mut [&mut a, &mut b],
+        &needs,
+        engine.attention_chunk(),
+    )?;
+    Ok(())
+}
+
 /// Each request alone ([`generate`]), out-of-memory errors kept per request.
 fn one_by_one(
     engine: &Engine,

@@ -174,6 +174,9 @@ pub fn run_claimed(
     let mut interrupted = false;
     let mut samples = || -> Result<()> {
         engine.warm_up(work.needs.union())?;
+        if plan.raw.batch_decoding {
+            lockstep::warm_up(&engine)?;
+        }
         for dataset in &work.datasets {
             for sample in &dataset.samples {
                 if interrupt::requested() {

@@ -153,6 +153,31 @@ mod tests {
     }
 
     #[test]
+    fn batching_off_is_the_same_experiment() {
+        let batched = plan(EXP);
+        assert!(
+            batched.raw.batch_decoding,
+            "batched decoding is the default"
+        );
+        let overrides = crate::overrides::Overrides {
+            set: vec!["batch_decoding=false".into()],
+            ..Default::default()
+        };
+        let one_by_one = Plan::parse_with(EXP, Path::new("e.yaml"), &overrides).unwrap();
+        assert!(!one_by_one.raw.batch_decoding);
+        assert_eq!(experiment_hash(&batched), experiment_hash(&one_by_one));
+        // The default is not written out, so existing experiments serialize as before.
+        let raw = serde_json::to_value(&batched.raw).unwrap();
+        assert!(raw.get("batch_decoding").is_none(), "{raw}");
+        let e = Plan::parse(
+            &format!("{EXP}batch_decoding: sometimes\n"),
+            Path::new("e.yaml"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("batch_decoding"), "{e:#}");
+    }
+
+    #[test]
     fn another_experiment_is_refused_unless_fresh_or_append() {
         let dir = std::env::temp_dir().join(format!("kvbench-claim-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
