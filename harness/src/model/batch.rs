@@ -91,7 +91,12 @@ impl Decoder {
                 let a = attend(&qi, cache.attention_layer(l), &params, &mut masks, acc_slot)
                     .with_context(|| format!("attention in layer {l}, sequence {i}"))?;
                 cache.trim_to_window(l)?;
-                let mut obs = observe(&row(&q_pre)?, &qi, positions[i] as usize, &needs[i])?;
+                // Pre-RoPE queries are only read for query statistics: copy the row only then.
+                let q_pre_i = match needs[i].query_statistics {
+                    Some(_) => row(&q_pre)?,
+                    None => qi.clone(),
+                };
+                let mut obs = observe(&q_pre_i, &qi, positions[i] as usize, &needs[i])?;
                 obs.accumulated_attention = acc;
                 observations[i].layers.push(obs);
                 outs.push(a);

@@ -43,6 +43,7 @@ const RUNS: &[(&str, f64, usize)] = &[
     ("method: minicache", 0.5, 12),
     ("method: kvmerger", 0.5, 12),
     ("method: think", 0.5, 12),
+    ("method: expected_attention", 0.5, 12),
     ("method: tova", 0.75, 1),
 ];
 
