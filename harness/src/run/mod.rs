@@ -6,8 +6,11 @@
 //!   prompt (prefill.rs)     tokens: context and question
 //!   for each split (query-agnostic, then query-aware when the grid has such runs):
 //!     prefill (prefill.rs)  the turn up to the split's cut, once, with full attention
+//!     for each method run of the split (the reference with the query-agnostic runs):
+//!       fork -> compress -> question (generate.rs)
+//!     decode all of them in lockstep, one batched step per token (lockstep.rs; or one after
+//!       another with `batch_decoding: false`)
 //!     for each method run of the split:
-//!       fork -> compress -> decode (generate.rs)   the reference once, then every other run
 //!       score   (score.rs)    task metric; agreement and first-token KL against the reference
 //!       record  (record.rs)   one results line, keyed so re-runs skip it
 //! ```
