@@ -258,6 +258,15 @@ mod tests {
     }
 
     #[test]
+    fn an_experiment_cannot_name_a_synthetic_model() {
+        let e = "synthetic:llama3-8b"
+            .parse::<crate::fetch::ModelSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only in `kvbench bench"), "{e}");
+    }
+
+    #[test]
     fn the_small_shape_builds_and_decodes_finite_logits() {
         let dev = Device::Cpu;
         let model = build("synthetic:smollm2-135m", DType::F32, &dev, 7).unwrap();
