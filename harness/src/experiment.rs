@@ -48,6 +48,18 @@ pub struct RawExperiment {
         deserialize_with = "crate::reuse::deserialize_option"
     )]
     pub reuse: Option<crate::reuse::ReuseConfig>,
+    /// Decode all method runs of a sample's split in lockstep as one batch (default); `false`
+    /// decodes them one after another, for debugging (`--set batch_decoding=false`). Records are
+    /// the same either way (timings and peak memory aside).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub batch_decoding: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_query_aware() -> Vec<bool> {

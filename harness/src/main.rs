@@ -160,7 +160,10 @@ enum Command {
     /// Microbenchmarks on the device: prefill and decode vs context length, compression time per
     /// method, one sample end to end, prefill sharing, peak memory. Medians over repeats.
     Bench {
-        /// Model to measure: a registry alias, hf:ORG/REPO[@REV] or a local path.
+        /// Model to measure: a registry alias, hf:ORG/REPO[@REV], a local path, or
+        /// synthetic:SHAPE (random weights of a real model's shape built on the device, nothing
+        /// downloaded: synthetic:smollm2-135m, synthetic:llama3-8b, synthetic:qwen3-8b,
+        /// synthetic:llama3-70b).
         #[arg(long, default_value = "smollm2-135m-instruct-q4_1")]
         model: String,
         /// auto, cpu, cuda or cuda:N.
@@ -181,6 +184,16 @@ enum Command {
         /// Queries per attention chunk during prefill (bounds the score buffer).
         #[arg(long, default_value_t = 512)]
         attention_chunk: usize,
+        /// Skip the compression time per method (slow for some methods on large shapes).
+        #[arg(long)]
+        skip_compression: bool,
+        /// Sequences decoding together in the batched decode measurement (0 skips it).
+        #[arg(long, default_value_t = 16)]
+        batch_sequences: usize,
+        /// Context length of each sequence in the batched decode measurement (default: 4096 on
+        /// CUDA, 1024 on CPU).
+        #[arg(long)]
+        batch_context: Option<usize>,
         /// Also write the report as JSON here.
         #[arg(long, default_value = "bench.json")]
         output: PathBuf,
@@ -348,6 +361,9 @@ fn other_command(command: Command) -> Result<()> {
             sample_length,
             repeats,
             attention_chunk,
+            skip_compression,
+            batch_sequences,
+            batch_context,
             output,
         } => {
             let device = kvbench::device::select(&device)?;
@@ -367,10 +383,19 @@ fn other_command(command: Command) -> Result<()> {
                 repeats: repeats.max(1),
                 decode_steps: 32,
                 attention_chunk,
+                skip_compression,
+                batch_sequences,
+                batch_context: batch_context.unwrap_or(if gpu { 4096 } else { 1024 }),
             };
-            let files = resolve(&model.parse()?, &FetchOptions::from_env())?;
-            let loaded = kvbench::loader::load(&files, &device)?;
-            let report = kvbench::bench::run(&loaded, &device, &model, &opts)?;
+            let decoder = if model.starts_with(kvbench::model::synthetic::PREFIX) {
+                let dtype = kvbench::device::compute_dtype(&device);
+                eprintln!("building {model} with random weights ({dtype:?})");
+                kvbench::model::synthetic::build(&model, dtype, &device, 0)?
+            } else {
+                let files = resolve(&model.parse()?, &FetchOptions::from_env())?;
+                kvbench::loader::load(&files, &device)?.model
+            };
+            let report = kvbench::bench::run(&decoder, &device, &model, &opts)?;
             print!("{}", kvbench::bench::render(&report));
             kvbench_reports::write_atomic(&output, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", output.display()))?;

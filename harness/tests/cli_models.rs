@@ -1,4 +1,5 @@
-//! `kvbench models` lists every registry alias and every supported family, as text and JSON.
+//! `kvbench models` lists every registry alias, every supported family and every synthetic shape,
+//! as text and JSON.
 
 use std::process::Command;
 
@@ -19,6 +20,12 @@ fn models_lists_aliases_and_families() {
     for (types, _) in kvbench::model::supported_families() {
         assert!(text.contains(types), "{types} missing:\n{text}");
     }
+    for (name, _) in kvbench::model::synthetic::shapes() {
+        assert!(
+            text.contains(&format!("synthetic:{name}")),
+            "{name} missing:\n{text}"
+        );
+    }
     // `kvbench fetch` without a model prints the same listing.
     assert_eq!(run(&["fetch"]), text);
     let json: serde_json::Value = serde_json::from_str(&run(&["models", "--json"])).unwrap();
@@ -34,5 +41,6 @@ fn models_lists_aliases_and_families() {
         json["families"].as_array().unwrap().len(),
         kvbench::model::supported_families().len()
     );
+    assert_eq!(json["synthetic"][1]["name"], "synthetic:llama3-8b");
     assert!(json["aliases"][0]["sha256"].as_str().unwrap().len() == 64);
 }

@@ -34,6 +34,7 @@ pub struct Record {
     /// Bytes the uncompressed context cache occupies.
     pub kv_bytes_full: u64,
     /// Peak device memory during this request; null where the device cannot report it (CPU).
+    /// With batched decoding, the peak of the whole batch the request decoded in.
     pub peak_device_bytes: Option<u64>,
     /// Shared prefill of the context (computed once per sample, reported in each record).
     pub prefill_ms: f64,
@@ -42,6 +43,8 @@ pub struct Record {
     pub question_ms: f64,
     /// Time to first token: prefill + compression + question prefill (+ sampling the token).
     pub ttft_ms: f64,
+    /// Mean decode step after the first token, decode hook included; with batched decoding each
+    /// step counts the whole batched step's time (the latency this sequence saw).
     pub decode_ms_per_token: f64,
     pub context_tokens: usize,
     pub question_tokens: usize,

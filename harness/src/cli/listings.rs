@@ -105,6 +105,10 @@ pub fn models(json: bool) -> Result<String> {
                 "model_type": types,
                 "supports": what,
             })).collect::<Vec<_>>(),
+            "synthetic": kvbench::model::synthetic::shapes().iter().map(|(name, copies)| serde_json::json!({
+                "name": format!("{}{name}", kvbench::model::synthetic::PREFIX),
+                "copies": copies,
+            })).collect::<Vec<_>>(),
         });
         return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
@@ -122,5 +126,11 @@ pub fn models(json: bool) -> Result<String> {
         out += &format!("  {types:<28} {what}\n");
     }
     out += "\nany other checkpoint: `hf:ORG/REPO[@REV]` or a local path of one of these families\n";
+    out +=
+        "\nsynthetic models (random weights of a real shape, `kvbench bench --model NAME` only):\n";
+    for (name, copies) in kvbench::model::synthetic::shapes() {
+        let name = format!("{}{name}", kvbench::model::synthetic::PREFIX);
+        out += &format!("  {name:<28} {copies}\n");
+    }
     Ok(out)
 }

@@ -145,6 +145,13 @@ impl FromStr for ModelSpec {
         if let Some(rest) = t.strip_prefix("hf:") {
             return parse_hub(s, rest);
         }
+        if t.starts_with(crate::model::synthetic::PREFIX) {
+            return Err(bad_spec(
+                s,
+                "synthetic models (random weights, no tokenizer) run only in `kvbench bench \
+                 --model synthetic:SHAPE`, not in experiments",
+            ));
+        }
         if let Some(alias) = find_alias(t) {
             return Ok(ModelSpec::Alias(alias.name.to_string()));
         }

@@ -16,7 +16,8 @@ use super::config::{Activation, ModelConfig};
 use super::rope::{RopeScaling, RopeSpec};
 use super::weights::{LayerWeight as W, Weight, WeightSource};
 
-struct Block {
+/// One decoder layer's weights.
+pub(super) struct Block {
     attn_norm: Tensor,
     q: Tensor,
     k: Tensor,
@@ -63,6 +64,15 @@ impl Default for ForwardOptions {
     }
 }
 
+/// One layer's projections of its input, `[heads, t, head_dim]`.
+pub(super) struct Projected {
+    /// Queries before RoPE (after the q norm), what query statistics are taken of.
+    pub q_pre: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
 pub struct ForwardOutput {
     /// `[n, vocab]` f32: the last position (`Logits::Last`) or every position (`Logits::All`).
     pub logits: Option<Tensor>,
@@ -78,7 +88,7 @@ struct RopeTable {
 pub struct Decoder {
     cfg: ModelConfig,
     embed: Tensor,
-    blocks: Vec<Block>,
+    pub(super) blocks: Vec<Block>,
     final_norm: Tensor,
     lm_head: Tensor,
     /// `ropes[0]`: full-attention layers; `ropes[1]`, when present: sliding layers.
@@ -290,110 +300,27 @@ impl Decoder {
     ) -> Result<ForwardOutput> {
         let t = tokens.len();
         anyhow::ensure!(t > 0, "forward needs at least one token");
-        let cfg = &self.cfg;
-        let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let start = cache.next_position();
         let positions: Vec<u32> = (start as u32..(start + t) as u32).collect();
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?;
-        if let Some(s) = cfg.embed_scale {
-            // transformers rounds the scale to the compute dtype first.
-            let s = Tensor::new(s as f32, &self.device)?.to_dtype(self.dtype)?;
-            x = x.broadcast_mul(&s)?;
-        }
-        let tables = self
-            .ropes
-            .iter()
-            .map(|r| r.cos_sin(start, t, self.dtype))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut x = self.embed_tokens(tokens)?;
+        let tables = self.rope_tables(&positions, start + t)?;
         let mut masks = MaskCache::default();
-        let mut observations = Observations {
-            layers: Vec::new(),
-            q_per_kv: cfg.q_per_kv(),
-            rope: match opts.observe.query_statistics {
-                Some(_) => Some(Rope {
-                    inv_freq: self.ropes[0].spec.inv_freq(start + t),
-                    interleaved: cfg.rope_interleaved,
-                }),
-                None => None,
-            },
-        };
+        let mut observations = self.empty_observations(start + t, &opts.observe);
         for (l, b) in self.blocks.iter().enumerate() {
-            let window = cfg.window(l);
-            let (cos, sin) = &tables[if window.is_some() && tables.len() > 1 {
-                1
-            } else {
-                0
-            }];
-            let h = self.norm(&x, &b.attn_norm)?;
-            let heads =
-                |w: &Tensor, bias: Option<&Tensor>, n: usize| -> candle_core::Result<Tensor> {
-                    linear(&h, w, bias)?
-                        .reshape((t, n, d))?
-                        .transpose(0, 1)?
-                        .contiguous()
-                };
-            let mut q_pre = heads(&b.q, b.q_bias.as_ref(), hq)?;
-            let mut k = heads(&b.k, b.k_bias.as_ref(), hkv)?;
-            if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
-                q_pre = self.norm(&q_pre, qn)?;
-                k = self.norm(&k, kn)?;
-            }
-            let q = self.rotate(&q_pre, cos, sin)?;
-            let k = self.rotate(&k, cos, sin)?;
-            let v = heads(&b.v, b.v_bias.as_ref(), hkv)?;
+            let (cos, sin) = &tables[self.rope_index(l)];
+            let Projected { q_pre, q, k, v } = self.project(b, &x, cos, sin)?;
             cache.append(l, &k, &v, &positions)?;
-            let layer = cache.attention_layer(l);
-            let mut obs = LayerObservation::default();
-            let w = opts.observe.window_queries.min(t);
-            if w > 0 {
-                obs.window_queries = Some(q.narrow(1, t - w, w)?.contiguous()?);
-            }
-            // Pre-RoPE query mean and covariance (expected attention), positions below `skip` left out.
-            if let Some(skip) = opts.observe.query_statistics {
-                let from = skip.saturating_sub(start).min(t);
-                if from < t {
-                    let qs = q_pre.narrow(1, from, t - from)?.to_dtype(DType::F32)?;
-                    let mean = qs.mean_keepdim(1)?;
-                    let c = qs.broadcast_sub(&mean)?;
-                    obs.query_cov = Some((c.t()?.matmul(&c)? / (t - from) as f64)?);
-                    obs.query_mean = Some(mean.squeeze(1)?);
-                }
-            }
             let mut acc = None;
             let acc_slot = opts.observe.accumulated_attention.then_some(&mut acc);
-            let params = AttentionParams {
-                // Query heads per stored head: the model's GQA group, or 1 once a method stored
-                // the layer per query head.
-                q_per_kv: hq / layer.n_heads().max(1),
-                scale: cfg.attn_scale,
-                window,
-                softcap: cfg.attn_logit_softcap,
-                chunk: opts.attention_chunk.max(1),
-            };
-            let a = attend(&q, layer, &params, &mut masks, acc_slot)
+            let params = self.attention_params(l, cache, opts.attention_chunk);
+            let a = attend(&q, cache.attention_layer(l), &params, &mut masks, acc_slot)
                 .with_context(|| format!("attention in layer {l}"))?;
             // A sliding layer never looks further back than its window: drop what fell out of it.
             cache.trim_to_window(l)?;
+            let mut obs = observe(&q_pre, &q, start, &opts.observe)?;
             obs.accumulated_attention = acc;
             observations.layers.push(obs);
-            let a = a.transpose(0, 1)?.reshape((t, hq * d))?;
-            let mut a = linear(&a, &b.o, b.o_bias.as_ref())?;
-            if let Some(n) = &b.post_attn_norm {
-                a = self.norm(&a, n)?;
-            }
-            x = (x + a)?;
-            let h = self.norm(&x, &b.mlp_norm)?;
-            let gate = linear(&h, &b.gate, None)?;
-            let gate = match cfg.activation {
-                Activation::Silu => gate.silu()?,
-                Activation::GeluTanh => gate.gelu()?,
-            };
-            let mut m = linear(&(gate * linear(&h, &b.up, None)?)?, &b.down, None)?;
-            if let Some(n) = &b.post_mlp_norm {
-                m = self.norm(&m, n)?;
-            }
-            x = (x + m)?;
+            x = self.finish_layer(b, &x, &a)?;
         }
         cache.advance(t);
         let logits = match opts.logits {
@@ -405,6 +332,139 @@ impl Decoder {
             logits,
             observations,
         })
+    }
+
+    /// Token embeddings `[n, hidden]`, scaled where the family scales them.
+    pub(super) fn embed_tokens(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        let ids = Tensor::new(tokens, &self.device)?;
+        let x = self.embed.index_select(&ids, 0)?;
+        match self.cfg.embed_scale {
+            Some(s) => {
+                // transformers rounds the scale to the compute dtype first.
+                let s = Tensor::new(s as f32, &self.device)?.to_dtype(self.dtype)?;
+                x.broadcast_mul(&s)
+            }
+            None => Ok(x),
+        }
+    }
+
+    /// cos/sin of every RoPE table at `positions`; `seq_len` is the sequence length after them
+    /// (dynamic scaling depends on it).
+    pub(super) fn rope_tables(
+        &self,
+        positions: &[u32],
+        seq_len: usize,
+    ) -> candle_core::Result<Vec<(Tensor, Tensor)>> {
+        self.ropes
+            .iter()
+            .map(|r| r.cos_sin(positions, seq_len, self.dtype))
+            .collect()
+    }
+
+    /// Whether some RoPE's base depends on the sequence length (dynamic scaling).
+    pub(super) fn dynamic_rope(&self) -> bool {
+        self.ropes.iter().any(|r| r.spec.is_dynamic())
+    }
+
+    /// Which of [`rope_tables`](Self::rope_tables)' entries layer `l` uses.
+    pub(super) fn rope_index(&self, l: usize) -> usize {
+        usize::from(self.cfg.window(l).is_some() && self.ropes.len() > 1)
+    }
+
+    /// Observations of a forward before its layers (the RoPE for query statistics).
+    pub(super) fn empty_observations(
+        &self,
+        seq_len: usize,
+        needs: &ObservationNeeds,
+    ) -> Observations {
+        Observations {
+            layers: Vec::new(),
+            q_per_kv: self.cfg.q_per_kv(),
+            rope: needs.query_statistics.map(|_| Rope {
+                inv_freq: self.ropes[0].spec.inv_freq(seq_len),
+                interleaved: self.cfg.rope_interleaved,
+            }),
+        }
+    }
+
+    /// How layer `l` attends over `cache`'s storage of it.
+    pub(super) fn attention_params(
+        &self,
+        l: usize,
+        cache: &KvCache,
+        chunk: usize,
+    ) -> AttentionParams {
+        AttentionParams {
+            // Query heads per stored head: the model's GQA group, or 1 once a method stored the
+            // layer per query head.
+            q_per_kv: self.cfg.n_heads / cache.attention_layer(l).n_heads().max(1),
+            scale: self.cfg.attn_scale,
+            window: self.cfg.window(l),
+            softcap: self.cfg.attn_logit_softcap,
+            chunk: chunk.max(1),
+        }
+    }
+
+    /// Queries, keys and values of `x` (`[t, hidden]`: `t` tokens of one sequence, or one token
+    /// of each of `t` sequences), as `[heads, t, head_dim]`, rotated by row `i` of `cos`/`sin`.
+    pub(super) fn project(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> candle_core::Result<Projected> {
+        let cfg = &self.cfg;
+        let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let t = x.dim(0)?;
+        let h = self.norm(x, &b.attn_norm)?;
+        let heads = |w: &Tensor, bias: Option<&Tensor>, n: usize| -> candle_core::Result<Tensor> {
+            linear(&h, w, bias)?
+                .reshape((t, n, d))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let mut q_pre = heads(&b.q, b.q_bias.as_ref(), hq)?;
+        let mut k = heads(&b.k, b.k_bias.as_ref(), hkv)?;
+        if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
+            q_pre = self.norm(&q_pre, qn)?;
+            k = self.norm(&k, kn)?;
+        }
+        let q = self.rotate(&q_pre, cos, sin)?;
+        let k = self.rotate(&k, cos, sin)?;
+        let v = heads(&b.v, b.v_bias.as_ref(), hkv)?;
+        Ok(Projected { q_pre, q, k, v })
+    }
+
+    /// The rest of a layer after attention: output projection, residual, MLP. `x` is the
+    /// layer's input `[t, hidden]`, `a` the attention output `[q_heads, t, head_dim]`.
+    pub(super) fn finish_layer(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        a: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let cfg = &self.cfg;
+        let t = x.dim(0)?;
+        let a = a
+            .transpose(0, 1)?
+            .reshape((t, cfg.n_heads * cfg.head_dim))?;
+        let mut a = linear(&a, &b.o, b.o_bias.as_ref())?;
+        if let Some(n) = &b.post_attn_norm {
+            a = self.norm(&a, n)?;
+        }
+        let x = (x + a)?;
+        let h = self.norm(&x, &b.mlp_norm)?;
+        let gate = linear(&h, &b.gate, None)?;
+        let gate = match cfg.activation {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        let mut m = linear(&(gate * linear(&h, &b.up, None)?)?, &b.down, None)?;
+        if let Some(n) = &b.post_mlp_norm {
+            m = self.norm(&m, n)?;
+        }
+        x + m
     }
 
     /// Rotate the leading `rotary_dim` dimensions of `x` (`[heads, t, head_dim]`).
@@ -433,7 +493,7 @@ impl Decoder {
     }
 
     /// Final norm and LM head: hidden `[n, hidden]` -> logits `[n, vocab]` f32.
-    fn head(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn head(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.norm(x, &self.final_norm)?;
         let logits = linear(&h, &self.lm_head, None)?.to_dtype(DType::F32)?;
         match self.cfg.final_logit_softcap {
@@ -453,26 +513,28 @@ impl RopeTable {
         })
     }
 
-    /// cos/sin for positions `start..start + t`, `[t, rotary_dim / 2]` in `dtype`, scaled by the
-    /// attention factor (yarn). Computed in f32 as transformers does.
+    /// cos/sin at `positions`, `[n, rotary_dim / 2]` in `dtype`, scaled by the attention factor
+    /// (yarn); `seq_len` is the sequence length after them (dynamic scaling's base grows with
+    /// it). Computed in f32 as transformers does.
     fn cos_sin(
         &self,
-        start: usize,
-        t: usize,
+        positions: &[u32],
+        seq_len: usize,
         dtype: DType,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let device = self.inv_freq.device();
         let inv_freq = if self.spec.is_dynamic() {
-            let inv = self.spec.inv_freq(start + t);
+            let inv = self.spec.inv_freq(seq_len);
             let n = inv.len();
             Tensor::from_vec(inv, n, device)?
         } else {
             self.inv_freq.clone()
         };
         let half = inv_freq.dim(0)?;
-        let pos = Tensor::arange(start as u32, (start + t) as u32, device)?
+        let n = positions.len();
+        let pos = Tensor::new(positions, device)?
             .to_dtype(DType::F32)?
-            .reshape((t, 1))?;
+            .reshape((n, 1))?;
         let freqs = pos.broadcast_mul(&inv_freq.reshape((1, half))?)?;
         let (mut cos, mut sin) = (freqs.cos()?, freqs.sin()?);
         let factor = self.spec.attention_factor();
@@ -482,6 +544,35 @@ impl RopeTable {
         }
         Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
     }
+}
+
+/// What one layer's forward records for the methods: the last `window_queries` queries, and the
+/// pre-RoPE query mean and covariance over positions from the `query_statistics` skip on.
+/// `q_pre`, `q`: `[q_heads, t, head_dim]` of `t` new tokens starting at position `start`.
+pub(super) fn observe(
+    q_pre: &Tensor,
+    q: &Tensor,
+    start: usize,
+    needs: &ObservationNeeds,
+) -> candle_core::Result<LayerObservation> {
+    let t = q.dim(1)?;
+    let mut obs = LayerObservation::default();
+    let w = needs.window_queries.min(t);
+    if w > 0 {
+        obs.window_queries = Some(q.narrow(1, t - w, w)?.contiguous()?);
+    }
+    // Pre-RoPE query mean and covariance (expected attention), positions below `skip` left out.
+    if let Some(skip) = needs.query_statistics {
+        let from = skip.saturating_sub(start).min(t);
+        if from < t {
+            let qs = q_pre.narrow(1, from, t - from)?.to_dtype(DType::F32)?;
+            let mean = qs.mean_keepdim(1)?;
+            let c = qs.broadcast_sub(&mean)?;
+            obs.query_cov = Some((c.t()?.matmul(&c)? / (t - from) as f64)?);
+            obs.query_mean = Some(mean.squeeze(1)?);
+        }
+    }
+    Ok(obs)
 }
 
 /// Index of the largest logit of a `[vocab]` or `[1, vocab]` tensor.

@@ -2,13 +2,16 @@
 //! decoder over `KvCache`.
 
 pub mod attention;
+pub mod batch;
 pub mod config;
 pub mod decoder;
 pub mod gguf_config;
 pub mod hf_config;
 pub mod rope;
+pub mod synthetic;
 pub mod weights;
 
+pub use batch::BatchOutput;
 pub use config::{Activation, Architecture, ModelConfig};
 pub use decoder::{argmax, Decoder, ForwardOptions, ForwardOutput, Logits};
 pub use rope::{RopeScaling, RopeSpec};

@@ -8,6 +8,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use super::synthetic::SyntheticWeights;
+
 /// A weight of the decoder, named independently of the file format.
 #[derive(Clone, Copy, Debug)]
 pub enum Weight {
@@ -138,6 +140,8 @@ pub enum WeightSource {
         /// Gemma's four-norm layer layout (see [`Weight::hf_name`]).
         sandwich: bool,
     },
+    /// Random weights of a known shape, generated per tensor on the device.
+    Synthetic(SyntheticWeights),
 }
 
 /// Prefixes under which checkpoints keep the decoder: text-only models, then multimodal
@@ -185,7 +189,7 @@ impl WeightSource {
     pub fn gguf_content(&self) -> Option<&gguf_file::Content> {
         match self {
             Self::Gguf { content, .. } => Some(content),
-            Self::Safetensors { .. } => None,
+            Self::Safetensors { .. } | Self::Synthetic(_) => None,
         }
     }
 
@@ -198,6 +202,7 @@ impl WeightSource {
                 sandwich,
                 ..
             } => tensors.get(&w.hf_name(prefix, *sandwich)).is_ok(),
+            Self::Synthetic(s) => s.contains(w),
         }
     }
 
@@ -209,6 +214,9 @@ impl WeightSource {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
+        if let Self::Synthetic(s) = self {
+            return s.generate(w, shape, dtype, device);
+        }
         let t = self.load(w, dtype, device)?;
         if t.dims() != shape {
             anyhow::bail!(
@@ -225,6 +233,7 @@ impl WeightSource {
         match self {
             Self::Gguf { path, .. } => path.display().to_string(),
             Self::Safetensors { files, .. } => format!("{files:?}"),
+            Self::Synthetic(_) => "synthetic model".into(),
         }
     }
 
@@ -235,6 +244,7 @@ impl WeightSource {
             Self::Safetensors {
                 prefix, sandwich, ..
             } => w.hf_name(prefix, *sandwich),
+            Self::Synthetic(_) => format!("{w:?}"),
         }
     }
 
@@ -262,6 +272,9 @@ impl WeightSource {
                 tensors
                     .load(&name, device)
                     .with_context(|| format!("{files:?}: tensor `{name}`"))?
+            }
+            Self::Synthetic(_) => {
+                anyhow::bail!("synthetic weight {w:?}: generated only with its shape (load_shaped)")
             }
         };
         Ok(t.to_dtype(dtype)?)

@@ -69,7 +69,7 @@ impl StoredCache {
     }
 }
 
-/// Fork the prefilled cache, compress, forward the tail and decode greedily.
+/// Fork the prefilled cache, compress, forward the tail and decode greedily, alone.
 pub(super) fn generate(
     engine: &Engine,
     prefilled: &Prefilled,
@@ -86,6 +86,31 @@ pub(super) fn generate(
     )
 }
 
+/// Forward `tail` on a request's cache (compressed here, or loaded from the KV store) and decode
+/// greedily, alone. The device-memory peak runs from the caller's reset
+/// ([`fork_and_compress`], or the reuse path's).
+pub(super) fn generate_on<'a>(
+    engine: &Engine,
+    cache: KvCache,
+    session: Box<dyn Session + 'a>,
+    tail: &[u32],
+    request: &'a Request<'a>,
+    compress_ms: f64,
+) -> Result<Generation> {
+    let mut started = start_on(engine, cache, session, tail, request, compress_ms)?;
+    while !started.finished(engine) {
+        let (next, needs) = (started.next(), started.decode_needs());
+        let Forward {
+            logits,
+            observations,
+            ms,
+        } = engine.forward(&[next], &mut started.cache, Logits::Last, needs)?;
+        started.after_step(engine, &observations, &logits.context("decode logits")?, ms)?;
+    }
+    engine.device.synchronize()?;
+    Ok(started.finish(engine, crate::memory::peak_bytes(engine.device)))
+}
+
 /// The request's cache: the prefilled cache forked and compressed (timed), with the session
 /// that compressed it. Starts the request's device-memory peak.
 pub(super) fn fork_and_compress<'m>(
@@ -94,6 +119,15 @@ pub(super) fn fork_and_compress<'m>(
     request: &Request<'m>,
 ) -> Result<(KvCache, Box<dyn Session + 'm>, f64)> {
     crate::memory::reset_peak(engine.device);
+    fork_compressed(engine, prefilled, request)
+}
+
+/// [`fork_and_compress`] without starting a peak (a batch keeps its own).
+fn fork_compressed<'m>(
+    engine: &Engine,
+    prefilled: &Prefilled,
+    request: &Request<'m>,
+) -> Result<(KvCache, Box<dyn Session + 'm>, f64)> {
     let mut cache = prefilled.cache.fork();
     // This request's method state: lives from the compression to the last decoded token.
     let mut session = request.method.session();
@@ -107,36 +141,129 @@ pub(super) fn fork_and_compress<'m>(
     Ok((cache, session, compress_ms))
 }
 
-/// Forward `tail` on a request's cache (compressed here, or loaded from the KV store) and decode
-/// greedily.
-pub(super) fn generate_on(
+/// A request forked, compressed and asked its question: its first token is known and it decodes
+/// one token per step until an end token or `max_new_tokens`.
+pub(super) struct Started<'a> {
+    request: &'a Request<'a>,
+    pub cache: KvCache,
+    /// This request's method state: lives from the compression to the last decoded token.
+    session: Box<dyn Session + 'a>,
+    compress_ms: f64,
+    question_ms: f64,
+    stored: StoredCache,
+    first_logprobs: Vec<f64>,
+    /// Greedy tokens so far, the first one included (and an end token, when one came).
+    tokens: Vec<u32>,
+    /// Summed time of the decode steps and this request's hooks.
+    decode_ms: f64,
+}
+
+/// Fork the prefilled cache, compress it and forward the tail (the question, or its last token):
+/// the request is ready to decode.
+pub(super) fn start<'a>(
+    engine: &Engine,
+    prefilled: &Prefilled,
+    request: &'a Request<'a>,
+) -> Result<Started<'a>> {
+    let (cache, session, compress_ms) = fork_compressed(engine, prefilled, request)?;
+    start_on(
+        engine,
+        cache,
+        session,
+        &prefilled.tail,
+        request,
+        compress_ms,
+    )
+}
+
+/// Forward `tail` on a request's cache: the request is ready to decode.
+fn start_on<'a>(
     engine: &Engine,
     mut cache: KvCache,
-    mut session: Box<dyn Session + '_>,
+    session: Box<dyn Session + 'a>,
     tail: &[u32],
-    request: &Request,
+    request: &'a Request<'a>,
     compress_ms: f64,
-) -> Result<Generation> {
+) -> Result<Started<'a>> {
     let stored = StoredCache::measure(&cache);
     let asked = engine.forward(tail, &mut cache, Logits::Last, ObservationNeeds::default())?;
     let first_logits = asked.logits.context("question logits")?;
-    let decoded = decode(engine, &mut cache, &first_logits, session.as_mut(), request)?;
-    engine.device.synchronize()?;
-    let peak_bytes = crate::memory::peak_bytes(engine.device);
-    let steps = decoded.tokens.len().saturating_sub(1).max(1);
-    Ok(Generation {
-        tokens: decoded.tokens,
-        first_logprobs: log_softmax(&first_logits)?,
+    Ok(Started {
+        request,
+        cache,
+        session,
         compress_ms,
         question_ms: asked.ms,
-        decode_ms_per_token: if decoded.ms > 0.0 {
-            decoded.ms / steps as f64
-        } else {
-            0.0
-        },
         stored,
-        peak_bytes,
+        first_logprobs: log_softmax(&first_logits)?,
+        tokens: vec![argmax(&first_logits)?],
+        decode_ms: 0.0,
     })
+}
+
+impl Started<'_> {
+    /// The token the next step appends.
+    pub fn next(&self) -> u32 {
+        *self.tokens.last().expect("the first token")
+    }
+
+    /// What each decode forward must record for this request's decode hook (issue 4: the new
+    /// token's query for H2O's decode variant and `decoding`).
+    pub fn decode_needs(&self) -> ObservationNeeds {
+        self.request.method.decode_needs()
+    }
+
+    /// Done: an end token came, or `max_new_tokens` are generated.
+    pub fn finished(&self, engine: &Engine) -> bool {
+        self.tokens.len() >= self.request.max_new_tokens
+            || engine.loaded.tokenizer.eos_ids().contains(&self.next())
+    }
+
+    /// After a decode forward of [`next`](Self::next) took `step_ms`: the session's decode
+    /// hook with what the forward observed, timed, then the greedy token of `logits` (`[vocab]`
+    /// or `[1, vocab]`).
+    pub fn after_step(
+        &mut self,
+        engine: &Engine,
+        observations: &Observations,
+        logits: &Tensor,
+        step_ms: f64,
+    ) -> Result<()> {
+        let step = self.tokens.len();
+        let (session, budget) = (&mut self.session, &self.request.budget);
+        let ((), hook_ms) = timed(engine.device, || {
+            Ok(on_compressible_layers(
+                &mut self.cache,
+                observations,
+                |c, o| session.on_decode(c, step, o, budget),
+            )?)
+        })?;
+        self.decode_ms += step_ms + hook_ms;
+        self.tokens.push(argmax(logits)?);
+        Ok(())
+    }
+
+    /// The generation, end token dropped; `peak_bytes` is the device high-water mark the caller
+    /// measured over this request's work.
+    pub fn finish(mut self, engine: &Engine, peak_bytes: Option<u64>) -> Generation {
+        if engine.loaded.tokenizer.eos_ids().contains(&self.next()) {
+            self.tokens.pop();
+        }
+        let steps = self.tokens.len().saturating_sub(1).max(1);
+        Generation {
+            tokens: self.tokens,
+            first_logprobs: self.first_logprobs,
+            compress_ms: self.compress_ms,
+            question_ms: self.question_ms,
+            decode_ms_per_token: if self.decode_ms > 0.0 {
+                self.decode_ms / steps as f64
+            } else {
+                0.0
+            },
+            stored: self.stored,
+            peak_bytes,
+        }
+    }
 }
 
 /// The session's prefill hook on the compressible layers, timed.
@@ -153,51 +280,6 @@ fn compress(
         })?)
     })?;
     Ok(ms)
-}
-
-/// Greedy tokens (end token dropped) and the summed time of the decode forwards and hooks.
-struct Decoded {
-    tokens: Vec<u32>,
-    ms: f64,
-}
-
-/// Decode greedily from the question's logits until an end token or `max_new_tokens`, calling
-/// the session's decode hook after every forward.
-fn decode(
-    engine: &Engine,
-    cache: &mut KvCache,
-    first_logits: &Tensor,
-    session: &mut dyn Session,
-    request: &Request,
-) -> Result<Decoded> {
-    let eos = engine.loaded.tokenizer.eos_ids();
-    let method = request.method;
-    let mut next = argmax(first_logits)?;
-    let mut tokens = vec![next];
-    let mut ms = 0.0;
-    // Decode hooks (issue 4): each decode forward records what the method's decode hook needs
-    // (the new token's query for H2O's decode variant and `decoding`).
-    let decode_needs = method.decode_needs();
-    while tokens.len() < request.max_new_tokens && !eos.contains(&next) {
-        let Forward {
-            logits,
-            observations,
-            ms: step_ms,
-        } = engine.forward(&[next], cache, Logits::Last, decode_needs)?;
-        let step = tokens.len();
-        let ((), hook_ms) = timed(engine.device, || {
-            Ok(on_compressible_layers(cache, &observations, |c, o| {
-                session.on_decode(c, step, o, &request.budget)
-            })?)
-        })?;
-        ms += step_ms + hook_ms;
-        next = argmax(&logits.context("decode logits")?)?;
-        tokens.push(next);
-    }
-    if tokens.last().is_some_and(|t| eos.contains(t)) {
-        tokens.pop();
-    }
-    Ok(Decoded { tokens, ms })
 }
 
 /// Log-probabilities (f64) of a logits tensor of any shape, flattened.

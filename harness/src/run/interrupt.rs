@@ -1,4 +1,5 @@
-//! Ctrl-C during a run: the first one lets the record in flight finish and stops the run there
+//! Ctrl-C during a run: the first one lets the record(s) in flight finish (a batch of decoding runs
+//! finishes and writes all its records) and stops the run there
 //! (the caller says what was kept and how to resume); a second one stops at once. Records are
 //! appended one line at a time, so either way every finished record is kept.
 
@@ -28,7 +29,7 @@ pub fn install(resume: String) {
                 std::process::exit(130);
             }
             eprintln!(
-                "\ninterrupt: finishing the record in flight, then stopping (Ctrl-C again to \
+                "\ninterrupt: finishing the record(s) in flight, then stopping (Ctrl-C again to \
                  stop now; finished records are kept either way)"
             );
         });

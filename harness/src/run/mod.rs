@@ -6,8 +6,11 @@
 //!   prompt (prefill.rs)     tokens: context and question
 //!   for each split (query-agnostic, then query-aware when the grid has such runs):
 //!     prefill (prefill.rs)  the turn up to the split's cut, once, with full attention
+//!     for each method run of the split (the reference with the query-agnostic runs):
+//!       fork -> compress -> question (generate.rs)
+//!     decode all of them in lockstep, one batched step per token (lockstep.rs; or one after
+//!       another with `batch_decoding: false`)
 //!     for each method run of the split:
-//!       fork -> compress -> decode (generate.rs)   the reference once, then every other run
 //!       score   (score.rs)    task metric; agreement and first-token KL against the reference
 //!       record  (record.rs)   one results line, keyed so re-runs skip it
 //! ```
@@ -18,10 +21,13 @@
 mod access;
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
+mod batch_tests;
 mod cake;
 mod dry_run;
 mod generate;
 pub mod interrupt;
+mod lockstep;
 mod plan;
 mod prefill;
 mod progress;
@@ -43,7 +49,8 @@ use crate::loader::LoadedModel;
 use crate::scale::status::{ShardStatus, State};
 use crate::scale::{Claim, DirPolicy, Shard};
 
-use generate::{generate, Generation, Request};
+use generate::{Generation, Request};
+use lockstep::generate_all;
 use plan::{DatasetWork, PlannedRun, Role, RunPlan};
 use prefill::{Engine, Split, TurnPrompt};
 use record::{record_key, Outcome, RunFacts, TurnFacts};
@@ -185,6 +192,9 @@ pub fn run_claimed(
     let mut interrupted = false;
     let mut samples = || -> Result<()> {
         engine.warm_up(work.needs.union())?;
+        if plan.raw.batch_decoding {
+            lockstep::warm_up(&engine)?;
+        }
         for dataset in &work.datasets {
             for sample in &dataset.samples {
                 if interrupt::requested() {
@@ -365,34 +375,26 @@ impl SampleRunner<'_> {
             }
         }
         let needs = self.work.needs;
-        let shared = injected_oom(&turn.sample.id)
-            .and_then(|()| {
-                engine.prefill(
-                    &prompt,
-                    Split::QueryAgnostic,
-                    needs.of(Split::QueryAgnostic),
-                )
-            })
-            .and_then(|agnostic| {
-                let reference = generate(
-                    engine,
-                    &agnostic,
-                    &Request::reference(prompt.max_new_tokens),
-                )?;
-                Ok((agnostic, reference))
-            });
-        let (agnostic, reference) = match shared {
-            Ok(shared) => shared,
+        let agnostic = injected_oom(&turn.sample.id).and_then(|()| {
+            engine.prefill(
+                &prompt,
+                Split::QueryAgnostic,
+                needs.of(Split::QueryAgnostic),
+            )
+        });
+        let agnostic = match agnostic {
+            Ok(agnostic) => agnostic,
             // Nothing of this turn can run: every pending record fails with the reason.
-            Err(e) if is_oom(&e) => {
-                for (planned, key) in &pending {
-                    self.fail(turn, planned, key, &e)?;
-                }
-                return Ok(());
-            }
+            Err(e) if is_oom(&e) => return self.fail_all(turn, &pending, &e),
             Err(e) => return Err(e),
         };
-        self.split_runs(turn, &prompt, &agnostic, &reference, &pending)?;
+        // The reference decodes in the same batch as the split's compressed runs.
+        let mut generations = self.generate_split(&prompt, &agnostic, &pending, true)?;
+        let reference = match generations.remove(0) {
+            Ok(reference) => reference,
+            Err(e) => return self.fail_all(turn, &pending, &e),
+        };
+        self.split_runs(turn, &prompt, &agnostic, &reference, &pending, generations)?;
         drop(agnostic);
         if interrupt::requested() {
             return Ok(());
@@ -412,12 +414,51 @@ impl SampleRunner<'_> {
                     }
                     Err(e) => return Err(e),
                 };
-            self.split_runs(turn, &prompt, &aware, &reference, &pending)?;
+            let generations = self.generate_split(&prompt, &aware, &pending, false)?;
+            self.split_runs(turn, &prompt, &aware, &reference, &pending, generations)?;
         }
         Ok(())
     }
 
-    /// Generate, score and record every pending run of `prefilled`'s split.
+    /// Generate every pending compressed run of `prefilled`'s split (after the full-cache
+    /// reference when `with_reference`), batched unless the experiment turned batching off.
+    /// Slots hold each run's generation or its out-of-memory error.
+    fn generate_split(
+        &self,
+        prompt: &TurnPrompt,
+        prefilled: &prefill::Prefilled,
+        pending: &[(&PlannedRun, String)],
+        with_reference: bool,
+    ) -> Result<Vec<Result<Generation>>> {
+        let max_new_tokens = prompt.max_new_tokens;
+        let mut requests = Vec::new();
+        if with_reference {
+            requests.push(Request::reference(max_new_tokens));
+        }
+        requests.extend(
+            pending
+                .iter()
+                .filter(|(p, _)| {
+                    p.split() == prefilled.split && p.role == Role::Compressed && !self.reuses(p)
+                })
+                .map(|(p, _)| p.request(max_new_tokens)),
+        );
+        generate_all(
+            self.engine,
+            prefilled,
+            &requests,
+            self.facts.plan.raw.batch_decoding,
+        )
+    }
+
+    /// Whether `planned` gets its cache from the KV store (loaded or built by Cake) instead of
+    /// the shared prefill: such runs generate on their own, outside the batch.
+    fn reuses(&self, planned: &PlannedRun) -> bool {
+        planned.run.access.is_some() && self.store.is_some() && self.facts.plan.raw.reuse.is_some()
+    }
+
+    /// Score and record every pending run of `prefilled`'s split: the reference's record from
+    /// `reference`, the compressed runs' from `generations` (in `pending`'s order).
     fn split_runs(
         &mut self,
         turn: TurnRef,
@@ -425,6 +466,7 @@ impl SampleRunner<'_> {
         prefilled: &prefill::Prefilled,
         reference: &Generation,
         pending: &[(&PlannedRun, String)],
+        generations: Vec<Result<Generation>>,
     ) -> Result<()> {
         let engine = self.engine;
         let facts = TurnFacts {
@@ -432,6 +474,7 @@ impl SampleRunner<'_> {
             prompt,
             prefilled,
         };
+        let mut generations = generations.into_iter();
         for (planned, key) in pending.iter().filter(|(p, _)| p.split() == prefilled.split) {
             let own: Generation;
             let mut reuse = None;
@@ -460,13 +503,15 @@ impl SampleRunner<'_> {
                 },
                 (None, Role::Reference) => reference,
                 (None, Role::Compressed) => {
-                    match generate(engine, prefilled, &planned.request(prompt.max_new_tokens)) {
+                    match generations
+                        .next()
+                        .context("a generation per compressed run")?
+                    {
                         Ok(g) => own = g,
-                        Err(e) if is_oom(&e) => {
+                        Err(e) => {
                             self.fail(turn, planned, key, &e)?;
                             continue;
                         }
-                        Err(e) => return Err(e),
                     }
                     &own
                 }
@@ -482,11 +527,22 @@ impl SampleRunner<'_> {
             self.writer
                 .append(&record::build(&self.facts, &facts, outcome))?;
             self.written += 1;
+            // On Ctrl-C the split's generations are already done (they decoded as one batch):
+            // all their records are written, and the turn stops after this split.
             interrupt::record_written();
-            if interrupt::requested() {
-                // Ctrl-C: the record in flight is written; stop here.
-                return Ok(());
-            }
+        }
+        Ok(())
+    }
+
+    /// Every pending record of the turn fails with `e` (the run goes on).
+    fn fail_all(
+        &mut self,
+        turn: TurnRef,
+        pending: &[(&PlannedRun, String)],
+        e: &anyhow::Error,
+    ) -> Result<()> {
+        for (planned, key) in pending {
+            self.fail(turn, planned, key, e)?;
         }
         Ok(())
     }

@@ -74,6 +74,11 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// Queries per attention chunk of every forward of the run.
+    pub fn attention_chunk(&self) -> usize {
+        self.chunk
+    }
+
     /// One throw-away forward so the first sample's timings do not include one-off
     /// initialisation.
     pub fn warm_up(&self, needs: ObservationNeeds) -> Result<()> {

@@ -42,6 +42,8 @@ pub fn experiment_hash(plan: &Plan) -> String {
     let mut raw = serde_json::to_value(&plan.raw).expect("experiments serialize");
     if let Some(o) = raw.as_object_mut() {
         o.remove("device");
+        // Batched or one-by-one decoding gives the same records.
+        o.remove("batch_decoding");
     }
     let runs: Vec<serde_json::Value> = plan
         .runs
@@ -148,6 +150,31 @@ mod tests {
 
     fn plan(text: &str) -> Plan {
         Plan::parse(text, Path::new("e.yaml")).unwrap()
+    }
+
+    #[test]
+    fn batching_off_is_the_same_experiment() {
+        let batched = plan(EXP);
+        assert!(
+            batched.raw.batch_decoding,
+            "batched decoding is the default"
+        );
+        let overrides = crate::overrides::Overrides {
+            set: vec!["batch_decoding=false".into()],
+            ..Default::default()
+        };
+        let one_by_one = Plan::parse_with(EXP, Path::new("e.yaml"), &overrides).unwrap();
+        assert!(!one_by_one.raw.batch_decoding);
+        assert_eq!(experiment_hash(&batched), experiment_hash(&one_by_one));
+        // The default is not written out, so existing experiments serialize as before.
+        let raw = serde_json::to_value(&batched.raw).unwrap();
+        assert!(raw.get("batch_decoding").is_none(), "{raw}");
+        let e = Plan::parse(
+            &format!("{EXP}batch_decoding: sometimes\n"),
+            Path::new("e.yaml"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("batch_decoding"), "{e:#}");
     }
 
     #[test]

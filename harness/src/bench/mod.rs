@@ -5,8 +5,16 @@
 //! - decode time per token vs context length;
 //! - compression time per registered method (default parameters, ratio 0.5);
 //! - one sample end to end (prefill, compression, question, first + 7 decoded tokens);
-//! - prefill sharing: 8 method configs on one sample against one config;
+//! - prefill sharing: 8 method configs on one sample against one config, one after another
+//!   and batched (`batched.rs`);
+//! - batched decode: the step time of N sequences decoding together at one context length;
 //! - peak device memory of a full-cache prefill at the longest length.
+
+mod batched;
+mod render;
+
+pub use batched::BatchedDecodeTiming;
+pub use render::render;
 
 use anyhow::Result;
 use candle_core::Device;
@@ -16,9 +24,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::device::timed;
-use crate::loader::LoadedModel;
 use crate::memory;
-use crate::model::{argmax, ForwardOptions, Logits};
+use crate::model::{argmax, Decoder, ForwardOptions, Logits};
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -29,6 +36,12 @@ pub struct BenchOptions {
     pub repeats: usize,
     pub decode_steps: usize,
     pub attention_chunk: usize,
+    /// Skip the compression-time-per-method measurement.
+    pub skip_compression: bool,
+    /// Sequences decoding together in the batched decode measurement (0: skip it).
+    pub batch_sequences: usize,
+    /// Context length of each sequence in the batched decode measurement.
+    pub batch_context: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -70,6 +83,13 @@ pub struct BenchReport {
     pub sharing_one_config_ms: f64,
     pub sharing_eight_configs_ms: f64,
     pub sharing_ratio: f64,
+    /// The 8 configurations through the batched path (`kvbench run`'s default): shared
+    /// prefill, each compresses and asks, then all decode in lockstep.
+    pub sharing_batched_eight_configs_ms: f64,
+    /// `sharing_batched_eight_configs_ms / sharing_one_config_ms`.
+    pub sharing_batched_ratio: f64,
+    /// Step time of `batch_sequences` sequences decoding together (None when skipped).
+    pub batched_decode: Option<BatchedDecodeTiming>,
     /// Peak of a full-cache prefill at the longest length, against weights + 2 x KV + 512 MiB.
     pub peak_full_longest: Option<PeakCheck>,
 }
@@ -96,7 +116,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 struct Bench<'a> {
-    loaded: &'a LoadedModel,
+    model: &'a Decoder,
     device: &'a Device,
     opts: &'a BenchOptions,
     rng: rand::rngs::StdRng,
@@ -104,7 +124,7 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn tokens(&mut self, n: usize) -> Vec<u32> {
-        let vocab = self.loaded.model.config().vocab_size as u32;
+        let vocab = self.model.config().vocab_size as u32;
         (0..n).map(|_| self.rng.gen_range(100..vocab)).collect()
     }
 
@@ -120,7 +140,7 @@ impl Bench<'_> {
             observe,
             attention_chunk: self.opts.attention_chunk,
         };
-        let out = self.loaded.model.forward(ids, cache, &o)?;
+        let out = self.model.forward(ids, cache, &o)?;
         Ok((out.logits, out.observations))
     }
 
@@ -129,7 +149,7 @@ impl Bench<'_> {
         // Warm-up at this length (kernels, allocator).
         self.fwd(
             &ids,
-            &mut self.loaded.model.new_cache(),
+            &mut self.model.new_cache(),
             Logits::Last,
             ObservationNeeds::default(),
         )?;
@@ -137,7 +157,7 @@ impl Bench<'_> {
         let mut peak = None;
         let mut kv_bytes = 0;
         for _ in 0..self.opts.repeats {
-            let mut cache = self.loaded.model.new_cache();
+            let mut cache = self.model.new_cache();
             memory::reset_peak(self.device);
             let (_, ms) = timed(self.device, || {
                 self.fwd(&ids, &mut cache, Logits::Last, ObservationNeeds::default())
@@ -160,7 +180,7 @@ impl Bench<'_> {
 
     fn decode(&mut self, len: usize) -> Result<LengthTiming> {
         let ids = self.tokens(len);
-        let mut cache = self.loaded.model.new_cache();
+        let mut cache = self.model.new_cache();
         let (logits, _) = self.fwd(&ids, &mut cache, Logits::Last, ObservationNeeds::default())?;
         let mut next = argmax(&logits.expect("last logits"))?;
         let mut times = Vec::new();
@@ -224,7 +244,7 @@ impl Bench<'_> {
         let mut times = Vec::new();
         for rep in 0..self.opts.repeats + 1 {
             let ((), ms) = timed(self.device, || {
-                let mut cache = self.loaded.model.new_cache();
+                let mut cache = self.model.new_cache();
                 let (_, obs) = self.fwd(&ctx, &mut cache, Logits::None, needs)?;
                 for (m, b) in methods {
                     self.answer(&cache, &obs, &question, m.as_ref(), b)?;
@@ -251,7 +271,7 @@ impl Bench<'_> {
             .iter()
             .fold(ObservationNeeds::default(), |a, m| a.union(m.needs()));
         let ids = self.tokens(self.opts.sample_length);
-        let mut cache = self.loaded.model.new_cache();
+        let mut cache = self.model.new_cache();
         let (_, obs) = self.fwd(&ids, &mut cache, Logits::None, needs)?;
         let budget = Budget::CompressionRatio(0.5);
         let mut out = Vec::new();
@@ -296,13 +316,13 @@ impl Bench<'_> {
 }
 
 pub fn run(
-    loaded: &LoadedModel,
+    model: &Decoder,
     device: &Device,
     model_name: &str,
     opts: &BenchOptions,
 ) -> Result<BenchReport> {
     let mut b = Bench {
-        loaded,
+        model,
         device,
         opts,
         rng: rand::rngs::StdRng::seed_from_u64(0),
@@ -318,7 +338,11 @@ pub fn run(
         decode.push(b.decode(len)?);
     }
     eprintln!("compression per method at {} tokens", opts.sample_length);
-    let (mut compression, skipped_methods) = b.compression()?;
+    let (mut compression, skipped_methods) = if opts.skip_compression {
+        (Vec::new(), vec!["all: --skip-compression".to_string()])
+    } else {
+        b.compression()?
+    };
     if let Some(p) = prefill
         .iter()
         .find(|p| p.context_tokens == opts.sample_length)
@@ -337,13 +361,22 @@ pub fn run(
     let one = b.sample(&[streaming(0.5)])?;
     let eight: Vec<_> = (1..=8).map(|i| streaming(i as f64 / 10.0)).collect();
     let eight_ms = b.sample(&eight)?;
+    let eight_batched_ms = b.sample_batched(&eight)?;
+    let batched_decode = if opts.batch_sequences > 0 {
+        eprintln!(
+            "batched decode: {} sequences at {} tokens",
+            opts.batch_sequences, opts.batch_context
+        );
+        Some(b.batched_decode(opts.batch_sequences, opts.batch_context)?)
+    } else {
+        None
+    };
     let peak_full_longest = prefill
         .iter()
         .max_by_key(|p| p.context_tokens)
         .and_then(|p| {
             p.peak_device_bytes.map(|peak| {
-                let budget =
-                    (loaded.model.weight_bytes() + 2 * p.kv_bytes + 512 * 1024 * 1024) as u64;
+                let budget = (model.weight_bytes() + 2 * p.kv_bytes + 512 * 1024 * 1024) as u64;
                 PeakCheck {
                     context_tokens: p.context_tokens,
                     peak_device_bytes: peak,
@@ -355,8 +388,8 @@ pub fn run(
     Ok(BenchReport {
         device: crate::device::label(device),
         model: model_name.to_string(),
-        dtype: format!("{:?}", loaded.model.dtype()),
-        weight_bytes: loaded.model.weight_bytes(),
+        dtype: format!("{:?}", model.dtype()),
+        weight_bytes: model.weight_bytes(),
         prefill,
         decode,
         compression,
@@ -365,73 +398,9 @@ pub fn run(
         sharing_one_config_ms: one,
         sharing_eight_configs_ms: eight_ms,
         sharing_ratio: eight_ms / one,
+        sharing_batched_eight_configs_ms: eight_batched_ms,
+        sharing_batched_ratio: eight_batched_ms / one,
+        batched_decode,
         peak_full_longest,
     })
-}
-
-/// The report as a plain-text table.
-pub fn render(r: &BenchReport) -> String {
-    let mib =
-        |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1048576.0));
-    let mut s = format!(
-        "kvbench bench — {} on {} ({}), weights {:.0} MiB\n\n",
-        r.model,
-        r.device,
-        r.dtype,
-        r.weight_bytes as f64 / 1048576.0
-    );
-    s += "prefill\n  tokens   median_ms   min_ms   tokens/s   peak_MiB   kv_MiB\n";
-    for p in &r.prefill {
-        s += &format!(
-            "  {:>6}   {:>9.2}   {:>6.2}   {:>8.0}   {:>8}   {:>6.1}\n",
-            p.context_tokens,
-            p.median_ms,
-            p.min_ms,
-            p.tokens_per_s,
-            mib(p.peak_device_bytes),
-            p.kv_bytes as f64 / 1048576.0
-        );
-    }
-    s += "decode (per token)\n  context  median_ms   min_ms   tokens/s   peak_MiB\n";
-    for p in &r.decode {
-        s += &format!(
-            "  {:>6}   {:>9.3}   {:>6.3}   {:>8.0}   {:>8}\n",
-            p.context_tokens,
-            p.median_ms,
-            p.min_ms,
-            p.tokens_per_s,
-            mib(p.peak_device_bytes)
-        );
-    }
-    s += "compression at ratio 0.5\n  method               median_ms   %prefill   achieved_ratio   peak_MiB\n";
-    for m in &r.compression {
-        let pct = m
-            .prefill_percent
-            .map_or("-".to_string(), |p| format!("{p:.1}"));
-        s += &format!(
-            "  {:<20} {:>9.3}   {:>8}   {:>14.3}   {:>8}\n",
-            m.method,
-            m.median_ms,
-            pct,
-            m.achieved_ratio,
-            mib(m.peak_device_bytes)
-        );
-    }
-    for m in &r.skipped_methods {
-        s += &format!("  skipped: {m}\n");
-    }
-    s += &format!(
-        "one sample end to end: {:.2} ms\nprefill sharing: 8 configs {:.2} ms vs 1 config {:.2} ms = {:.2}x\n",
-        r.end_to_end_ms, r.sharing_eight_configs_ms, r.sharing_one_config_ms, r.sharing_ratio
-    );
-    if let Some(p) = &r.peak_full_longest {
-        s += &format!(
-            "peak memory, full cache at {} tokens: {:.0} MiB (budget weights + 2 x KV + 512 MiB = {:.0} MiB): {}\n",
-            p.context_tokens,
-            p.peak_device_bytes as f64 / 1048576.0,
-            p.budget_bytes as f64 / 1048576.0,
-            if p.within_budget { "within" } else { "over" }
-        );
-    }
-    s
 }
