@@ -7,6 +7,7 @@
 set -uo pipefail
 bash scripts/device/stage.sh >/dev/null
 source scripts/device/setup.sh
+set +e  # setup.sh sets -e; a killed holder's `wait` status must not end the loop
 OUT=${OUT:-/tmp/oom}
 mkdir -p "$OUT"
 cat > /tmp/oom.yaml <<'YAML'

@@ -301,6 +301,20 @@ struct SampleRunner<'a> {
     store: Option<crate::kv_store::KvStore>,
 }
 
+/// An error's text without the backtrace candle appends to device errors when `RUST_BACKTRACE`
+/// is set (numbered frame lines and their `at` lines): a failed record keeps the reason only.
+fn without_backtrace(text: &str) -> String {
+    let frame = |l: &str| {
+        let t = l.trim_start();
+        let numbered = t
+            .split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        l.starts_with(' ') && (numbered || t.starts_with("at "))
+    };
+    let kept: Vec<&str> = text.lines().filter(|l| !frame(l)).collect();
+    kept.join("\n").trim_end().to_string()
+}
+
 /// A device out of memory: the work of this sample fails, the run goes on.
 fn is_oom(e: &anyhow::Error) -> bool {
     let text = format!("{e:#}").to_ascii_lowercase();
@@ -555,7 +569,7 @@ impl SampleRunner<'_> {
         key: &str,
         e: &anyhow::Error,
     ) -> Result<()> {
-        let reason = format!("{e:#}");
+        let reason = without_backtrace(&format!("{e:#}"));
         eprintln!(
             "warning: sample `{}` (dataset `{}`, turn {}), {}: failed: {reason}; recorded as \
              failed, the run goes on",
