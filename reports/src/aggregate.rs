@@ -110,12 +110,25 @@ impl Config {
 /// Names each (method, parameters) pair: the bare method name when the method ran with one set of
 /// parameters, else the name with the parameters that vary (`streaming_llm(sinks=8)`).
 pub fn method_labels(records: &[Record]) -> HashMap<(String, String), String> {
+    let params: Vec<String> = records
+        .iter()
+        .map(|r| r.method_params.to_string())
+        .collect();
+    method_labels_of(
+        records
+            .iter()
+            .map(|r| r.method.as_str())
+            .zip(params.iter().map(String::as_str)),
+    )
+}
+
+/// [`method_labels`] from (method, parameters as JSON text) pairs, as a results frame holds them.
+pub fn method_labels_of<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> HashMap<(String, String), String> {
     let mut params: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for r in records {
-        params
-            .entry(&r.method)
-            .or_default()
-            .insert(r.method_params.to_string());
+    for (method, p) in pairs {
+        params.entry(method).or_default().insert(p.to_string());
     }
     let mut out = HashMap::new();
     for (method, sets) in params {
@@ -246,15 +259,38 @@ pub struct Aggregate {
 pub type Groups<'a> = BTreeMap<(String, String, Config), Vec<&'a Record>>;
 
 pub fn group<'a>(records: &'a [Record], configs: &Configs) -> Groups<'a> {
+    use polars::prelude::{Column, DataFrame};
+    let of: Vec<Config> = records.iter().map(|r| configs.of(r)).collect();
+    let column = |name: &str, f: &dyn Fn(usize) -> String| {
+        Column::new(
+            name.into(),
+            (0..records.len()).map(f).collect::<Vec<String>>(),
+        )
+    };
+    let df = DataFrame::new(
+        records.len(),
+        vec![
+            column("dataset", &|i| records[i].dataset.clone()),
+            column("task", &|i| records[i].task.clone()),
+            column("config", &|i| of[i].identity()),
+        ],
+    )
+    .expect("three columns of one length");
+    let rows = crate::frame::group_rows(&df, &["dataset", "task", "config"])
+        .expect("grouping string columns");
     let mut groups: Groups = BTreeMap::new();
-    for r in records {
-        groups
-            .entry((r.dataset.clone(), r.task.clone(), configs.of(r)))
-            .or_default()
-            .push(r);
-    }
-    for rs in groups.values_mut() {
+    for idx in rows {
+        let first = &records[idx[0]];
+        let mut rs: Vec<&Record> = idx.iter().map(|&i| &records[i]).collect();
         rs.sort_by(|a, b| (&a.sample_id, a.turn, &a.key).cmp(&(&b.sample_id, b.turn, &b.key)));
+        groups.insert(
+            (
+                first.dataset.clone(),
+                first.task.clone(),
+                of[idx[0]].clone(),
+            ),
+            rs,
+        );
     }
     groups
 }
@@ -487,7 +523,7 @@ fn pairs(rs: &[&Record], bs: &[&Record], m: Metric) -> Vec<(f64, f64)> {
 }
 
 /// Differences of one task: paired where at least one (sample, turn) matches, else unpaired.
-fn compare(
+pub(crate) fn compare(
     rs: &[&Record],
     bs: &[&Record],
     id: &str,
