@@ -10,6 +10,7 @@ pub mod compare;
 pub mod filter;
 pub mod frame;
 pub mod html;
+pub mod labels;
 pub mod merge;
 pub mod metric;
 pub mod plots;
