@@ -14,7 +14,7 @@ use kvbench::overrides::Overrides;
 use scale_cli::{parse_shard, Scale, SlurmArgs};
 
 mod cli;
-use cli::summary::{print_report, report_options, summarize_and_report};
+use cli::summary::summarize_and_report;
 
 #[derive(Parser)]
 #[command(
@@ -68,32 +68,13 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Tables, plots and report.html from one or more runs (shards and runs merge; a record key
-    /// seen twice counts once).
-    Report {
-        /// Run directories (every results*.jsonl in them) or results files.
-        #[arg(required = true)]
-        runs: Vec<PathBuf>,
-        /// Where to write report.html, tables/ and plots/ (default: the run directory when one is
-        /// given).
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// Method the deltas compare against.
-        #[arg(long, default_value = "full")]
-        baseline: String,
-        /// Published numbers to put beside ours (CSV: source,model,dataset,task,method,budget,score).
-        #[arg(long)]
-        compare: Option<PathBuf>,
-        /// Bootstrap seed (intervals are reproducible for a seed).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Bootstrap resamples per interval.
-        #[arg(long, default_value_t = 2000)]
-        resamples: usize,
-        /// Page title (default: the experiment names).
-        #[arg(long)]
-        title: Option<String>,
-    },
+    /// Tables, plots, results.parquet and report.html from one or more runs (shards merge; runs
+    /// of the same samples go side by side unless --merge).
+    Report(cli::report::ReportArgs),
+    /// Run B against run A, cell by cell: differences with their intervals.
+    Compare(cli::report::CompareArgs),
+    /// Every record of one sample: predictions, answers, scores, and how to see its prompt.
+    Show(cli::report::ShowArgs),
     /// Write an sbatch script running the experiment as a Slurm job array, one shard per task,
     /// into one shared output directory.
     Slurm(SlurmArgs),
@@ -273,38 +254,9 @@ fn other_command(command: Command) -> Result<()> {
             print!("{}", kvbench::scale::status::render(&dir)?);
             Ok(())
         }
-        Command::Report {
-            runs,
-            output,
-            baseline,
-            compare,
-            seed,
-            resamples,
-            title,
-        } => {
-            if let Some(missing) = runs.iter().find(|p| !p.exists()) {
-                anyhow::bail!(
-                    "{}: no such run directory or results file",
-                    missing.display()
-                );
-            }
-            let output = match output {
-                Some(o) => o,
-                None if runs.len() == 1 && runs[0].is_dir() => runs[0].clone(),
-                None => anyhow::bail!("several runs (or a results file) given: name the report directory with --output DIR"),
-            };
-            let mut opts = report_options(&output);
-            opts.baseline = baseline;
-            opts.compare = compare;
-            opts.bootstrap = kvbench_reports::bootstrap::BootstrapConfig {
-                seed,
-                resamples: resamples.max(1),
-            };
-            opts.title = title;
-            let outcome = kvbench_reports::report(&runs, &opts)?;
-            print_report(&outcome);
-            Ok(())
-        }
+        Command::Report(args) => cli::report::report(args),
+        Command::Compare(args) => cli::report::compare(args),
+        Command::Show(args) => cli::report::show(args),
         Command::Validate {
             experiment,
             overrides,

@@ -1,5 +1,7 @@
-//! The report merge at scale (issue 20 item 6): generated records spread over shard files, read
-//! and merged by `load_runs` (parse, deduplicate by key) and summarized, timed on one thread.
+//! The report merge at scale (issues 16 and 20): generated records spread over shard files, read
+//! and merged straight into a polars frame by `load_frame` (parse, deduplicate by key, columns
+//! without holding records) and summarized by one polars group-by (`summarize_frame`), timed on
+//! one thread (`POLARS_MAX_THREADS=1` is set here) with the process's peak resident memory.
 //!
 //! ```text
 //! cargo bench -p kvbench-reports --bench merge                    # 1,000,000 records: 100 and 10,000 shards
@@ -99,7 +101,19 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// The process's peak resident memory (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1000.0)
+}
+
 fn main() {
+    // One core, as the README's figure states (set before polars starts its thread pool).
+    std::env::set_var("POLARS_MAX_THREADS", "1");
     let nums: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     let n = nums.first().copied().unwrap_or(1_000_000);
     let shard_counts = if nums.len() > 1 {
@@ -115,18 +129,20 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         let bytes = generate(&dir, n, shards);
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        let merged = kvbench_reports::merge::load_runs(std::slice::from_ref(&dir)).unwrap();
+        let merged = kvbench_reports::merge::load_frame(std::slice::from_ref(&dir)).unwrap();
         let (merge_s, merge_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
-        assert_eq!(merged.records.len(), n);
+        assert_eq!(merged.frame.height(), n);
+        assert!(merged.problems.is_empty(), "{:?}", &merged.problems[..1]);
         let (t1, c1) = (Instant::now(), cpu_seconds());
-        let rows = kvbench_reports::summarize(&merged.records);
+        let rows = kvbench_reports::summarize_frame(&merged.frame).unwrap();
         let (summary_s, summary_cpu) = (t1.elapsed().as_secs_f64(), cpu_seconds() - c1);
         println!(
-            "merge: {n} records ({:.0} MB) in {shards} file(s): read+parse+dedup {merge_s:.2} s wall / {merge_cpu:.2} s CPU, summary {summary_s:.2} s wall / {summary_cpu:.2} s CPU ({} rows), total {:.2} s wall / {:.2} s CPU",
+            "merge: {n} records ({:.0} MB) in {shards} file(s): read+parse+dedup into a polars frame {merge_s:.2} s wall / {merge_cpu:.2} s CPU, summary group-by {summary_s:.2} s wall / {summary_cpu:.2} s CPU ({} rows), total {:.2} s wall / {:.2} s CPU, peak RSS {:.0} MB",
             bytes as f64 / 1e6,
             rows.len(),
             merge_s + summary_s,
-            merge_cpu + summary_cpu
+            merge_cpu + summary_cpu,
+            peak_rss_mb()
         );
         drop(merged);
         std::fs::remove_dir_all(&dir).unwrap();

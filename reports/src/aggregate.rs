@@ -9,6 +9,7 @@ use crate::bootstrap::{
     cell_seed, macro_average, mean_ci, paired_difference, unpaired_difference, BootstrapConfig,
     Estimate,
 };
+pub use crate::labels::{method_labels, method_labels_of};
 pub use crate::metric::Metric;
 use crate::Record;
 
@@ -105,48 +106,6 @@ impl Config {
             self.model, self.method, self.budget.label, self.query_aware
         )
     }
-}
-
-/// Names each (method, parameters) pair: the bare method name when the method ran with one set of
-/// parameters, else the name with the parameters that vary (`streaming_llm(sinks=8)`).
-pub fn method_labels(records: &[Record]) -> HashMap<(String, String), String> {
-    let mut params: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for r in records {
-        params
-            .entry(&r.method)
-            .or_default()
-            .insert(r.method_params.to_string());
-    }
-    let mut out = HashMap::new();
-    for (method, sets) in params {
-        for p in &sets {
-            let label = if sets.len() == 1 {
-                method.to_string()
-            } else {
-                let parsed: serde_json::Value = serde_json::from_str(p).unwrap_or_default();
-                let varying: Vec<String> = parsed
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .filter(|(k, v)| {
-                                sets.iter().any(|q| {
-                                    serde_json::from_str::<serde_json::Value>(q)
-                                        .ok()
-                                        .and_then(|q| q.get(k.as_str()).cloned())
-                                        .as_ref()
-                                        != Some(v)
-                                })
-                            })
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                format!("{method}({})", varying.join(","))
-            };
-            out.insert((method.to_string(), p.clone()), label);
-        }
-    }
-    out
 }
 
 /// Sorts records into configurations.
@@ -246,15 +205,38 @@ pub struct Aggregate {
 pub type Groups<'a> = BTreeMap<(String, String, Config), Vec<&'a Record>>;
 
 pub fn group<'a>(records: &'a [Record], configs: &Configs) -> Groups<'a> {
+    use polars::prelude::{Column, DataFrame};
+    let of: Vec<Config> = records.iter().map(|r| configs.of(r)).collect();
+    let column = |name: &str, f: &dyn Fn(usize) -> String| {
+        Column::new(
+            name.into(),
+            (0..records.len()).map(f).collect::<Vec<String>>(),
+        )
+    };
+    let df = DataFrame::new(
+        records.len(),
+        vec![
+            column("dataset", &|i| records[i].dataset.clone()),
+            column("task", &|i| records[i].task.clone()),
+            column("config", &|i| of[i].identity()),
+        ],
+    )
+    .expect("three columns of one length");
+    let rows = crate::frame::group_rows(&df, &["dataset", "task", "config"])
+        .expect("grouping string columns");
     let mut groups: Groups = BTreeMap::new();
-    for r in records {
-        groups
-            .entry((r.dataset.clone(), r.task.clone(), configs.of(r)))
-            .or_default()
-            .push(r);
-    }
-    for rs in groups.values_mut() {
+    for idx in rows {
+        let first = &records[idx[0]];
+        let mut rs: Vec<&Record> = idx.iter().map(|&i| &records[i]).collect();
         rs.sort_by(|a, b| (&a.sample_id, a.turn, &a.key).cmp(&(&b.sample_id, b.turn, &b.key)));
+        groups.insert(
+            (
+                first.dataset.clone(),
+                first.task.clone(),
+                of[idx[0]].clone(),
+            ),
+            rs,
+        );
     }
     groups
 }
@@ -487,7 +469,7 @@ fn pairs(rs: &[&Record], bs: &[&Record], m: Metric) -> Vec<(f64, f64)> {
 }
 
 /// Differences of one task: paired where at least one (sample, turn) matches, else unpaired.
-fn compare(
+pub(crate) fn compare(
     rs: &[&Record],
     bs: &[&Record],
     id: &str,

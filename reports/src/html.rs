@@ -65,6 +65,15 @@ figcaption{color:#444;font-size:14px;max-width:1100px}
 .warn{background:#fff4e5;border-left:4px solid #e69f00;padding:6px 12px}
 pre{background:#f6f6f6;padding:10px;overflow-x:auto;font-size:13px}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dl.facts dt{font-weight:600}dl.facts dd{margin:0}
+@page{size:A4 landscape;margin:8mm}
+@media print{
+main{max-width:none;padding:0}nav{display:none}
+.scroll{overflow:visible;max-height:none;border:none}
+table{width:100%;table-layout:auto;font-size:7pt;margin:.3em 0}
+th,td{white-space:normal;overflow-wrap:anywhere;padding:1px 3px}
+th{position:static}thead{display:table-header-group}tr{break-inside:avoid}
+figure{break-inside:avoid}h2{break-after:avoid}
+}
 ";
 
 fn table_html(t: &Table, out: &mut String) {
@@ -323,6 +332,22 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_tables_wrap_when_printed_instead_of_scrolling_out_of_the_page() {
+        let print = &STYLE[STYLE.find("@media print").expect("a print style")..];
+        // The screen's scroll box would cut columns off a printed page: printing lifts it, lets
+        // cells wrap and shrinks the type.
+        for rule in [
+            "overflow:visible",
+            "max-height:none",
+            "white-space:normal",
+            "width:100%",
+        ] {
+            assert!(print.contains(rule), "print CSS lacks {rule}");
+        }
+        assert!(STYLE.contains("size:A4 landscape"));
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

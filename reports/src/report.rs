@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::aggregate::{aggregate, Aggregate};
 use crate::bootstrap::BootstrapConfig;
 use crate::html::{render, PageInfo};
-use crate::merge::{load_runs, Duplicate, Merged};
+use crate::merge::{Duplicate, Merged};
 use crate::plots::{figures, PlotFile};
 use crate::tables::{self, Table};
 use crate::{Record, ResultsError};
@@ -38,6 +38,16 @@ pub enum ReportError {
     Plot { plot: String, message: String },
     #[error("writing {path}: {message}")]
     Parquet { path: PathBuf, message: String },
+    #[error("--baseline {baseline}: no records of method `{baseline}` in these runs (methods: {methods}); name one of those")]
+    UnknownBaseline { baseline: String, methods: String },
+    #[error("--where {field}=...: `{field}` is not a field to filter on; use one of {fields}")]
+    UnknownField { field: String, fields: String },
+    #[error("--where {filter}: no records match (values of `{field}` in these runs: {values})")]
+    NoMatch {
+        filter: String,
+        field: String,
+        values: String,
+    },
     #[error("{path} line {line}: {message}")]
     Compare {
         path: PathBuf,
@@ -57,6 +67,15 @@ pub struct ReportOptions {
     pub title: Option<String>,
     /// Version and commit of the kvbench binary writing the report.
     pub generator: String,
+    /// Whether the baseline was named by the user: then a baseline no record ran is an error
+    /// (the default `full` of a run without it only leaves the deltas out).
+    pub baseline_required: bool,
+    /// `--where FIELD=V1,V2`: keep records whose field is one of the values (every filter must
+    /// hold); see [`crate::filter`].
+    pub filters: Vec<crate::filter::Filter>,
+    /// Several inputs are shards of one run: merge them even where they overlap (see
+    /// [`crate::runs`]); else overlapping runs are reported side by side.
+    pub merge: bool,
 }
 
 impl ReportOptions {
@@ -68,6 +87,9 @@ impl ReportOptions {
             compare: None,
             title: None,
             generator: format!("kvbench-reports {}", env!("CARGO_PKG_VERSION")),
+            baseline_required: false,
+            filters: Vec::new(),
+            merge: false,
         }
     }
 }
@@ -85,6 +107,12 @@ pub struct TableFiles {
 #[derive(Debug)]
 pub struct ReportOutcome {
     pub html: PathBuf,
+    /// Every merged record (failed ones included), typed and flat, for polars or pandas.
+    pub parquet: PathBuf,
+    /// Lines of the results files skipped or warned about, by file and line.
+    pub problems: Vec<crate::Problem>,
+    /// How several inputs were combined (merged, or side by side).
+    pub combined: crate::runs::Combined,
     pub tables: Vec<TableFiles>,
     pub plots: Vec<PlotFile>,
     /// Plots left out, with the reason (no needle records, ...).
@@ -99,8 +127,10 @@ pub struct ReportOutcome {
 
 /// Read the runs named by `inputs` and write the report.
 pub fn report(inputs: &[PathBuf], opts: &ReportOptions) -> Result<ReportOutcome, ReportError> {
-    let merged = load_runs(inputs)?;
-    write_report(&merged, opts)
+    let (merged, combined) = crate::runs::load_inputs(inputs, opts.merge)?;
+    let mut outcome = write_report(&merged, opts)?;
+    outcome.combined = combined;
+    Ok(outcome)
 }
 
 /// The tables of a merged set of records (what [`write_report`] writes).
@@ -153,23 +183,6 @@ fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), ReportError> {
 }
 
 pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutcome, ReportError> {
-    // Failed records (a device out of memory, ...) hold no measurement: counted, left out.
-    let failed = merged.records.iter().filter(|r| r.is_failed()).count();
-    let succeeded;
-    let merged = if failed > 0 {
-        succeeded = Merged {
-            records: merged
-                .records
-                .iter()
-                .filter(|r| !r.is_failed())
-                .cloned()
-                .collect(),
-            ..merged.clone()
-        };
-        &succeeded
-    } else {
-        merged
-    };
     if merged.records.is_empty() {
         let names: Vec<String> = merged
             .sources
@@ -177,6 +190,51 @@ pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutco
             .map(|s| s.results.display().to_string())
             .collect();
         return Err(ReportError::Empty(names.join(", ")));
+    }
+    let filtered;
+    let merged = if opts.filters.is_empty() {
+        merged
+    } else {
+        filtered = crate::filter::apply(merged, &opts.filters)?;
+        &filtered
+    };
+    for d in [&opts.output] {
+        std::fs::create_dir_all(d).map_err(|source| ReportError::Io {
+            op: "creating",
+            path: d.clone(),
+            source,
+        })?;
+    }
+    let parquet = opts.output.join("results.parquet");
+    let bytes = crate::frame::parquet_frame(&crate::frame::records_frame(&merged.records))
+        .and_then(|mut df| crate::frame::to_parquet(&mut df))
+        .map_err(|e| ReportError::Parquet {
+            path: parquet.clone(),
+            message: e.to_string(),
+        })?;
+    write(&parquet, bytes)?;
+    // Failed records (a device out of memory, ...) hold no measurement: counted, left out.
+    let failed = merged.records.iter().filter(|r| r.is_failed()).count();
+    let succeeded;
+    let merged = if failed > 0 {
+        succeeded = merged.retain(|r| !r.is_failed());
+        &succeeded
+    } else {
+        merged
+    };
+    if merged.records.is_empty() {
+        return Err(ReportError::Empty(format!(
+            "{} (all {failed} record(s) failed: see their `error`)",
+            opts.output.display()
+        )));
+    }
+    if opts.baseline_required && !merged.records.iter().any(|r| r.method == opts.baseline) {
+        let methods: std::collections::BTreeSet<&str> =
+            merged.records.iter().map(|r| r.method.as_str()).collect();
+        return Err(ReportError::UnknownBaseline {
+            baseline: opts.baseline.clone(),
+            methods: methods.into_iter().collect::<Vec<_>>().join(", "),
+        });
     }
     let table_dir = opts.output.join("tables");
     let plot_dir = opts.output.join("plots");
@@ -200,8 +258,8 @@ pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutco
             latex: table_dir.join(format!("{}.tex", t.name)),
         };
         write(&files.markdown, tables::markdown::to_markdown(t))?;
-        write(&files.csv, tables::csv::to_csv(t))?;
-        let parquet = tables::parquet::to_parquet(t).map_err(|e| ReportError::Parquet {
+        write(&files.csv, tables::frame::to_csv(t))?;
+        let parquet = tables::frame::to_parquet(t).map_err(|e| ReportError::Parquet {
             path: files.parquet.clone(),
             message: e.to_string(),
         })?;
@@ -240,6 +298,9 @@ pub fn write_report(merged: &Merged, opts: &ReportOptions) -> Result<ReportOutco
     )?;
     Ok(ReportOutcome {
         html,
+        parquet,
+        problems: merged.problems.clone(),
+        combined: crate::runs::Combined::Merged,
         tables,
         plots,
         skipped_plots,

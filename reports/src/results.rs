@@ -58,6 +58,96 @@ pub fn read_results(path: &Path) -> Result<Vec<Record>, ResultsError> {
     Ok(out)
 }
 
+/// A line of a results file that was skipped, or that a reader should know about; reading
+/// goes on past it, so the good lines are still used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub path: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong and what to do, in a sentence.
+    pub message: String,
+    /// Whether the line's record was left out (else it was used, with this warning).
+    pub skipped: bool,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} line {}: {}{}",
+            self.path.display(),
+            self.line,
+            self.message,
+            if self.skipped { " (line skipped)" } else { "" }
+        )
+    }
+}
+
+/// Read every record of a results file, going past bad lines: `each(line, record)` gets the good
+/// ones, the returned problems name the others by line: a final line without its newline (a
+/// killed run's), a line of a kvbench version whose records this one cannot read, any other
+/// malformed line. A missing file has no records.
+pub fn scan_results(
+    path: &Path,
+    mut each: impl FnMut(usize, Record),
+) -> Result<Vec<Problem>, ResultsError> {
+    use std::io::BufRead;
+    let io = |source| ResultsError::Io {
+        op: "reading",
+        path: path.into(),
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io(source)),
+    };
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut problems = Vec::new();
+    let problem = |line: usize, message: String| Problem {
+        path: path.into(),
+        line,
+        message,
+        skipped: true,
+    };
+    for i in 1.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            problems.push(problem(
+                i,
+                "incomplete last line (a run killed while writing it); resuming the run rewrites it"
+                    .into(),
+            ));
+            break;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(r) => each(i, r),
+            Err(e) => {
+                let version = serde_json::from_slice::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("kvbench_version")?.as_str().map(String::from));
+                let ours = env!("CARGO_PKG_VERSION");
+                let message = match version {
+                    Some(v) if v != ours => format!(
+                        "a record of kvbench {v}, which kvbench {ours} cannot read ({e}); report it with kvbench {v}, or re-run those samples"
+                    ),
+                    _ => format!("not a kvbench record ({e}); remove the line or re-run with --fresh"),
+                };
+                problems.push(problem(i, message));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// Appends records to a `results.jsonl`, one complete line per `write` call, fsynced after every
 /// record (so at least per sample), so a run killed at any moment keeps every line it finished.
 pub struct ResultsWriter {
@@ -168,6 +258,37 @@ mod tests {
             .map(|r| r.key)
             .collect();
         assert_eq!(keys, vec!["a", "b"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_lines_are_reported_by_line_and_good_lines_kept() {
+        let dir = std::env::temp_dir().join(format!("kvbench-results-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.jsonl");
+        let good = serde_json::to_string(&record("a")).unwrap();
+        let other = r#"{"kvbench_version": "0.0.1-old", "key": "x"}"#;
+        std::fs::write(&path, format!("{good}\nnot json\n{other}\n{good}\n{{\"exp")).unwrap();
+        let mut lines = Vec::new();
+        let problems = scan_results(&path, |i, _| lines.push(i)).unwrap();
+        assert_eq!(lines, [1, 4]);
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{text:?}");
+        assert!(
+            text[0].contains("results.jsonl line 2: not a kvbench record"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains("line 3: a record of kvbench 0.0.1-old"),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[2].contains("line 5: incomplete last line"),
+            "{}",
+            text[2]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,7 +1,8 @@
 //! The end-of-run summary: mean score, fidelity, memory and latency per dataset x method x budget.
 
-use std::collections::BTreeMap;
+use polars::prelude::*;
 
+use crate::frame::strings;
 use crate::Record;
 
 /// One row of the summary table.
@@ -25,82 +26,124 @@ pub struct SummaryRow {
 
 /// Aggregate records into rows, in a stable order: dataset, then method as first seen, then budget.
 /// A method run with several parameter sets is one row per set, labelled with the parameters that
-/// vary (`kivi(bits=2)`), as in the report's tables.
+/// vary (`kivi(bits=2)`), as in the report's tables. One budget is one row, whatever the samples:
+/// a token budget (`k=256`) removes a different fraction of each context, and still makes one row.
 ///
 /// A record key seen more than once (two runs that wrote one file, a shard given twice) counts
 /// once: the first record with the key.
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
-    // Failed records hold no measurement (see [`Record::error`]).
-    if records.iter().any(Record::is_failed) {
-        let ok: Vec<Record> = records.iter().filter(|r| !r.is_failed()).cloned().collect();
-        return summarize(&ok);
+    summarize_frame(&crate::frame::records_frame(records))
+        .expect("a records frame has every summary column")
+}
+
+/// Value columns the summary averages, in [`SummaryRow`] order.
+const MEANS: [&str; 9] = [
+    "score",
+    "agreement_with_full",
+    "kl_first_token",
+    "achieved_ratio",
+    "byte_ratio",
+    "kv_bytes",
+    "ttft_ms",
+    "decode_ms_per_token",
+    "target_ratio",
+];
+
+/// [`summarize`] on a results frame ([`crate::frame`]): failed records and repeated keys left
+/// out, then one polars group-by (dataset x method label x budget x query awareness) for the
+/// means and counts.
+pub fn summarize_frame(df: &DataFrame) -> PolarsResult<Vec<SummaryRow>> {
+    let mut df = crate::frame::measured(df)?;
+    if df.height() == 0 {
+        return Ok(Vec::new());
     }
-    let mut keys = std::collections::HashSet::new();
-    let unique: Vec<Record>;
-    let records = if records.iter().all(|r| keys.insert(&r.key)) {
-        records
-    } else {
-        keys.clear();
-        unique = records
+    let methods = strings(&df, "method")?;
+    let params = strings(&df, "method_params")?;
+    let labels = crate::aggregate::method_labels_of(
+        methods
             .iter()
-            .filter(|r| keys.insert(&r.key))
-            .cloned()
-            .collect();
-        &unique[..]
-    };
-    let labels = crate::aggregate::method_labels(records);
-    let label = |r: &Record| {
-        let method = labels
-            .get(&(r.method.clone(), r.method_params.to_string()))
-            .cloned()
-            .unwrap_or_else(|| r.method.clone());
-        // With reuse, each way to the cache is its own row (`full [load @ 4 GB/s]`).
-        match (&r.ttft_mode, r.bandwidth_gbps) {
-            (None, _) => method,
-            (Some(mode), None) if mode == "compute" => format!("{method} [{mode}]"),
-            (Some(mode), None) => format!("{method} [{mode} @ uncapped]"),
-            (Some(mode), Some(g)) => format!("{method} [{mode} @ {g} GB/s]"),
-        }
-    };
-    let mut method_order: Vec<String> = Vec::new();
-    for r in records {
-        let l = label(r);
-        if !method_order.contains(&l) {
-            method_order.push(l);
-        }
-    }
-    let mut groups: BTreeMap<(String, usize, String, bool), Vec<&Record>> = BTreeMap::new();
-    for r in records {
-        let l = label(r);
-        let m = method_order.iter().position(|m| *m == l).unwrap_or(0);
-        let budget_sort = format!("{:>12.6}|{}", r.target_ratio, r.budget_label);
-        groups
-            .entry((r.dataset.clone(), m, budget_sort, r.query_aware))
-            .or_default()
-            .push(r);
-    }
-    groups
-        .into_values()
-        .map(|rs| {
-            let mean =
-                |f: &dyn Fn(&Record) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64;
-            SummaryRow {
-                dataset: rs[0].dataset.clone(),
-                method: label(rs[0]),
-                budget: rs[0].budget_label.clone(),
-                query_aware: rs[0].query_aware,
-                n: rs.len(),
-                score: mean(&|r| r.score),
-                agreement: mean(&|r| r.agreement_with_full),
-                kl: mean(&|r| r.kl_first_token),
-                achieved_ratio: mean(&|r| r.achieved_ratio),
-                byte_ratio: mean(&|r| 1.0 - r.kv_bytes as f64 / (r.kv_bytes_full.max(1)) as f64),
-                kv_bytes: mean(&|r| r.kv_bytes as f64),
-                ttft_ms: mean(&|r| r.ttft_ms),
-                decode_ms_per_token: mean(&|r| r.decode_ms_per_token),
+            .map(String::as_str)
+            .zip(params.iter().map(String::as_str)),
+    );
+    let modes = df.column("ttft_mode")?.str()?.clone();
+    let bandwidths = crate::frame::floats(&df, "bandwidth_gbps")?;
+    let label: Vec<String> = methods
+        .iter()
+        .zip(&params)
+        .enumerate()
+        .map(|(i, (m, p))| {
+            let method = labels
+                .get(&(m.clone(), p.clone()))
+                .cloned()
+                .unwrap_or_else(|| m.clone());
+            // With reuse, each way to the cache is its own row (`full [load @ 4 GB/s]`).
+            match (modes.get(i), bandwidths[i]) {
+                (None, _) => method,
+                (Some("compute"), None) => format!("{method} [compute]"),
+                (Some(mode), None) => format!("{method} [{mode} @ uncapped]"),
+                (Some(mode), Some(g)) => format!("{method} [{mode} @ {g} GB/s]"),
             }
         })
-        .collect()
+        .collect();
+    let mut method_order: Vec<String> = Vec::new();
+    for l in &label {
+        if !method_order.contains(l) {
+            method_order.push(l.clone());
+        }
+    }
+    df.with_column(Column::new("label".into(), label))?;
+    let keys = ["dataset", "label", "budget_label", "query_aware"];
+    let gb = df.group_by_stable(keys)?;
+    // The eager group-by's aggregations (deprecated upstream in favour of the lazy engine, which
+    // this crate leaves out to keep the build small; polars is pinned, so they stay).
+    #[allow(deprecated)]
+    let (means, counts) = (
+        gb.clone().select(MEANS).mean()?,
+        gb.select(["key"]).count()?,
+    );
+    let n = crate::frame::floats(&counts, "key_count")?;
+    let dataset = strings(&means, "dataset")?;
+    let label = strings(&means, "label")?;
+    let budget = strings(&means, "budget_label")?;
+    let qa: Vec<bool> = means
+        .column("query_aware")?
+        .bool()?
+        .iter()
+        .map(|b| b.unwrap_or(false))
+        .collect();
+    let col = |name: &str| -> PolarsResult<Vec<f64>> {
+        Ok(crate::frame::floats(&means, &format!("{name}_mean"))?
+            .into_iter()
+            .map(|x| x.unwrap_or(f64::NAN))
+            .collect())
+    };
+    let m: Vec<Vec<f64>> = MEANS.iter().map(|c| col(c)).collect::<PolarsResult<_>>()?;
+    let mut rows: Vec<(String, SummaryRow)> = (0..means.height())
+        .map(|i| {
+            let sort = format!("{:>12.6}|{}", m[8][i], budget[i]);
+            let row = SummaryRow {
+                dataset: dataset[i].clone(),
+                method: label[i].clone(),
+                budget: budget[i].clone(),
+                query_aware: qa[i],
+                n: n[i].unwrap_or(0.0) as usize,
+                score: m[0][i],
+                agreement: m[1][i],
+                kl: m[2][i],
+                achieved_ratio: m[3][i],
+                byte_ratio: m[4][i],
+                kv_bytes: m[5][i],
+                ttft_ms: m[6][i],
+                decode_ms_per_token: m[7][i],
+            };
+            (sort, row)
+        })
+        .collect();
+    rows.sort_by(|(sa, a), (sb, b)| {
+        let rank = |r: &SummaryRow| method_order.iter().position(|m| *m == r.method);
+        (&a.dataset, rank(a), sa, a.query_aware).cmp(&(&b.dataset, rank(b), sb, b.query_aware))
+    });
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 const HEADERS: [&str; 12] = [
@@ -168,17 +211,26 @@ pub fn to_markdown(rows: &[SummaryRow]) -> String {
     out
 }
 
-/// CSV with a header line (RFC 4180 quoting, through the `csv` crate).
+/// CSV with a header line (RFC 4180 quoting where needed), written by polars.
 pub fn to_csv(rows: &[SummaryRow]) -> String {
     let mut header = HEADERS.to_vec();
     header.push("query_aware");
-    let body = rows.iter().map(|r| {
+    let mut cols: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); header.len()];
+    for r in rows {
         let mut c = cells(r);
         c[2] = r.budget.clone();
         c.push(r.query_aware.to_string());
-        c
-    });
-    crate::tables::csv::write_csv(&header, body)
+        for (col, v) in cols.iter_mut().zip(c) {
+            col.push(v);
+        }
+    }
+    let columns = header
+        .iter()
+        .zip(cols)
+        .map(|(h, v)| Column::new((*h).into(), v))
+        .collect();
+    let mut df = DataFrame::new(rows.len(), columns).expect("summary columns of one length");
+    crate::frame::to_csv(&mut df).expect("CSV into memory")
 }
 
 #[cfg(test)]
@@ -213,6 +265,28 @@ mod tests {
         let rows = summarize(&[loaded, computed]);
         let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
         assert_eq!(methods, vec!["full [load @ 4 GB/s]", "full [compute]"]);
+    }
+
+    #[test]
+    fn one_token_budget_is_one_row_whatever_each_sample_removed() {
+        let record = |i: usize, target: f64| -> Record {
+            serde_json::from_value(serde_json::json!({
+                "experiment": "e", "model": "m", "dataset": "d", "task": "t", "sample_id": format!("s{i}"), "turn": 0,
+                "method": "snapkv", "method_params": {}, "budget": {"tokens": 256}, "budget_label": "k=256", "query_aware": false,
+                "target_ratio": target, "achieved_ratio": target, "prediction": "p", "answers": ["a"], "metric": "m",
+                "score": 1.0, "agreement_with_full": 1.0, "kl_first_token": 0.0, "kv_bytes": 10, "kv_bytes_full": 40,
+                "peak_device_bytes": null, "prefill_ms": 1.0, "compress_ms": 0.0, "question_ms": 1.0, "ttft_ms": 2.0,
+                "decode_ms_per_token": 1.0, "context_tokens": 5, "question_tokens": 2, "new_tokens": 1,
+                "device": "cpu", "seed": 0, "kvbench_version": "0", "key": format!("k{i}")
+            }))
+            .unwrap()
+        };
+        // k=256 of contexts of different lengths removes a different fraction of each.
+        let rows = summarize(&[record(0, 0.5), record(1, 0.75), record(2, 0.875)]);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].n, 3);
+        assert!((rows[0].achieved_ratio - 0.708333).abs() < 1e-5);
+        assert!((rows[0].byte_ratio - 0.75).abs() < 1e-12);
     }
 
     #[test]

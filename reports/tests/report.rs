@@ -239,21 +239,13 @@ fn report_writes_every_table_format_every_plot_and_the_page() {
             "{tex}"
         );
         assert!(!tex.contains("\\hline"));
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let reader =
-            SerializedFileReader::new(std::fs::File::open(&files.parquet).unwrap()).unwrap();
-        assert_eq!(
-            reader.metadata().file_metadata().num_rows() as usize,
-            table.rows.len()
-        );
+        let df = kvbench_reports::frame::read_parquet(&files.parquet).unwrap();
+        assert_eq!(df.height(), table.rows.len());
         let header = csv.lines().next().unwrap();
-        let fields: Vec<String> = reader
-            .metadata()
-            .file_metadata()
-            .schema()
-            .get_fields()
+        let fields: Vec<String> = df
+            .get_column_names()
             .iter()
-            .map(|f| f.name().to_string())
+            .map(|f| f.to_string())
             .collect();
         assert_eq!(fields.join(","), header.replace('"', ""));
     }

@@ -5,5 +5,6 @@ pub mod describe;
 pub mod errors;
 pub mod init;
 pub mod listings;
+pub mod report;
 pub mod resume;
 pub mod summary;

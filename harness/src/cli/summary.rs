@@ -51,6 +51,24 @@ pub fn report_options(output: &std::path::Path) -> kvbench_reports::ReportOption
 }
 
 pub fn print_report(outcome: &kvbench_reports::ReportOutcome) {
+    // Bad lines of the results files, by file and line (the good lines were used); a long list
+    // is cut after the first few.
+    const SHOWN: usize = 10;
+    for p in outcome.problems.iter().take(SHOWN) {
+        eprintln!("warning: {p}");
+    }
+    if outcome.problems.len() > SHOWN {
+        eprintln!(
+            "warning: ... and {} more line(s) like these",
+            outcome.problems.len() - SHOWN
+        );
+    }
+    if let kvbench_reports::runs::Combined::SideBySide { runs, shared } = &outcome.combined {
+        eprintln!(
+            "note: the runs measured the same work ({shared} shared record(s)): reported side by side as {} (model column `MODEL @RUN`); pass --merge if they are shards of one run",
+            runs.join(", ")
+        );
+    }
     if !outcome.duplicates.is_empty() {
         let identical = outcome.duplicates.iter().filter(|d| d.identical).count();
         eprintln!(
@@ -78,6 +96,7 @@ pub fn print_report(outcome: &kvbench_reports::ReportOutcome) {
         let first = t.note.split(';').next().unwrap_or_default();
         println!("compare: {first}: {}", files.markdown.display());
     }
+    println!("results: {} (polars/pandas)", outcome.parquet.display());
     println!(
         "report: {} ({} records, {} tables x 4 formats, {} plots x PNG+SVG)",
         outcome.html.display(),

@@ -12,6 +12,7 @@
 //! average when the row lists none.
 
 pub mod published;
+pub mod runs;
 
 use std::collections::BTreeSet;
 
@@ -27,7 +28,7 @@ use crate::Record;
 pub fn model_key(m: &str) -> String {
     let m = m.strip_prefix("hf:").unwrap_or(m);
     let m = m.split(['@', ':']).next().unwrap_or(m);
-    m.rsplit('/').next().unwrap_or(m).to_lowercase()
+    m.rsplit('/').next().unwrap_or(m).trim().to_lowercase()
 }
 
 /// A published method: `kivi` or `kivi(bits=4)`, or `adakv(scorer.method=snapkv)`.

@@ -175,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_line_break_stays_in_its_field_and_later_lines_keep_their_numbers() {
+        let text = "source,model,dataset,task,method,budget,score\n\
+                    \"Table 1,\nrow 2\",m,d,t,snapkv,-,1\n\
+                    s,m,d,t,snapkv,-,bad\n";
+        let path = Path::new("published.csv");
+        let e = parse_published(text, path).unwrap_err().to_string();
+        assert!(
+            e.contains("published.csv line 4") && e.contains("score `bad`"),
+            "{e}"
+        );
+        let rows = parse_published(&text.replace("bad", "3"), path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].source, "Table 1,\nrow 2");
+        assert_eq!(rows[0].method, "snapkv");
+    }
+
+    #[test]
     fn optional_columns() {
         let path = Path::new("p.csv");
         let text = "source,model,dataset,task,method,budget,score,query_aware,tasks,provenance\n\

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use super::bars::{Bar, StackedBars, SHADES};
 use super::lines::{LineFigure, Panel, Point, Series, SeriesKind};
+use super::ratio::{panel_stats, ratio_series};
 use super::{save, tint, LegendEntry, Palette, PlotFile, Swatch, BASELINE_COLOUR, GREY};
-use crate::aggregate::{group, Aggregate, Config, Configs, Groups, Metric};
-use crate::bootstrap::{cell_seed, macro_average, mean_ci, BootstrapConfig, Estimate};
+use crate::aggregate::{group, Aggregate, Config, Configs, Metric};
+use crate::bootstrap::{cell_seed, mean_ci, BootstrapConfig};
 use crate::{Record, ReportError};
 
-const RATIO_AXIS: &str = "achieved compression ratio (fraction removed)";
+const RATIO_AXIS: &str = "achieved compression (fraction of entries or bytes removed)";
 
 /// The family a task belongs to, for one panel per family: LongBench's six categories, RULER's
 /// four, needle retrieval; any other task is its own family.
@@ -44,88 +45,6 @@ pub fn series_key(c: &Config) -> String {
 pub fn palette(agg: &Aggregate) -> Palette {
     let keys: Vec<String> = agg.configs.iter().map(series_key).collect();
     Palette::new(&keys, &agg.baseline)
-}
-
-/// Per (panel, configuration): `metric` averaged over the panel's tasks (each task weighs the same,
-/// intervals resample within tasks) and the achieved ratio averaged the same way.
-fn panel_stats(
-    groups: &Groups,
-    panel_of: &dyn Fn(&str, &str) -> String,
-    metric: Metric,
-    cfg: BootstrapConfig,
-) -> BTreeMap<(String, Config), (Estimate, f64)> {
-    let mut strata: BTreeMap<(String, Config), Vec<&Vec<&Record>>> = BTreeMap::new();
-    for ((d, t, c), rs) in groups {
-        strata
-            .entry((panel_of(d, t), c.clone()))
-            .or_default()
-            .push(rs);
-    }
-    let mut out = BTreeMap::new();
-    for ((panel, c), tasks) in strata {
-        let vals = |m: Metric| -> Vec<Vec<f64>> {
-            tasks
-                .iter()
-                .map(|rs| rs.iter().filter_map(|r| m.value(r)).collect())
-                .collect()
-        };
-        let ys = vals(metric);
-        let refs: Vec<&[f64]> = ys.iter().map(|v| v.as_slice()).collect();
-        let seed = cell_seed(
-            cfg.seed,
-            &format!("plot|{panel}|{}|{}|{}", c.label(), c.model, metric.key()),
-        );
-        let Some(y) = macro_average(&refs, cfg, seed) else {
-            continue;
-        };
-        let xs = vals(Metric::AchievedRatio);
-        let xs: Vec<f64> = xs
-            .iter()
-            .filter(|v| !v.is_empty())
-            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
-            .collect();
-        let x = if xs.is_empty() {
-            0.0
-        } else {
-            xs.iter().sum::<f64>() / xs.len() as f64
-        };
-        out.insert((panel, c), (y, x));
-    }
-    out
-}
-
-/// Series of one panel: a line per method across its budgets, a reference line per configuration
-/// without a budget.
-fn ratio_series(stats: &BTreeMap<(String, Config), (Estimate, f64)>, panel: &str) -> Vec<Series> {
-    let mut by_key: BTreeMap<(bool, String), Vec<Point>> = BTreeMap::new();
-    let mut order: Vec<(bool, String)> = Vec::new();
-    for ((p, c), (y, x)) in stats {
-        if p != panel {
-            continue;
-        }
-        let k = (c.budget.is_none(), series_key(c));
-        if !order.contains(&k) {
-            order.push(k.clone());
-        }
-        by_key.entry(k).or_default().push(Point {
-            x: *x,
-            y: y.mean,
-            ci: Some((y.lo, y.hi)),
-            tag: None,
-        });
-    }
-    order
-        .into_iter()
-        .map(|k| Series {
-            kind: if k.0 {
-                SeriesKind::Reference
-            } else {
-                SeriesKind::Line
-            },
-            points: by_key.remove(&k).unwrap_or_default(),
-            key: k.1,
-        })
-        .collect()
 }
 
 fn method_legend(p: &Palette, keys: &BTreeSet<String>, with_ci: bool) -> Vec<LegendEntry> {
@@ -222,7 +141,7 @@ pub fn write_all(
         })
         .collect();
     let fig = line_figure("Task score vs compression ratio", panels, &palette, 2);
-    plots.push(save(&fig, dir, "score_vs_ratio", "Score vs compression ratio", "Mean task score per task family (tasks weigh equally) against the compression ratio each configuration achieved; dashed: the uncompressed baseline, its band its 95% interval; bars: 95% bootstrap intervals.")?);
+    plots.push(save(&fig, dir, "score_vs_ratio", "Score vs compression ratio", "Mean task score per task family (tasks weigh equally) against the compression each configuration achieved (entries removed, or bytes saved for storage methods; lines shifted apart by 0.005 each so equal points stay visible); dashed: the uncompressed baseline, its band its 95% interval; bars: 95% bootstrap intervals.")?);
 
     // 2. Fidelity: agreement and KL vs ratio.
     let all = |_: &str, _: &str| String::from("all");
@@ -278,30 +197,57 @@ pub fn write_all(
             "peak device memory not recorded (CPU runs cannot report it)",
         ),
     ];
-    let panels = mem
-        .iter()
-        .map(|(m, title, y, note)| Panel {
-            title: (*title).into(),
-            x_label: RATIO_AXIS.into(),
-            x_range: Some((0.0, 1.0)),
-            y_label: (*y).into(),
-            series: ratio_series(&panel_stats(&groups, &all, *m, cfg), "all"),
-            y_from_zero: true,
-            empty_note: (*note).into(),
-            ..Default::default()
-        })
-        .collect();
+    // One panel per dataset and quantity: datasets of different context lengths are never
+    // averaged into one memory figure.
+    let by_dataset = |d: &str, _: &str| d.to_string();
+    let mut panels = Vec::new();
+    for (m, title, y, note) in &mem {
+        let stats = panel_stats(&groups, &by_dataset, *m, cfg);
+        let mut datasets: Vec<String> = groups.keys().map(|(d, _, _)| d.clone()).collect();
+        datasets.dedup();
+        for d in &datasets {
+            panels.push(Panel {
+                title: if datasets.len() > 1 {
+                    format!("{d}: {title}")
+                } else {
+                    (*title).into()
+                },
+                x_label: RATIO_AXIS.into(),
+                x_range: Some((0.0, 1.0)),
+                y_label: (*y).into(),
+                series: ratio_series(&stats, d),
+                y_from_zero: true,
+                empty_note: (*note).into(),
+                ..Default::default()
+            });
+        }
+    }
     let fig = line_figure("Memory vs compression ratio", panels, &palette, 2);
-    plots.push(save(&fig, dir, "memory_vs_ratio", "Memory vs compression ratio", "Left: bytes the compressed context cache occupies (measured from the stored tensors). Right: the device memory high-water mark per request (model weights included).")?);
+    plots.push(save(&fig, dir, "memory_vs_ratio", "Memory vs compression ratio", "Per dataset (context lengths differ, so datasets are never averaged together): the bytes the compressed context cache occupies (measured from the stored tensors), then the device memory high-water mark per request (model weights included). Storage methods sit at the fraction of bytes they save.")?);
 
     // 4. TTFT breakdown.
     let mut by_config: BTreeMap<&Config, Vec<&Record>> = BTreeMap::new();
     for ((_, _, c), rs) in &groups {
         by_config.entry(c).or_default().extend(rs.iter());
     }
-    let bars: Vec<Bar> = by_config
+    // Bars per dataset x configuration: a TTFT grows with the context, so datasets of different
+    // lengths are not averaged together.
+    let mut by_dataset_config: BTreeMap<(&String, &Config), Vec<&Record>> = BTreeMap::new();
+    for ((d, _, c), rs) in &groups {
+        by_dataset_config
+            .entry((d, c))
+            .or_default()
+            .extend(rs.iter());
+    }
+    let several = by_dataset_config
+        .keys()
+        .map(|(d, _)| *d)
+        .collect::<BTreeSet<_>>()
+        .len()
+        > 1;
+    let bars: Vec<Bar> = by_dataset_config
         .iter()
-        .map(|(c, rs)| {
+        .map(|((d, c), rs)| {
             let mean = |m: Metric| {
                 let v: Vec<f64> = rs.iter().filter_map(|r| m.value(r)).collect();
                 if v.is_empty() {
@@ -314,10 +260,17 @@ pub fn write_all(
             let ci = mean_ci(
                 &ttft,
                 cfg,
-                cell_seed(cfg.seed, &format!("plot|ttft|{}|{}", c.model, c.label())),
+                cell_seed(
+                    cfg.seed,
+                    &format!("plot|ttft|{}|{}|{d}", c.model, c.label()),
+                ),
             );
             Bar {
-                label: c.label(),
+                label: if several {
+                    format!("{d}: {}", c.label())
+                } else {
+                    c.label()
+                },
                 key: series_key(c),
                 parts: vec![
                     mean(Metric::PrefillMs),
@@ -367,7 +320,7 @@ pub fn write_all(
         legend,
         palette: palette.clone(),
     };
-    plots.push(save(&fig, dir, "ttft_breakdown", "TTFT breakdown", "Mean time to first token per configuration, split into the shared context prefill, the compression step, and the question's prefill up to the first token.")?);
+    plots.push(save(&fig, dir, "ttft_breakdown", "TTFT breakdown", "Mean time to first token per dataset and configuration (datasets of different lengths are never averaged together), split into the shared context prefill, the compression step, and the question's prefill up to the first token.")?);
 
     // 5. Decode throughput vs context length, one panel per budget.
     let mut budgets: Vec<&Config> = agg.configs.iter().filter(|c| !c.budget.is_none()).collect();

@@ -10,6 +10,7 @@ pub mod figures;
 pub mod heatmap;
 pub mod lines;
 pub mod needle;
+pub mod ratio;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;

@@ -1,10 +1,9 @@
 //! Tables: one typed model ([`Table`]) built from the aggregate, written as Markdown, CSV,
 //! Parquet and LaTeX (booktabs) by the modules below, and as HTML by the report page.
 
-pub mod csv;
+pub mod frame;
 pub mod latex;
 pub mod markdown;
-pub mod parquet;
 
 use crate::aggregate::{Aggregate, Config, Metric, DELTA_METRICS};
 use crate::bootstrap::Estimate;
