@@ -16,7 +16,7 @@ use polars::prelude::*;
 use crate::Record;
 
 /// The columns of a results frame, in order (the `results.parquet` schema).
-pub const COLUMNS: [&str; 41] = [
+pub const COLUMNS: [&str; 46] = [
     "experiment",
     "model",
     "dataset",
