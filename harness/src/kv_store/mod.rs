@@ -9,13 +9,15 @@
 //! length and CRC-32 are in the header and checked on load).
 //!
 //! Reads go through [`source::Pacer`], which caps their rate (`bandwidth_gbps`) for real.
-//! [`ranges`] reads position ranges of a stored cache for Cake (`run::cake`).
+//! [`ranges`] reads position ranges of a stored cache for Cake (`run::cake`), and [`upload`] moves
+//! them to the device on a stream of their own.
 
 pub mod format;
 pub mod ranges;
 pub mod source;
 #[cfg(test)]
 mod tests;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

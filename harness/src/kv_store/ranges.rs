@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::format::Header;
 use super::source::{ByteSource, Pacer};
+use super::upload::Uploader;
 
 /// Where a tensor's data lie in a stored file.
 #[derive(Clone, Debug)]
@@ -32,7 +33,7 @@ struct GroupRanges {
     v: Located,
 }
 
-/// One head's entries of a chunk, on the host: `[m, head_dim]` each, and their positions.
+/// One head's entries of a chunk, on the device: `[m, head_dim]` each, and their positions.
 pub struct HeadPiece {
     pub k: Tensor,
     pub v: Tensor,
@@ -182,44 +183,102 @@ impl RangeReader {
         Ok(Self { sources, layers })
     }
 
-    /// Entries of head `h` of `t` (`[heads, len, head_dim]`) at indices `i0..i1`, on the host.
-    fn read_head(
-        &self,
-        t: &Located,
-        h: usize,
-        i0: usize,
-        i1: usize,
-        pacer: &mut Pacer,
-    ) -> Result<Tensor> {
-        let (len, dim) = (t.shape[1], t.shape[2]);
-        let es = t.dtype.size_in_bytes();
-        let offset = t.offset + ((h * len + i0) * dim * es) as u64;
-        let bytes = self.sources[t.file].read_range(offset, (i1 - i0) * dim * es, pacer)?;
-        Ok(Tensor::from_raw_buffer(
-            &bytes,
-            t.dtype,
-            &[i1 - i0, dim],
-            &Device::Cpu,
-        )?)
+    /// The stored cache's positions per layer and stored head (all of them, ascending).
+    pub fn positions(&self) -> Vec<Vec<Vec<u32>>> {
+        self.layers
+            .iter()
+            .map(|groups| groups.iter().flat_map(|g| g.positions.clone()).collect())
+            .collect()
     }
 
-    /// Every layer's and head's entries at positions `start..end`.
-    pub fn read_chunk(&self, start: usize, end: usize, pacer: &mut Pacer) -> Result<Chunk> {
-        let mut heads = Vec::with_capacity(self.layers.len());
+    /// Where head `h`'s entries `i0..i1` of `t` (`[heads, len, head_dim]`) lie: byte offset and
+    /// length.
+    fn head_bytes(t: &Located, h: usize, i0: usize, i1: usize) -> (u64, usize) {
+        let (len, dim) = (t.shape[1], t.shape[2]);
+        let es = t.dtype.size_in_bytes();
+        (
+            t.offset + ((h * len + i0) * dim * es) as u64,
+            (i1 - i0) * dim * es,
+        )
+    }
+
+    /// Every layer's and head's entries at positions `start..end`, read into the uploader's
+    /// staging buffer and moved to its device in one copy; the pieces are views of it.
+    pub fn read_chunk(
+        &self,
+        start: usize,
+        end: usize,
+        pacer: &mut Pacer,
+        uploader: &mut Uploader,
+    ) -> Result<Chunk> {
+        struct Span {
+            file: usize,
+            offset: u64,
+            len: usize,
+            dim: usize,
+        }
+        // (k, v, positions) per layer and head, as byte spans of the stored files.
+        let mut plan = Vec::with_capacity(self.layers.len());
+        let mut dtype = None;
+        let mut total = 0;
         for groups in &self.layers {
             let mut layer = Vec::new();
             for g in groups {
+                for t in [&g.k, &g.v] {
+                    if *dtype.get_or_insert(t.dtype) != t.dtype {
+                        bail!("cake: the stored cache mixes element types across layers");
+                    }
+                }
                 for (h, pos) in g.positions.iter().enumerate() {
                     let i0 = pos.partition_point(|&p| (p as usize) < start);
                     let i1 = pos.partition_point(|&p| (p as usize) < end);
-                    layer.push(HeadPiece {
-                        k: self.read_head(&g.k, h, i0, i1, pacer)?,
-                        v: self.read_head(&g.v, h, i0, i1, pacer)?,
-                        positions: pos[i0..i1].to_vec(),
-                    });
+                    let mut span = |t: &Located| {
+                        let (offset, len) = Self::head_bytes(t, h, i0, i1);
+                        total += len;
+                        Span {
+                            file: t.file,
+                            offset,
+                            len,
+                            dim: t.shape[2],
+                        }
+                    };
+                    let k = span(&g.k);
+                    let v = span(&g.v);
+                    layer.push((k, v, pos[i0..i1].to_vec()));
                 }
             }
-            heads.push(layer);
+            plan.push(layer);
+        }
+        let dtype = dtype.unwrap_or(DType::F32);
+        let buffer = uploader.buffer(dtype, total)?;
+        let mut at = 0;
+        for (k, v, _) in plan.iter().flatten() {
+            for s in [k, v] {
+                self.sources[s.file].read_into(s.offset, &mut buffer[at..at + s.len], pacer)?;
+                at += s.len;
+            }
+        }
+        let flat = uploader.upload(dtype, total)?;
+        let es = dtype.size_in_bytes();
+        let mut at = 0;
+        let mut view = |s: &Span| -> Result<Tensor> {
+            let t = flat
+                .narrow(0, at / es, s.len / es)?
+                .reshape((s.len / es / s.dim.max(1), s.dim))?;
+            at += s.len;
+            Ok(t)
+        };
+        let mut heads = Vec::with_capacity(plan.len());
+        for layer in plan {
+            let mut pieces = Vec::with_capacity(layer.len());
+            for (k, v, positions) in layer {
+                pieces.push(HeadPiece {
+                    k: view(&k)?,
+                    v: view(&v)?,
+                    positions,
+                });
+            }
+            heads.push(pieces);
         }
         Ok(Chunk { start, end, heads })
     }

@@ -84,6 +84,12 @@ impl ByteSource {
     /// `len` bytes from `offset`, paced by `pacer`.
     pub fn read_range(&self, offset: u64, len: usize, pacer: &mut Pacer) -> Result<Vec<u8>> {
         let mut out = vec![0u8; len];
+        self.read_into(offset, &mut out, pacer)?;
+        Ok(out)
+    }
+
+    /// Fill `out` from `offset` on, paced (into a caller's buffer: Cake's pinned staging).
+    pub fn read_into(&self, offset: u64, out: &mut [u8], pacer: &mut Pacer) -> Result<()> {
         for (i, piece) in out.chunks_mut(PIECE).enumerate() {
             if pacer.cancelled() {
                 bail!("{}: read cancelled", self.name());
@@ -91,7 +97,7 @@ impl ByteSource {
             self.read_at(offset + (i * PIECE) as u64, piece)?;
             pacer.account(piece.len());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The whole file, paced.

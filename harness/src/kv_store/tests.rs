@@ -282,7 +282,10 @@ fn position_ranges_read_exactly_the_stored_entries() {
     let reader =
         ranges::RangeReader::open(&header, store.sources(&key, &header).unwrap(), &mut pacer)
             .unwrap();
-    let chunk = reader.read_chunk(20, 32, &mut pacer).unwrap();
+    let mut uploader = super::upload::Uploader::new(&Device::Cpu).unwrap();
+    let chunk = reader
+        .read_chunk(20, 32, &mut pacer, &mut uploader)
+        .unwrap();
     let piece = &chunk.heads[2][0];
     assert_eq!(piece.positions, (20..32).step_by(2).collect::<Vec<u32>>());
     let (k, _) = cache.layer(2).groups()[0].storage.keys_values().unwrap();

@@ -8,6 +8,7 @@ use super::cake;
 use super::generate::{fork_and_compress, generate, generate_on, Request};
 use super::prefill::{Engine, Split, TurnPrompt};
 use crate::kv_store::source::Pacer;
+use crate::kv_store::upload::Uploader;
 use crate::kv_store::{KvStore, Location, ModelShape, StoreKey};
 use crate::loader::{load, LoadedModel};
 use crate::model::Logits;
@@ -154,12 +155,15 @@ fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
         let sources = store.sources(&key, &header).unwrap();
         let reader =
             crate::kv_store::ranges::RangeReader::open(&header, sources, &mut pacer).unwrap();
+        let mut uploader = Uploader::new(&Device::Cpu).unwrap();
         let chunks = if split < n {
-            vec![reader.read_chunk(split, n, &mut pacer).unwrap()]
+            vec![reader
+                .read_chunk(split, n, &mut pacer, &mut uploader)
+                .unwrap()]
         } else {
             Vec::new()
         };
-        cake::meet(&mut cache, chunks, split, n).unwrap();
+        cake::meet(&mut cache, chunks, &reader.positions(), split, n).unwrap();
         assert_eq!(cache.next_position(), n);
         assert_eq!(cache.entries(), prefilled.cache.entries());
         let g = run(cake::CakeBuilt {
@@ -172,7 +176,7 @@ fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
 }
 
 #[test]
-fn cake_on_an_evicted_cache_computes_the_front_whole_and_loads_the_kept_back() {
+fn cake_on_an_evicted_cache_rebuilds_the_stored_entries_and_output() {
     let loaded = model();
     let engine = Engine::new(&loaded, &Device::Cpu, 0);
     let p = prompt(&engine);
@@ -213,31 +217,51 @@ fn cake_on_an_evicted_cache_computes_the_front_whole_and_loads_the_kept_back() {
         &mut pacer,
     )
     .unwrap();
+    let mut uploader = Uploader::new(&Device::Cpu).unwrap();
     let chunks = vec![
-        reader.read_chunk(64, n, &mut pacer).unwrap(),
-        reader.read_chunk(split, 64, &mut pacer).unwrap(),
+        reader.read_chunk(64, n, &mut pacer, &mut uploader).unwrap(),
+        reader
+            .read_chunk(split, 64, &mut pacer, &mut uploader)
+            .unwrap(),
     ];
-    cake::meet(&mut cache, chunks, split, n).unwrap();
+    cake::meet(&mut cache, chunks, &reader.positions(), split, n).unwrap();
+    // Entry for entry the stored cache: the computed front is cut to the kept positions below
+    // the split, and its keys and values are those of the original prefill.
+    let mut cut = 0;
     for l in 0..cache.n_layers() {
         let got = cache.layer(l).positions();
         let kept = evicted.layer(l).positions();
-        assert_eq!(got.len(), kept.len(), "layer {l}: heads");
-        for (g, k) in got.iter().zip(&kept) {
-            let want: Vec<u32> = (0..split as u32)
-                .chain(k.iter().copied().filter(|&p| p as usize >= split))
-                .collect();
-            assert_eq!(g, &want, "layer {l}");
+        assert_eq!(got, kept, "layer {l}");
+        cut += kept.iter().filter(|k| k.len() < n).count();
+        let (gk, gv) = heads_of(cache.layer(l));
+        let (wk, wv) = heads_of(evicted.layer(l));
+        for (a, b) in gk.iter().zip(&wk).chain(gv.iter().zip(&wv)) {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "layer {l}");
         }
     }
+    assert!(cut > 0, "snapkv at 0.5 evicts entries");
     assert_eq!(cache.next_position(), n);
-    let g = generate_on(
-        &engine,
-        cache,
-        method.session(),
-        &prefilled.tail,
-        &request,
-        0.0,
-    )
-    .unwrap();
-    assert!(!g.tokens.is_empty());
+    let outputs = [cache, evicted].map(|c| {
+        generate_on(&engine, c, method.session(), &prefilled.tail, &request, 0.0)
+            .unwrap()
+            .tokens
+    });
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1], "cake vs computed");
+}
+
+/// A layer's keys and values per KV head, `[len, d]` each.
+fn heads_of(
+    layer: &kvbench_methods::LayerKv,
+) -> (Vec<candle_core::Tensor>, Vec<candle_core::Tensor>) {
+    let (mut ks, mut vs) = (Vec::new(), Vec::new());
+    for g in layer.groups() {
+        let (k, v) = g.storage.keys_values().unwrap();
+        for h in 0..g.n_heads() {
+            ks.push(k.get(h).unwrap());
+            vs.push(v.get(h).unwrap());
+        }
+    }
+    (ks, vs)
 }

@@ -4,20 +4,22 @@
 //!
 //! What overlaps: the loader runs on its own OS thread, concurrently with the compute on the
 //! calling thread; it reads position-range chunks of the stored files (positioned reads of host
-//! memory or disk, paced by `bandwidth_gbps`) into host tensors. What does not: the loaded
-//! chunks move to the device at the meeting point, on the calling thread, one copy per head and
-//! chunk, inside the measured time: candle 0.11 runs kernels and copies on the device's one CUDA
-//! stream from pageable memory (a second cudarc stream with pinned buffers would be the way; see
-//! docs/reuse.md).
+//! memory or disk, paced by `bandwidth_gbps`) straight into a staging buffer and copies each
+//! chunk to the device in one copy. On CUDA the buffer is pinned and the copy runs on the
+//! loader's own stream ([`crate::kv_store::upload`]), so it overlaps the compute stream's
+//! kernels; where the two meet, the loaded pieces are already on the device and are joined there.
 //!
 //! Chunks are aligned to multiples of `chunk_tokens` from position 0 for both sides, so they
 //! meet on a chunk boundary (`split`, recorded as `cake_split_tokens`). Compute never starts a
 //! chunk the loader already holds; a chunk the loader is reading when compute gets there is
 //! abandoned (its reads stop at once). Loaded entries at positions below the split are dropped.
 //!
-//! The computed front is full-precision and uncompressed; the loaded back is the stored cache's
-//! own entries (all of them for a full cache, the kept ones for an evicted cache). Storage that
-//! cannot be cut by position (quantized, low rank, merged, ...) is refused by the range reader.
+//! The loaded back is the stored cache's own entries (all of them for a full cache, the kept ones
+//! for an evicted cache). The computed front is computed whole (later front chunks attend to all
+//! of it, as the original prefill did) and then cut to the entries the stored cache kept below
+//! the split, so an evicted cache is rebuilt entry for entry: the keys and values of a kept
+//! position depend only on the tokens up to it. Storage that cannot be cut by position
+//! (quantized, low rank, merged, ...) is refused by the range reader.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use kvbench_methods::{HeadGroup, KvCache, ObservationNeeds, Storage};
 
 use crate::kv_store::ranges::{Chunk, RangeReader};
 use crate::kv_store::source::Pacer;
+use crate::kv_store::upload::Uploader;
 use crate::kv_store::{KvStore, StoreKey};
 use crate::model::Logits;
 
@@ -73,19 +76,21 @@ pub(super) fn build(
     let loaded_from = AtomicUsize::new(n);
     let stop = Arc::new(AtomicBool::new(false));
     let mut cache = engine.loaded.model.new_cache();
+    let device = cache.device().clone();
     let (computed, loaded) = std::thread::scope(|s| {
-        let loader = s.spawn(|| -> Result<(Vec<Chunk>, u64)> {
+        let loader = s.spawn(|| -> Result<Loaded> {
             let mut pacer = Pacer::new(gbps).cancelled_by(stop.clone());
+            let mut uploader = Uploader::new(&device)?;
             let mut chunks = Vec::new();
             let reader = match RangeReader::open(&header, sources, &mut pacer) {
                 Ok(r) => r,
-                Err(_) if pacer.cancelled() => return Ok((chunks, pacer.bytes_read())),
+                Err(_) if pacer.cancelled() => return Ok((chunks, pacer.bytes_read(), None)),
                 Err(e) => return Err(e),
             };
             let mut end = n;
             while end > computed_end.load(Ordering::Acquire) && !pacer.cancelled() {
                 let start = (end - 1) / chunk * chunk;
-                match reader.read_chunk(start, end, &mut pacer) {
+                match reader.read_chunk(start, end, &mut pacer, &mut uploader) {
                     Ok(c) => chunks.push(c),
                     Err(_) if pacer.cancelled() => break,
                     Err(e) => return Err(e),
@@ -93,7 +98,7 @@ pub(super) fn build(
                 loaded_from.store(start, Ordering::Release);
                 end = start;
             }
-            Ok((chunks, pacer.bytes_read()))
+            Ok((chunks, pacer.bytes_read(), Some(reader.positions())))
         });
         let computed = (|| -> Result<usize> {
             let mut done = 0;
@@ -120,8 +125,19 @@ pub(super) fn build(
         (computed, loaded)
     });
     let split = computed?;
-    let (chunks, bytes_read) = loaded?;
-    meet(&mut cache, chunks, split, n)?;
+    let (chunks, mut bytes_read, kept) = loaded?;
+    let kept = match kept {
+        Some(kept) => kept,
+        // Compute finished before the loader opened the store (a tiny context): the kept
+        // positions are still needed to cut the front, so read them now, inside the timing.
+        None => {
+            let mut pacer = Pacer::new(gbps);
+            let reader = RangeReader::open(&header, store.sources(key, &header)?, &mut pacer)?;
+            bytes_read += pacer.bytes_read();
+            reader.positions()
+        }
+    };
+    meet(&mut cache, chunks, &kept, split, n)?;
     Ok(CakeBuilt {
         cache,
         bytes_read,
@@ -129,16 +145,21 @@ pub(super) fn build(
     })
 }
 
-/// Append the loaded entries at positions `split..n` to the computed front of every layer
-/// (moving them to the device), and continue from position `n`. The loaded pieces are joined on
-/// the host first, so each layer costs one device copy for keys and one for values when its
-/// heads are uniform (one per head when they are ragged), not one per chunk and head.
+/// What the loader thread gives back: chunks, bytes read, and the stored cache's positions per
+/// layer and stored head (`None` when it was stopped before it opened the store).
+type Loaded = (Vec<Chunk>, u64, Option<Vec<Vec<Vec<u32>>>>);
+
+/// Cut the computed front of every layer to the entries the stored cache kept below `split`
+/// (`kept`: positions per layer and stored head), append the loaded entries at positions
+/// `split..n`, and continue from position `n`.
 pub(super) fn meet(
     cache: &mut KvCache,
     mut chunks: Vec<Chunk>,
+    kept: &[Vec<Vec<u32>>],
     split: usize,
     n: usize,
 ) -> Result<()> {
+    cut_front(cache, kept, split)?;
     chunks.sort_by_key(|c| c.start);
     let covered = chunks.first().map_or(n, |c| c.start);
     if covered > split {
@@ -148,20 +169,10 @@ pub(super) fn meet(
     for l in 0..cache.n_layers() {
         let stored_heads = chunks.first().map_or(0, |c| c.heads[l].len());
         let front = cache.layer(l);
-        let (front_kv, front_pos) = if front.groups().is_empty() {
-            (None, Vec::new())
-        } else {
-            let (k, v) = front.dense()?;
-            let factor = stored_heads / k.dim(0)?.max(1);
-            let (k, v) = if factor > 1 {
-                (repeat_heads(&k, factor)?, repeat_heads(&v, factor)?)
-            } else {
-                (k, v)
-            };
-            (Some((k, v)), front.positions())
-        };
+        let front_pos = front.positions();
+        let front_kv = Front::of(front, stored_heads)?;
         let heads = stored_heads.max(front_pos.len());
-        // The loaded back of every head, joined on the host: ([m, d], [m, d], positions).
+        // The loaded back of every head, joined: ([m, d], [m, d], positions).
         let mut back = Vec::with_capacity(heads);
         for h in 0..stored_heads {
             let (mut ks, mut vs, mut pos) = (Vec::new(), Vec::new(), Vec::new());
@@ -189,8 +200,11 @@ pub(super) fn meet(
         };
         let uniform = back.iter().all(|(_, p)| p.len() == back[0].1.len())
             && (0..heads).all(|h| front_len(h) == front_len(0));
-        let groups = if uniform {
-            vec![uniform_group(front_kv, &front_pos, back, heads, &device)?]
+        let groups = if let (true, Front::Dense(k, v)) = (uniform, &front_kv) {
+            let front = Some((k.clone(), v.clone()));
+            vec![uniform_group(front, &front_pos, back, heads, &device)?]
+        } else if uniform && matches!(front_kv, Front::Empty) {
+            vec![uniform_group(None, &front_pos, back, heads, &device)?]
         } else {
             ragged_groups(front_kv, &front_pos, back, heads, &device)?
         };
@@ -203,7 +217,99 @@ pub(super) fn meet(
     Ok(())
 }
 
+/// Keep, in each layer's computed front (positions `0..split`, every one), the positions the
+/// stored cache kept below `split`. A full stored cache keeps them all: nothing to do. A stored
+/// layout with more heads than the front (query-head granularity) expands the front first.
+fn cut_front(cache: &mut KvCache, kept: &[Vec<Vec<u32>>], split: usize) -> Result<()> {
+    for (l, heads) in kept.iter().enumerate().take(cache.n_layers()) {
+        let front = cache.layer(l);
+        if front.groups().is_empty() || heads.is_empty() {
+            continue;
+        }
+        let below: Vec<Vec<u32>> = heads
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .copied()
+                    .take_while(|&p| (p as usize) < split)
+                    .collect()
+            })
+            .collect();
+        let front_pos = front.positions();
+        let whole =
+            front_pos.len() == below.len() && front_pos.iter().zip(&below).all(|(f, b)| f == b);
+        if whole {
+            continue;
+        }
+        let factor = below.len() / front_pos.len().max(1);
+        if factor > 1 {
+            cache.layer_mut(l).expand_heads(factor)?;
+        }
+        // The front holds every position `0..len` of its window in order: an entry's index
+        // is its position minus the first one held.
+        let first = cache.layer(l).positions()[0].first().copied().unwrap_or(0);
+        let keep: Vec<Vec<u32>> = below
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .filter(|&&p| p >= first)
+                    .map(|&p| p - first)
+                    .collect()
+            })
+            .collect();
+        cache
+            .layer_mut(l)
+            .retain(&keep)
+            .with_context(|| format!("cake: cutting layer {l}'s front to the stored entries"))?;
+    }
+    Ok(())
+}
+
 type Back = Vec<(Option<(Tensor, Tensor)>, Vec<u32>)>;
+
+/// A layer's computed front, in the stored layout's heads.
+enum Front {
+    Empty,
+    /// Every head the same length: `[heads, len, d]` keys and values.
+    Dense(Tensor, Tensor),
+    /// Heads of different lengths (cut to an evicted cache's entries): `[len_h, d]` per head.
+    PerHead(Vec<(Tensor, Tensor)>),
+}
+
+impl Front {
+    fn of(front: &kvbench_methods::LayerKv, stored_heads: usize) -> Result<Self> {
+        if front.groups().is_empty() {
+            return Ok(Front::Empty);
+        }
+        let lens = front.head_lens();
+        if lens.windows(2).all(|w| w[0] == w[1]) {
+            let (k, v) = front.dense()?;
+            let factor = stored_heads / k.dim(0)?.max(1);
+            return Ok(if factor > 1 {
+                Front::Dense(repeat_heads(&k, factor)?, repeat_heads(&v, factor)?)
+            } else {
+                Front::Dense(k, v)
+            });
+        }
+        let mut heads = Vec::with_capacity(lens.len());
+        for g in front.groups() {
+            let (k, v) = g.storage.keys_values()?;
+            for local in 0..g.n_heads() {
+                heads.push((k.get(local)?, v.get(local)?));
+            }
+        }
+        Ok(Front::PerHead(heads))
+    }
+
+    /// Head `h` of `heads` (the front's heads repeated to the stored layout): `[len, d]` each.
+    fn head(&self, h: usize, heads: usize) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(match self {
+            Front::Empty => None,
+            Front::Dense(k, v) => Some((k.get(h)?, v.get(h)?)),
+            Front::PerHead(list) => list.get(h * list.len() / heads.max(1)).cloned(),
+        })
+    }
+}
 
 /// Heads of equal lengths: the back stacked on the host, one copy each for keys and values.
 fn uniform_group(
@@ -250,7 +356,7 @@ fn uniform_group(
 
 /// Ragged heads (an evicted cache): one group per head, as `LayerKv::retain` stores them.
 fn ragged_groups(
-    front: Option<(Tensor, Tensor)>,
+    front: Front,
     front_pos: &[Vec<u32>],
     back: Back,
     heads: usize,
@@ -265,9 +371,9 @@ fn ragged_groups(
                 .get(h * front_pos.len() / heads.max(1))
                 .cloned()
                 .unwrap_or_default();
-            if let (Some((k, v)), false) = (&front, pos.is_empty()) {
-                ks.push(k.get(h)?);
-                vs.push(v.get(h)?);
+            if let (Some((k, v)), false) = (front.head(h, heads)?, pos.is_empty()) {
+                ks.push(k);
+                vs.push(v);
             }
             if let Some((Some((k, v)), bp)) = back.next() {
                 ks.push(k.to_device(device)?);
