@@ -293,6 +293,8 @@ pub fn check_local_model(p: &Path) -> Result<(), String> {
         Ok(buf)
     };
     match files {
+        // Only a local path is checked here, never a synthetic model.
+        ModelFiles::Synthetic { .. } => {}
         ModelFiles::Gguf { path } => {
             if read_head(&path, 4)? != b"GGUF" {
                 return Err(format!(
@@ -335,6 +337,9 @@ pub fn model_config(files: &ModelFiles) -> Result<crate::model::ModelConfig> {
             crate::model::ModelConfig::from_gguf(&content, &path.display().to_string())
         }
         ModelFiles::HfCheckpoint { config, .. } => crate::model::hf_config::from_hf_config(config),
+        ModelFiles::Synthetic { shape, .. } => {
+            crate::model::synthetic::config(&format!("{}{shape}", crate::model::synthetic::PREFIX))
+        }
     }
 }
 

@@ -17,8 +17,13 @@ use crate::overrides::Overrides;
 pub struct RawExperiment {
     /// Name recorded in every result line.
     pub experiment: String,
-    /// Registry alias, `hf:ORG/REPO[@REV]` or a local path.
+    /// Registry alias, `hf:ORG/REPO[@REV]`, a local path, or `synthetic:SHAPE` (random weights
+    /// of a real shape: timings and memory at scale, scores meaningless).
     pub model: String,
+    /// With a synthetic model only: the model whose tokenizer and chat template to use (any
+    /// model spec; its vocabulary must fit the synthetic model's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// `auto`, `cpu`, `cuda` or `cuda:N`; the command line overrides it.
     #[serde(default)]
     pub device: Option<String>,
@@ -77,6 +82,49 @@ pub struct MethodRun {
     pub query_aware: bool,
     /// With `reuse:`, how this cell reaches its first token (`None` without reuse).
     pub access: Option<crate::reuse::Access>,
+}
+
+/// A synthetic model takes its tokenizer from the experiment's `tokenizer:` field, which only
+/// a synthetic model may have.
+fn attach_tokenizer(
+    model: &mut ModelSpec,
+    tokenizer: Option<&str>,
+    text: &str,
+    path: &Path,
+) -> Result<()> {
+    let line = |key| at(path, line_of(text, key));
+    match (model, tokenizer) {
+        (
+            ModelSpec::Synthetic {
+                tokenizer: slot, ..
+            },
+            Some(t),
+        ) => {
+            let spec: ModelSpec = t
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: field `tokenizer`: {e}", line("tokenizer:")))?;
+            if matches!(spec, ModelSpec::Synthetic { .. }) {
+                bail!(
+                    "{}: field `tokenizer`: `{t}` has no tokenizer of its own; name a real model",
+                    line("tokenizer:")
+                );
+            }
+            *slot = Some(Box::new(spec));
+        }
+        (ModelSpec::Synthetic { .. }, None) => bail!(
+            "{}: field `model`: a synthetic model has random weights and no tokenizer; add \
+             `tokenizer: MODEL` naming the model whose tokenizer and chat template to use (e.g. \
+             `tokenizer: smollm2-135m-instruct-q4_1`)",
+            line("model:")
+        ),
+        (_, Some(_)) => bail!(
+            "{}: field `tokenizer` is only for a synthetic model (`model: synthetic:SHAPE`); a \
+             real model brings its own tokenizer: remove the field",
+            line("tokenizer:")
+        ),
+        (_, None) => {}
+    }
+    Ok(())
 }
 
 /// A validated experiment.
@@ -268,9 +316,10 @@ impl Plan {
     fn validate(raw: RawExperiment, text: &str, path: &Path) -> Result<Self> {
         check_experiment_name(&raw.experiment)
             .map_err(|e| anyhow::anyhow!("{}: {e}", at(path, line_of(text, "experiment:"))))?;
-        let model: ModelSpec = raw.model.parse().map_err(|e| {
+        let mut model: ModelSpec = raw.model.parse().map_err(|e| {
             anyhow::anyhow!("{}: field `model`: {e}", at(path, line_of(text, "model:")))
         })?;
+        attach_tokenizer(&mut model, raw.tokenizer.as_deref(), text, path)?;
         if raw.datasets.is_empty() {
             bail!(
                 "{}: field `datasets` is empty; list at least one dataset",
@@ -352,7 +401,14 @@ impl Plan {
                 })
                 .collect();
         }
-        let warnings = crate::checks::grid(&raw, &runs, text, path)?;
+        let mut warnings = crate::checks::grid(&raw, &runs, text, path)?;
+        if matches!(model, ModelSpec::Synthetic { .. }) {
+            warnings.push(format!(
+                "note: `{}` has random weights: its scores and predictions mean nothing; time to \
+                 first token, throughput, KV bytes and device memory are real",
+                raw.model
+            ));
+        }
         Ok(Self {
             source: path.to_path_buf(),
             raw,

@@ -193,3 +193,46 @@ fn bad_model_spec_is_named() {
         .to_string();
     assert!(err.contains("model"), "{err}");
 }
+
+#[test]
+fn a_synthetic_model_needs_a_tokenizer_and_only_it_may_have_one() {
+    let synthetic = GOOD.replace(
+        "smollm2-135m-instruct-q4_1",
+        "synthetic:llama3-8b\ntokenizer: smollm2-135m-instruct-q4_1",
+    );
+    let plan = Plan::parse(&synthetic, Path::new("x.yaml")).unwrap();
+    match &plan.model {
+        ModelSpec::Synthetic { shape, tokenizer } => {
+            assert_eq!(shape, "llama3-8b");
+            assert_eq!(
+                tokenizer.as_deref().map(|t| t.to_string()).as_deref(),
+                Some("smollm2-135m-instruct-q4_1")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(plan.notes.iter().any(|n| n.contains("random weights")));
+    let err = |yaml: &str| {
+        Plan::parse(yaml, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string()
+    };
+    let without = GOOD.replace("smollm2-135m-instruct-q4_1", "synthetic:llama3-8b");
+    let e = err(&without);
+    assert!(
+        e.contains("x.yaml:2") && e.contains("tokenizer: MODEL"),
+        "{e}"
+    );
+    let real_with = GOOD.replace(
+        "model: smollm2-135m-instruct-q4_1",
+        "model: smollm2-135m-instruct-q4_1\ntokenizer: smollm2-135m-instruct-q4_1",
+    );
+    let e = err(&real_with);
+    assert!(
+        e.contains("x.yaml:3") && e.contains("only for a synthetic model"),
+        "{e}"
+    );
+    let unknown = synthetic.replace("llama3-8b", "llama3-9b");
+    let e = err(&unknown);
+    assert!(e.contains("synthetic:qwen3-8b"), "{e}");
+}

@@ -146,15 +146,9 @@ pub fn file_sha256(path: &Path) -> Result<Option<String>> {
     Ok(Some(hex::encode(hasher.finalize())))
 }
 
-/// Write `dir/run.json`.
-pub fn write(
-    dir: &Path,
-    model: &str,
-    files: &ModelFiles,
-    device: &str,
-    prompts: &PromptFacts,
-) -> Result<()> {
-    let paths: Vec<&Path> = match files {
+/// The files a model was read from (a synthetic model's: its tokenizer's files).
+fn model_paths(files: &ModelFiles) -> Vec<&Path> {
+    match files {
         ModelFiles::Gguf { path } => vec![path],
         ModelFiles::HfCheckpoint {
             config,
@@ -166,9 +160,20 @@ pub fn write(
             v.extend(weights.iter().map(|p| p.as_path()));
             v
         }
-    };
+        ModelFiles::Synthetic { tokenizer, .. } => model_paths(tokenizer),
+    }
+}
+
+/// Write `dir/run.json`.
+pub fn write(
+    dir: &Path,
+    model: &str,
+    files: &ModelFiles,
+    device: &str,
+    prompts: &PromptFacts,
+) -> Result<()> {
     let mut model_files = Vec::new();
-    for p in paths {
+    for p in model_paths(files) {
         let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         model_files.push(serde_json::json!({
             "file": p.file_name().and_then(|n| n.to_str()).unwrap_or("?"),

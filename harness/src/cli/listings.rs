@@ -61,6 +61,13 @@ pub fn datasets(json: bool) -> Result<String> {
 /// `kvbench fetch MODEL`: the files, one per line, labelled.
 pub fn files(files: &ModelFiles) -> String {
     match files {
+        ModelFiles::Synthetic { shape, tokenizer } => format!(
+            "synthetic: {shape} (random weights, built on the device)\n{}",
+            self::files(tokenizer)
+                .lines()
+                .map(|l| format!("tokenizer from {l}\n"))
+                .collect::<String>()
+        ),
         ModelFiles::Gguf { path } => format!("gguf: {}\n", path.display()),
         ModelFiles::HfCheckpoint {
             config,

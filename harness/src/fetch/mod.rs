@@ -49,6 +49,13 @@ pub enum ModelSpec {
     },
     /// A `.gguf` file, or a directory holding a safetensors checkpoint.
     Local(PathBuf),
+    /// `synthetic:SHAPE`: random weights of a real model's shape built on the device (timings
+    /// and memory at scale, scores meaningless), with the tokenizer and chat template of
+    /// another model (an experiment's `tokenizer:` field; `None` until it is set).
+    Synthetic {
+        shape: String,
+        tokenizer: Option<Box<ModelSpec>>,
+    },
 }
 
 /// The accepted forms of a model spec, for error messages and `--help`.
@@ -145,12 +152,12 @@ impl FromStr for ModelSpec {
         if let Some(rest) = t.strip_prefix("hf:") {
             return parse_hub(s, rest);
         }
-        if t.starts_with(crate::model::synthetic::PREFIX) {
-            return Err(bad_spec(
-                s,
-                "synthetic models (random weights, no tokenizer) run only in `kvbench bench \
-                 --model synthetic:SHAPE`, not in experiments",
-            ));
+        if let Some(shape) = t.strip_prefix(crate::model::synthetic::PREFIX) {
+            crate::model::synthetic::config(t).map_err(|e| bad_spec(s, e.to_string()))?;
+            return Ok(ModelSpec::Synthetic {
+                shape: shape.to_string(),
+                tokenizer: None,
+            });
         }
         if let Some(alias) = find_alias(t) {
             return Ok(ModelSpec::Alias(alias.name.to_string()));
@@ -189,6 +196,9 @@ impl fmt::Display for ModelSpec {
                 Ok(())
             }
             ModelSpec::Local(path) => write!(f, "{}", path.display()),
+            ModelSpec::Synthetic { shape, .. } => {
+                write!(f, "{}{shape}", crate::model::synthetic::PREFIX)
+            }
         }
     }
 }
@@ -196,6 +206,11 @@ impl fmt::Display for ModelSpec {
 /// The files of a resolved model, all on local disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelFiles {
+    /// A synthetic model: no weight files; the tokenizer comes from `tokenizer`'s files.
+    Synthetic {
+        shape: String,
+        tokenizer: Box<ModelFiles>,
+    },
     /// One GGUF file: weights, tokenizer and chat template together.
     Gguf { path: PathBuf },
     /// A Hugging Face checkpoint. `weights` are the safetensors files, in shard order.
@@ -387,7 +402,26 @@ pub fn resolve(spec: &ModelSpec, opts: &FetchOptions) -> Result<ModelFiles, Fetc
             file: None,
         } => hub::fetch_checkpoint(repo, revision, opts),
         ModelSpec::Local(path) => resolve_local(path),
+        ModelSpec::Synthetic { shape, tokenizer } => Ok(ModelFiles::Synthetic {
+            shape: shape.clone(),
+            tokenizer: Box::new(resolve(synthetic_tokenizer(spec, tokenizer)?, opts)?),
+        }),
     }
+}
+
+/// A synthetic model's tokenizer spec, or the error saying how to give one.
+fn synthetic_tokenizer<'a>(
+    spec: &ModelSpec,
+    tokenizer: &'a Option<Box<ModelSpec>>,
+) -> Result<&'a ModelSpec, FetchError> {
+    tokenizer.as_deref().ok_or_else(|| {
+        bad_spec(
+            &spec.to_string(),
+            "a synthetic model has no tokenizer: name a model whose tokenizer and chat template \
+             to use in the experiment's `tokenizer:` field (e.g. `tokenizer: \
+             smollm2-135m-instruct-q4_1`)",
+        )
+    })
 }
 
 /// The files of `spec` if they are on local disk already (a local path, or a pinned alias whose
@@ -403,6 +437,16 @@ pub fn resolve_if_local(
             .map(|path| Ok(ModelFiles::Gguf { path })),
         ModelSpec::Local(path) => Some(resolve_local(path)),
         ModelSpec::Hub { .. } => None,
+        ModelSpec::Synthetic { shape, tokenizer } => {
+            let files = match synthetic_tokenizer(spec, tokenizer) {
+                Ok(t) => resolve_if_local(t, opts)?,
+                Err(e) => Err(e),
+            };
+            Some(files.map(|t| ModelFiles::Synthetic {
+                shape: shape.clone(),
+                tokenizer: Box::new(t),
+            }))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Synthetic models: random weights of a real architecture's exact shape, built on the device,
 //! for speed and memory measurements at realistic scale without downloading anything
-//! (`kvbench bench --model synthetic:llama3-8b`).
+//! (`kvbench bench --model synthetic:llama3-8b`, or `model: synthetic:llama3-8b` with a
+//! `tokenizer:` in an experiment).
 //!
 //! The shape comes from the real model's `config.json` fields (parsed by the same
 //! [`hf_config::parse`] as a downloaded checkpoint), and the weights go through the same
@@ -258,12 +259,14 @@ mod tests {
     }
 
     #[test]
-    fn an_experiment_cannot_name_a_synthetic_model() {
-        let e = "synthetic:llama3-8b"
+    fn a_synthetic_spec_resolves_only_with_a_tokenizer() {
+        let spec = "synthetic:llama3-8b"
             .parse::<crate::fetch::ModelSpec>()
+            .unwrap();
+        let e = crate::fetch::resolve(&spec, &crate::fetch::FetchOptions::from_env())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("only in `kvbench bench"), "{e}");
+        assert!(e.contains("`tokenizer:` field"), "{e}");
     }
 
     #[test]
