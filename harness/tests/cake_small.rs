@@ -167,3 +167,17 @@ fn the_gpu_study_validates() {
     assert_eq!(reuse.store, "kv_store");
     assert!(reuse.prime);
 }
+
+/// The study at the 8B shape validates: synthetic Llama-3.1-8B weights with SmolLM2's tokenizer,
+/// 3 stored forms x (compute + 3 caps x (load + cake)).
+#[test]
+fn the_8b_study_validates() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plan = Plan::load(&root.join("experiments/cake_8b.yaml")).unwrap();
+    assert_eq!(plan.runs.len(), 3 * 7);
+    assert!(
+        matches!(&plan.model, kvbench::fetch::ModelSpec::Synthetic { shape, tokenizer: Some(_) } if shape == "llama3-8b"),
+        "{:?}",
+        plan.model
+    );
+}

@@ -2,19 +2,22 @@
 # Device side of the reuse study (issue 15 item 4) on one H200: experiments/cake.yaml (compute vs
 # load vs Cake over context length, read bandwidth 1/4/16 GB/s and uncapped, stored form full /
 # KIVI-2 / 50% SnapKV) with the KV store in a directory on local disk, then `kvbench report`.
-# Needs in /tmp/stage: smol.part* and kvbench-new.xz (the CUDA binary). Results, the report's
+# Needs in /tmp/stage: smol.part* and kvbench-new.xz (the CUDA binary). EXP=experiments/cake_8b.yaml
+# runs the study at the 8B shape instead (synthetic weights, SmolLM2's tokenizer). Results, the report's
 # study tables, the machine and the logs land in $OUT.
 set -euo pipefail
 bash scripts/device/stage.sh >/dev/null
 source scripts/device/setup.sh
 OUT=${OUT:-/tmp/cake-out}
+EXP=${EXP:-experiments/cake.yaml}
+name=$(basename "$EXP" .yaml)
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2; df -h /tmp | tail -1; } > "$OUT/machine.txt"
-run=/tmp/runs/cake
+run=/tmp/runs/$name
 t0=$(date +%s)
 # The store is a directory under the run (reuse.store: kv_store); `prime: true` writes each
 # context's cache there before its first measured request.
-/tmp/kvbench-new run experiments/cake.yaml --device cuda --output "$run" --fresh > "$OUT/run.log" 2>&1 || {
+/tmp/kvbench-new run "$EXP" --device cuda --output "$run" --fresh > "$OUT/run.log" 2>&1 || {
   tail -n 30 "$OUT/run.log"; exit 1; }
 t1=$(date +%s)
 echo "run: $((t1 - t0)) s" | tee -a "$OUT/run.log"

@@ -96,11 +96,10 @@ mod cuda {
     use std::sync::{Arc, Mutex};
 
     use anyhow::{bail, Result};
-    use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::CudaDType;
     use candle_core::op::BackpropOp;
     use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
-    use cudarc::driver::{CudaStream, DeviceRepr, PinnedHostSlice};
+    use cudarc::driver::{CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
     use half::{bf16, f16};
 
     use super::HostStaging;
@@ -174,14 +173,14 @@ mod cuda {
     }
 
     /// `p`'s elements as bytes.
-    fn as_bytes<T>(p: &mut PinnedHostSlice<T>) -> Result<&mut [u8]> {
+    fn as_bytes<T: ValidAsZeroBits>(p: &mut PinnedHostSlice<T>) -> Result<&mut [u8]> {
         let s = p.as_mut_slice()?;
         let n = std::mem::size_of_val(s);
         // SAFETY: plain-old-data floats viewed as bytes, same allocation and length.
         Ok(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), n) })
     }
 
-    fn copy<T: CudaDType + DeviceRepr>(
+    fn copy<T: CudaDType + DeviceRepr + ValidAsZeroBits>(
         device: &CudaDevice,
         stream: &Arc<CudaStream>,
         src: &PinnedHostSlice<T>,
@@ -194,7 +193,6 @@ mod cuda {
         // buffer can be refilled as soon as this returns.
         stream.memcpy_htod(&src.as_slice()?[..elems], &mut dst)?;
         let storage = CudaStorage::wrap_cuda_slice(dst, device.clone());
-        debug_assert_eq!(storage.dtype(), T::DTYPE);
         Ok(Tensor::from_storage(
             Storage::Cuda(storage),
             elems,
