@@ -14,7 +14,7 @@ pub fn select(spec: &str) -> Result<Device> {
         "auto" => {
             if candle_core::utils::cuda_is_available() {
                 if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(d);
+                    return Ok(untracked(d));
                 }
             }
             Ok(Device::Cpu)
@@ -34,7 +34,28 @@ fn cuda(ordinal: usize) -> Result<Device> {
     if !candle_core::utils::cuda_is_available() {
         bail!("device cuda:{ordinal} asked for, but this kvbench was built without CUDA; rebuild with `--features cuda` (see scripts/build-cuda.sh) or use --device cpu");
     }
-    Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("opening CUDA device {ordinal}: {e}"))
+    Device::new_cuda(ordinal)
+        .map(untracked)
+        .map_err(|e| anyhow::anyhow!("opening CUDA device {ordinal}: {e}"))
+}
+
+/// Turn off cudarc's per-allocation event tracking on a CUDA device, unless
+/// `KVBENCH_CUDA_EVENT_TRACKING=1` keeps it. Tracking creates two CUDA events per allocation
+/// (every candle op's output) and, once a second stream exists, records and waits on them at
+/// every launch. kvbench needs none of it: candle runs on one stream, and the one other stream
+/// (Cake's loader, `kv_store::upload`) synchronises its own copies and is joined explicitly
+/// before its buffers are released. Measured on an H200 (`scripts/device/event_tracking.sh`) the
+/// single-stream cost is within noise; the saving is in Cake's requests, where the loader's
+/// stream would otherwise switch every launch to recording events.
+fn untracked(device: Device) -> Device {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = &device {
+        if std::env::var("KVBENCH_CUDA_EVENT_TRACKING").as_deref() != Ok("1") {
+            // SAFETY: see above; tensors created before this call (none yet) keep tracking.
+            unsafe { d.disable_event_tracking() };
+        }
+    }
+    device
 }
 
 /// The compute dtype for a device: f32 on CPU, bf16 on CUDA.

@@ -404,7 +404,7 @@ impl Plan {
         let mut warnings = crate::checks::grid(&raw, &runs, text, path)?;
         if matches!(model, ModelSpec::Synthetic { .. }) {
             warnings.push(format!(
-                "note: `{}` has random weights: its scores and predictions mean nothing; time to \
+                "`{}` has random weights: its scores and predictions mean nothing; time to \
                  first token, throughput, KV bytes and device memory are real",
                 raw.model
             ));

@@ -243,9 +243,8 @@ impl LayerKv {
             let mut hp = Vec::with_capacity(g.n_heads());
             for local in 0..g.n_heads() {
                 let idx = &keep[g.first_head + local];
-                let ids = Tensor::new(idx.as_slice(), k.device())?;
-                hk.push(k.get(local)?.index_select(&ids, 0)?);
-                hv.push(v.get(local)?.index_select(&ids, 0)?);
+                hk.push(select_rows(&k.get(local)?, idx)?);
+                hv.push(select_rows(&v.get(local)?, idx)?);
                 hp.push(
                     idx.iter()
                         .map(|&i| g.positions[local][i as usize])
@@ -294,6 +293,15 @@ impl LayerKv {
         self.groups = groups;
         Ok(())
     }
+}
+
+/// Rows `idx` of `t` (`[len, d]`). No rows is an empty tensor: CUDA refuses an `index_select`
+/// with no indices (a kernel launch of zero blocks), and a head may keep nothing of a range.
+fn select_rows(t: &Tensor, idx: &[u32]) -> Result<Tensor> {
+    if idx.is_empty() {
+        return Ok(t.narrow(0, 0, 0)?);
+    }
+    Ok(t.index_select(&Tensor::new(idx, t.device())?, 0)?)
 }
 
 /// Per-layer KV storage of one sequence, plus where the sequence stands.

@@ -105,7 +105,7 @@ mod cuda {
     use super::HostStaging;
 
     /// A pinned host buffer, typed by the element the device tensor will have.
-    enum Pinned {
+    pub(super) enum Pinned {
         Bf16(PinnedHostSlice<bf16>),
         F16(PinnedHostSlice<f16>),
         F32(PinnedHostSlice<f32>),

@@ -214,6 +214,10 @@ pub(super) fn meet(
     for l in 0..cache.n_layers() {
         cache.trim_to_window(l)?;
     }
+    // The loaded chunks live on the loader's stream and are freed there when they drop (at the
+    // end of this function): the compute stream's joins that read them must be done by then.
+    device.synchronize()?;
+    drop(chunks);
     Ok(())
 }
 
