@@ -14,10 +14,11 @@
 //!
 //! - `allocator: {method: uniform}` (default): SnapKV-style clusters, each stored head keeps
 //!   `max_capacity_prompt` entries (`SnapKVCluster.update_kv`'s per-head `topk`).
-//! - `allocator: {method: pyramidkv, schedule, beta}`: `PyramidKVCluster.update_kv`; the layer's
-//!   budget is one number for every stored head (`max_capacity_prompt` of layer `l`, a per-head
-//!   count), so each query head keeps the layer's pyramid share; the schedules are `pyramidkv`'s
-//!   ([`pyramid_budgets`], which sums exactly to `L x B` per head).
+//! - `allocator: {method: pyramidkv, schedule, beta}` (defaults `kvcache_factory`, 20):
+//!   `PyramidKVCluster.update_kv`; the layer's budget is one number for every stored head
+//!   (`max_capacity_prompt` of layer `l`, a per-head count), so each query head keeps the layer's
+//!   pyramid share; the schedules are `pyramidkv`'s ([`pyramid_budgets`], which sums exactly to
+//!   `L x B` per head, where KVCache-Factory's integer steps only come close).
 //! - `allocator: {method: adakv, floor}`: `AdaKVCluster.update_kv` spends one budget per layer
 //!   across the stored heads (`num_heads` is `key_states.shape[1]`, the query heads in this
 //!   layout: `topk(k = num_heads x base_capacity)` over all heads' scores), with a per-head floor
@@ -65,7 +66,9 @@ pub enum HeadAllocator {
     Pyramidkv {
         #[serde(default = "default_beta")]
         beta: f64,
-        #[serde(default)]
+        /// Default `kvcache_factory` (this is KVCache-Factory's layout), not `pyramidkv`'s
+        /// `kvpress`.
+        #[serde(default = "factory_schedule")]
         schedule: Schedule,
     },
     /// `AdaKVCluster`: one budget per layer across the stored heads, with a per-head floor.
@@ -73,6 +76,10 @@ pub enum HeadAllocator {
         #[serde(default = "default_floor")]
         floor: f64,
     },
+}
+
+fn factory_schedule() -> Schedule {
+    Schedule::KvcacheFactory
 }
 
 impl Method for QueryHeads {
@@ -340,6 +347,15 @@ mod tests {
         let m: QueryHeads =
             serde_json::from_str(r#"{"allocator": {"method": "adakv"}}"#).unwrap();
         assert_eq!(m.allocator, HeadAllocator::Adakv { floor: 0.2 });
+        let m: QueryHeads =
+            serde_json::from_str(r#"{"allocator": {"method": "pyramidkv"}}"#).unwrap();
+        assert_eq!(
+            m.allocator,
+            HeadAllocator::Pyramidkv {
+                beta: 20.0,
+                schedule: Schedule::KvcacheFactory
+            }
+        );
         assert!(serde_json::from_str::<QueryHeads>(r#"{"allocator": {"method": "adakv", "flor": 1}}"#).is_err());
         assert!(serde_json::from_str::<QueryHeads>(r#"{"allocator": {"method": "pyramid"}}"#).is_err());
         let bad: QueryHeads =
