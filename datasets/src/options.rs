@@ -101,7 +101,7 @@ pub static DATASET_HELP: &[DatasetHelp] = &[
             o("tasks", "[task]", "the 21 LongBench tasks", "task names (the 21 tasks and the 13 LongBench-E `*_e` tasks listed below)"),
             SOURCE,
             o("repo", "ORG/NAME", "THUDM/LongBench", "the hub dataset repository"),
-            o("revision", "commit | branch | tag", "f72191f71cd6fcd0da8a54f0915078efda579449 (hub); refs/convert/parquet, unpinned (parquet)", "revision of `repo` read by `source: hub` or `parquet`"),
+            o("revision", "commit | branch | tag", "f72191f71cd6fcd0da8a54f0915078efda579449 (hub); required (parquet)", "revision of `repo` read by `source: hub` or `parquet` (the parquet export has no verified commit: write one, or `refs/convert/parquet` to read the branch, with a warning)"),
             o("max_length", "integer", "null (the model's context window)", "middle-truncate prompts longer than this many tokens, as LongBench's model2maxlen"),
             LIMIT,
             CHAT_TEMPLATE,

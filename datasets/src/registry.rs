@@ -74,6 +74,40 @@ impl DatasetConfig {
         }
     }
 
+    /// What a run of this dataset would read from the hub at a branch or tag rather than a
+    /// commit, one line each (`revision: main`, `refs/convert/parquet`, a RULER input without
+    /// `revision:`); `run.json` records the commit each resolved to, but the experiment alone no
+    /// longer says which data it ran on. The harness shows each as a warning.
+    pub fn floating_revisions(&self) -> Vec<String> {
+        let floating = |repo: &str, rev: Option<&str>| match rev {
+            Some(r) if !crate::source::is_commit(r) => vec![format!(
+                "reads {repo} at `{r}`, a branch or tag, not a commit: the data can change \
+                 under the same experiment (run.json records the commit it resolved to); write \
+                 `revision: COMMIT` to pin it"
+            )],
+            _ => Vec::new(),
+        };
+        match self {
+            DatasetConfig::Longbench(c) => floating(&c.repo, c.effective_revision()),
+            DatasetConfig::LongbenchV2(c) => floating(&c.repo, self.revision()),
+            DatasetConfig::Scbench(c) => floating(&c.repo, c.effective_revision()),
+            DatasetConfig::Ruler(c) => c
+                .floating_inputs()
+                .into_iter()
+                .map(|(option, repo, file, rev)| {
+                    format!(
+                        "field `{option}`: reads {file} of {repo} at `{rev}`, a branch or tag, \
+                         not a commit (the default without `revision:`): the data can change \
+                         under the same experiment (run.json records the commit it resolved \
+                         to); write `{option}: {{repo: {repo}, file: {file}, revision: COMMIT}}` \
+                         to pin it"
+                    )
+                })
+                .collect(),
+            DatasetConfig::Niah(_) | DatasetConfig::Jsonl(_) => Vec::new(),
+        }
+    }
+
     /// Every sample, or the first error. `counter` sizes generated contexts (and truncates
     /// long prompts) in the model's tokens; hub files go through `$KVBENCH_CACHE`/`$HF_ENDPOINT`.
     pub fn build(&self, counter: &dyn TokenCounter) -> Result<Vec<Sample>, DatasetError> {

@@ -33,6 +33,12 @@ impl DataSource {
     }
 }
 
+/// Whether `revision` names a commit (40 hex digits), which cannot move, rather than a branch or
+/// tag.
+pub fn is_commit(revision: &str) -> bool {
+    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The file of one config (task) in the parquet export.
 pub fn parquet_path(config: &str) -> String {
     format!("{config}/test/0000.parquet")

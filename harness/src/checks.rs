@@ -69,6 +69,16 @@ pub(crate) fn before_grid(raw: &RawExperiment, text: &str, path: &Path) -> Resul
                 )
             })?;
         }
+        // No floating default: the parquet export needs its revision written.
+        if let DatasetConfig::Longbench(c) = d {
+            c.check_pinned().map_err(|e| {
+                let line = line_of(text, "source: parquet").or(line_of(text, "name: longbench"));
+                anyhow::anyhow!(
+                    "{}: dataset `longbench`, field `revision`: {e}",
+                    at(path, line)
+                )
+            })?;
+        }
     }
     Ok(())
 }
@@ -115,6 +125,12 @@ pub(crate) fn grid(
         );
     }
     let mut warnings = Vec::new();
+    for d in &raw.datasets {
+        let here = at(path, line_of(text, &format!("name: {}", d.name())));
+        for f in d.floating_revisions() {
+            warnings.push(format!("warning: {here}: dataset `{}`: {f}", d.name()));
+        }
+    }
     // The shortest context the experiment states (generated datasets' `lengths`).
     let shortest = raw
         .datasets

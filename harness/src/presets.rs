@@ -10,9 +10,10 @@
 //!
 //! KVCache-Factory stores the cache per query head (`repeat_kv` before compression, its
 //! docs/gqa_cache_layout.md), so on GQA models it keeps `q_per_kv` times the entries kvbench keeps
-//! per KV head at the same budget: its `snapkv` and `streaming_llm` run as `query_heads` around the
-//! scorer, with the real bytes of that layout. Its PyramidKV and AdaKV in that layout are not
-//! reproduced (per KV head here).
+//! per KV head at the same budget: under `kvcache_factory` its `snapkv`, `pyramidkv`, `adakv` and
+//! `streaming_llm` run as `query_heads` (allocator `uniform`, `pyramidkv` with its
+//! `kvcache_factory` schedule, or `adakv`) around the scorer, with the real bytes of that layout.
+//! Records name them `query_heads` with those parameters (`published.csv` joins on them).
 
 use serde_json::{json, Map, Value};
 
@@ -92,27 +93,30 @@ fn kvpress_leaderboard_methods() -> Vec<(&'static str, Value)> {
     m
 }
 
-/// KVCache-Factory stores the cache per query head (`repeat_kv` before compression): its scorer
-/// methods run as `query_heads` around the scorer.
-fn per_query_head(scorer: Value) -> Value {
-    json!({"method": "query_heads", "scorer": scorer})
+/// KVCache-Factory stores the cache per query head (`repeat_kv` before compression): its methods
+/// run as `query_heads` around the scorer, with the cluster's budget rule as the allocator.
+fn per_query_head(scorer: Value, allocator: Value) -> Value {
+    json!({"method": "query_heads", "scorer": scorer, "allocator": allocator})
 }
 
 fn kvcache_factory_methods() -> Vec<(&'static str, Value)> {
+    let uniform = || json!({"method": "uniform"});
     vec![
-        ("snapkv", per_query_head(factory_snapkv())),
+        ("snapkv", per_query_head(factory_snapkv(), uniform())),
         (
             "pyramidkv",
-            json!({"method": "pyramidkv", "beta": 20.0, "schedule": "kvcache_factory",
-                   "scorer": factory_snapkv()}),
+            per_query_head(
+                factory_snapkv(),
+                json!({"method": "pyramidkv", "beta": 20.0, "schedule": "kvcache_factory"}),
+            ),
         ),
         (
             "adakv",
-            json!({"method": "adakv", "floor": 0.2, "scorer": factory_snapkv()}),
+            per_query_head(factory_snapkv(), json!({"method": "adakv", "floor": 0.2})),
         ),
         (
             "streaming_llm",
-            per_query_head(json!({"method": "streaming_llm", "sinks": 4})),
+            per_query_head(json!({"method": "streaming_llm", "sinks": 4}), uniform()),
         ),
         ("think", json!({"method": "think", "window": 8})),
     ]
@@ -142,9 +146,9 @@ pub const PRESETS: &[Preset] = &[
         source: "Zefan-Cai/KVCache-Factory run_longbench.py (window_sizes 8, kernel_sizes 7, \
                  maxpool; streamingllm window = capacity - 4) and pyramidkv/pyramidkv_utils.py \
                  (beta 20) @ c97f9d706d63d1b56e980f8b81b2a924c21162b3",
-        about: "KVCache-Factory's LongBench script settings, its scorer methods in its \
-                per-query-head cache layout (`query_heads`; its PyramidKV and AdaKV in that layout \
-                are not reproduced: they select per KV head here)",
+        about: "KVCache-Factory's LongBench script settings in its per-query-head cache layout: \
+                snapkv, pyramidkv (kvcache_factory schedule), adakv (floor 0.2) and streaming_llm \
+                run as `query_heads` with the matching allocator",
         methods: kvcache_factory_methods,
     },
 ];
@@ -379,11 +383,30 @@ mod tests {
     #[test]
     fn kvcache_factory_selects_per_query_head() {
         let a = apply("kvcache_factory", &entry(json!({"method": "snapkv"}))).unwrap();
+        let snap = json!({"method": "snapkv", "window": 8, "kernel": 7, "pooling": "max"});
         assert_eq!(
             a.entry,
-            json!({"method": "query_heads", "scorer": {"method": "snapkv", "window": 8,
-                   "kernel": 7, "pooling": "max"}})
+            json!({"method": "query_heads", "scorer": snap, "allocator": {"method": "uniform"}})
         );
+        let a = apply("kvcache_factory", &entry(json!({"method": "pyramidkv"}))).unwrap();
+        assert_eq!(
+            a.entry,
+            json!({"method": "query_heads", "scorer": snap, "allocator":
+                   {"method": "pyramidkv", "beta": 20.0, "schedule": "kvcache_factory"}})
+        );
+        let a = apply("kvcache_factory", &entry(json!({"method": "adakv"}))).unwrap();
+        assert_eq!(
+            a.entry,
+            json!({"method": "query_heads", "scorer": snap, "allocator":
+                   {"method": "adakv", "floor": 0.2}})
+        );
+        // Parameters of the method it stood for cannot be merged into `query_heads`.
+        let e = apply(
+            "kvcache_factory",
+            &entry(json!({"method": "pyramidkv", "schedule": "kvpress"})),
+        )
+        .unwrap_err();
+        assert!(e.contains("query_heads"), "{e}");
     }
 
     #[test]

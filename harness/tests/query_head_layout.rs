@@ -2,7 +2,10 @@
 //! tiny oracle: 4 query heads, 2 KV heads): a cache stored per query head gives the same logits as
 //! the KV-head cache it was expanded from, decoding keeps repeating new entries into every copy,
 //! and with eviction each query head keeps its own entries at twice the bytes of per-KV-head
-//! selection at the same budget.
+//! selection at the same budget. KVCache-Factory's PyramidKV and AdaKV clusters in that layout
+//! (`query_heads` with `allocator: pyramidkv | adakv`): layer budgets per stored head by the
+//! kvcache_factory schedule, AdaKV's shared layer budget across the query heads with its floor,
+//! and the bytes of that layout.
 
 use candle_core::Device;
 use kvbench::fetch::{resolve, FetchOptions, ModelSpec};
@@ -106,4 +109,106 @@ fn query_head_cache_reads_like_the_kv_head_cache() {
         .logits
         .unwrap();
     assert_eq!(logits.dims().last(), Some(&cfg.vocab_size));
+}
+
+/// The tiny GQA oracle's cache after a 160-token prefill, its observations for `method`, and the
+/// model's shape.
+fn prefilled(
+    method: &MethodConfig,
+) -> (
+    kvbench_methods::KvCache,
+    kvbench_methods::Observations,
+    kvbench::model::ModelConfig,
+) {
+    let dir = kvbench::testing::shared_data().join("reference/arch/llama31");
+    let files = resolve(&ModelSpec::Local(dir), &FetchOptions::from_env()).unwrap();
+    let loaded = kvbench::loader::load(&files, &Device::Cpu).unwrap();
+    let tokens: Vec<u32> = (0..160).map(|i| 3 + (i * 53 % 300) as u32).collect();
+    let mut cache = loaded.model.new_cache();
+    let opts = ForwardOptions {
+        logits: Logits::None,
+        observe: method.build().needs(),
+        ..Default::default()
+    };
+    let obs = loaded
+        .model
+        .forward(&tokens, &mut cache, &opts)
+        .unwrap()
+        .observations;
+    (cache, obs, loaded.model.config().clone())
+}
+
+fn method(v: serde_json::Value) -> MethodConfig {
+    serde_json::from_value(v).unwrap()
+}
+
+/// Bytes of one stored entry (key + value) of one head, from the uncompressed cache.
+fn entry_bytes(cache: &kvbench_methods::KvCache, cfg: &kvbench::model::ModelConfig) -> u64 {
+    let entries: usize = (0..cfg.n_layers)
+        .map(|l| cache.layer(l).head_lens().iter().sum::<usize>())
+        .sum();
+    cache.bytes() as u64 / entries as u64
+}
+
+#[test]
+fn pyramid_layer_budgets_follow_the_kvcache_factory_schedule_per_query_head() {
+    use kvbench_methods::allocation::pyramidkv::{pyramid_budgets, Schedule};
+    let m = method(serde_json::json!({"method": "query_heads",
+        "scorer": {"method": "snapkv", "window": 8, "kernel": 7, "pooling": "max"},
+        "allocator": {"method": "pyramidkv", "schedule": "kvcache_factory", "beta": 20}}));
+    let (context, obs, cfg) = prefilled(&m);
+    let per_entry = entry_bytes(&context, &cfg);
+    let budget = Budget::Tokens(48);
+    let mut c = context.fork();
+    m.build().compress(&mut c, &obs, &budget).unwrap();
+    // 4 layers, len 160, B = 48, w = 8: S = 40, min = 2, max = 78; 160 >= 2 x 40: the pyramid
+    // 8 + 78 - l x 76 / 3 = 86, 60.67, 35.33, 10 (window included), rounded to sum 4 x 48.
+    let want = pyramid_budgets(Schedule::KvcacheFactory, cfg.n_layers, 160, 48, 8, 20.0);
+    assert_eq!(want, vec![86, 61, 35, 10], "the schedule on this shape");
+    for (l, &w) in want.iter().enumerate() {
+        assert_eq!(c.layer(l).head_lens(), vec![w; cfg.n_heads], "layer {l}");
+    }
+    // Every query head stores its share: n_heads x L x B entries, twice per-KV-head pyramidkv's.
+    assert_eq!(
+        c.bytes() as u64,
+        per_entry * (cfg.n_heads * cfg.n_layers * 48) as u64
+    );
+    let per_kv = method(serde_json::json!({"method": "pyramidkv",
+        "scorer": {"method": "snapkv", "window": 8, "kernel": 7, "pooling": "max"},
+        "schedule": "kvcache_factory"}));
+    let mut k = context.fork();
+    per_kv.build().compress(&mut k, &obs, &budget).unwrap();
+    assert_eq!(c.bytes(), 2 * k.bytes());
+}
+
+#[test]
+fn adakv_shares_each_layer_budget_across_query_heads_with_its_floor() {
+    let m = method(serde_json::json!({"method": "query_heads",
+        "scorer": {"method": "snapkv", "window": 8, "kernel": 7, "pooling": "max"},
+        "allocator": {"method": "adakv", "floor": 0.2}}));
+    let (context, obs, cfg) = prefilled(&m);
+    let per_entry = entry_bytes(&context, &cfg);
+    let mut c = context.fork();
+    m.build()
+        .compress(&mut c, &obs, &Budget::Tokens(40))
+        .unwrap();
+    let mut ragged = false;
+    for l in 0..cfg.n_layers {
+        let lens = c.layer(l).head_lens();
+        assert_eq!(lens.len(), cfg.n_heads, "layer {l}: stored per query head");
+        assert_eq!(
+            lens.iter().sum::<usize>(),
+            cfg.n_heads * 40,
+            "layer {l}: {lens:?}"
+        );
+        // floor(0.2 x 40) = 8 per query head at least (SnapKV's window of 8 is kept too).
+        assert!(lens.iter().all(|&n| n >= 8), "layer {l}: {lens:?}");
+        ragged |= lens.iter().any(|&n| n != 40);
+    }
+    assert!(ragged, "AdaKV gave every query head the uniform budget");
+    // Ragged storage costs what it holds: n_heads x L x B entries.
+    assert_eq!(
+        c.bytes() as u64,
+        per_entry * (cfg.n_heads * cfg.n_layers * 40) as u64
+    );
 }

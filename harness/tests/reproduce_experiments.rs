@@ -128,3 +128,53 @@ fn published_rows_name_what_kvbench_writes() {
         );
     }
 }
+
+/// published.csv's KVCache-Factory rows name what pyramidkv_longbench.yaml's runs record: each
+/// SnapKV and PyramidKV row's method (name and dotted parameters) fits exactly one method of the
+/// planned grid, a `query_heads` one (KVCache-Factory's per-query-head layout, through
+/// `preset: kvcache_factory`), and the budget and query awareness it states are planned. The
+/// join itself, through `--compare`'s own matching on real records, is checked by
+/// `reproduce_longbench_small::pyramidkv_longbench_small_runs_in_kvcache_factory_layout`.
+#[test]
+fn kvcache_factory_rows_join_its_per_query_head_runs() {
+    use kvbench_reports::compare::{read_published, MethodSpec};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/reproduce");
+    let plan = Plan::parse(
+        &std::fs::read_to_string(dir.join("pyramidkv_longbench.yaml")).unwrap(),
+        &dir.join("pyramidkv_longbench.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<_> = read_published(&dir.join("published.csv"))
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.source.starts_with("KVCache-Factory") && p.method != "full")
+        .collect();
+    assert_eq!(rows.len(), 12);
+    for p in &rows {
+        let spec = MethodSpec::parse(&p.method);
+        let fits: Vec<String> = plan
+            .raw
+            .methods
+            .iter()
+            .map(|m| m.build())
+            .filter(|m| m.name() == spec.name)
+            .filter(|m| {
+                let params = m.params();
+                spec.params.iter().all(|(k, want)| {
+                    k.split('.')
+                        .try_fold(&params, |v, part| v.get(part))
+                        .and_then(|v| v.as_str())
+                        == Some(want.as_str())
+                })
+            })
+            .map(|m| m.params().to_string())
+            .collect();
+        assert_eq!(fits.len(), 1, "{}: {fits:?}", p.method);
+        assert_eq!(spec.name, "query_heads", "{}", p.method);
+        assert!(plan
+            .runs
+            .iter()
+            .any(|r| r.query_aware == (p.query_aware == Some(true))
+                && r.budget.map(|b| b.label()) == Some(p.budget.clone())));
+    }
+}

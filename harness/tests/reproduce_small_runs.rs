@@ -1,8 +1,8 @@
 //! The `_small` twin of the kvpress leaderboard reproduction runs unchanged in CI
 //! (experiments/reproduce/kvpress_ruler4k_small.yaml: SmolLM2-135M on CPU, three generated RULER
 //! tasks at 4,096 tokens, the leaderboard's presses through `preset: kvpress_leaderboard`, five
-//! ratios). The LongBench twins need the hub's LongBench data, which CI cannot download; they are
-//! validated by `reproduce_experiments`.
+//! ratios). The LongBench twins run in `reproduce_longbench_small` (the shared LongBench records
+//! served through a mock hub).
 
 use std::path::Path;
 

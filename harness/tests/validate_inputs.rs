@@ -323,3 +323,49 @@ fn per_layer_ratio_count_is_checked_at_validation_against_a_cached_model() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Issue 19 item 5: no floating default for hub data. LongBench's parquet export without
+/// `revision:` is an error naming the line and what to write; a branch written as the revision
+/// or a RULER input without one is a warning naming the line.
+#[test]
+fn floating_hub_revisions_are_an_error_or_a_warning() {
+    let d = dir("floating");
+    let parquet = GOOD.replace(
+        "  - name: niah\n    lengths: [64]\n    depths: [0.5]\n",
+        "  - name: longbench\n    tasks: [hotpotqa]\n    source: parquet\n",
+    );
+    let e = err(&d, &parquet);
+    assert!(
+        e.contains("exp.yaml:6: dataset `longbench`, field `revision`: `source: parquet` needs `revision:`")
+            && e.contains("revision: COMMIT"),
+        "{e}"
+    );
+    let branch = parquet.replace(
+        "source: parquet\n",
+        "source: parquet\n    revision: refs/convert/parquet\n",
+    );
+    let plan = load(&d, &branch).unwrap();
+    let w: Vec<&String> = plan
+        .notes
+        .iter()
+        .filter(|n| n.contains("a branch or tag"))
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", plan.notes);
+    assert!(
+        w[0].starts_with("warning: ") && w[0].contains("exp.yaml:4: dataset `longbench`"),
+        "{w:?}"
+    );
+    let ruler = GOOD.replace(
+        "  - name: niah\n    lengths: [64]\n    depths: [0.5]\n",
+        "  - name: ruler\n    tasks: [niah_single_1]\n    lengths: [256]\n    essays: {repo: me/inputs, file: PaulGrahamEssays.json}\n",
+    );
+    let plan = load(&d, &ruler).unwrap();
+    assert!(
+        plan.notes.iter().any(|n| n.starts_with("warning: ")
+            && n.contains("exp.yaml:4: dataset `ruler`: field `essays`")
+            && n.contains("revision: COMMIT")),
+        "{:?}",
+        plan.notes
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

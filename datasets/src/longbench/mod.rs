@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::datafile::record;
 use crate::records::{describe, invalid, LineProblem};
 use crate::records::{line_error, read_records};
-use crate::source::{hashed, parquet_path, DataSource, LoadOptions, SourceError, PARQUET_REVISION};
+use crate::source::{hashed, parquet_path, DataSource, LoadOptions, SourceError};
 use crate::{hub, DataFile, Loaded, Metric, Sample, TokenCounter, Turn};
 
 /// The 21 LongBench tasks, in `pred.py`'s order.
@@ -83,11 +83,15 @@ pub const DEFAULT_REPO: &str = "THUDM/LongBench";
 /// <https://huggingface.co/datasets/THUDM/LongBench/commits/47ac8bb45fc28f01f2a837b942995aa20974a207>).
 pub const DEFAULT_REVISION: &str = "f72191f71cd6fcd0da8a54f0915078efda579449";
 
-/// The revision `source: parquet` reads unless `revision:` says otherwise: UNPINNED. The hub's
-/// converter rewrote LongBench's export many times and no commit of it holding all 34 configs
-/// could be verified, so the export branch itself is read; the commit it resolved to is recorded
-/// in `run.json`.
-pub const PARQUET_DEFAULT_REVISION_UNPINNED: &str = PARQUET_REVISION;
+/// `source: parquet` has no default revision: the hub's converter rewrote LongBench's export many
+/// times and no commit of it holding all 34 configs could be verified, so an experiment must
+/// write `revision:` (a commit of `refs/convert/parquet` pins it; `refs/convert/parquet` itself
+/// reads the branch, unpinned, with a warning). [`LongBenchConfig::check_pinned`] says so.
+pub const PARQUET_REVISION_REQUIRED: &str = "`source: parquet` needs `revision:`: the hub's \
+     parquet export of THUDM/LongBench is a branch its converter rewrites, and kvbench knows no \
+     verified commit of it; write `revision: COMMIT` (a commit of refs/convert/parquet, from the \
+     dataset's hub page), `revision: refs/convert/parquet` to read the branch unpinned, or use \
+     `source: hub` (data.zip at a pinned commit)";
 
 /// `eval.py`'s `dataset2metric`.
 pub fn metric(task: &str) -> Option<Metric> {
@@ -118,7 +122,7 @@ pub struct LongBenchConfig {
     #[serde(default = "default_repo")]
     pub repo: String,
     /// Revision of `repo` (a commit, branch or tag) for `source: hub` or `parquet`; default:
-    /// [`DEFAULT_REVISION`] (hub), [`PARQUET_DEFAULT_REVISION_UNPINNED`] (parquet).
+    /// [`DEFAULT_REVISION`] (hub); required for `parquet` ([`PARQUET_REVISION_REQUIRED`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// Middle-truncate prompts longer than this many tokens (LongBench's `model2maxlen`).
@@ -156,17 +160,27 @@ impl LongBenchConfig {
     }
 
     /// The revision of `repo` read: `revision:`, else the source's default; `None` for local
-    /// files.
+    /// files and for `source: parquet` without `revision:` (which [`Self::check_pinned`]
+    /// rejects).
     pub fn effective_revision(&self) -> Option<&str> {
-        let default = match self.source {
-            DataSource::Path(_) => return None,
-            DataSource::Hub => DEFAULT_REVISION,
-            DataSource::Parquet => PARQUET_DEFAULT_REVISION_UNPINNED,
-        };
-        Some(self.revision.as_deref().unwrap_or(default))
+        match self.source {
+            DataSource::Path(_) => None,
+            DataSource::Hub => Some(self.revision.as_deref().unwrap_or(DEFAULT_REVISION)),
+            DataSource::Parquet => self.revision.as_deref(),
+        }
+    }
+
+    /// `source: parquet` without `revision:` is an error (no floating default): the message
+    /// says what to write.
+    pub fn check_pinned(&self) -> Result<(), String> {
+        if self.source == DataSource::Parquet && self.revision.is_none() {
+            return Err(PARQUET_REVISION_REQUIRED.to_string());
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), SourceError> {
+        self.check_pinned().map_err(config_error)?;
         if self.tasks.is_empty() {
             return Err(config_error(
                 "`tasks` is empty; expected LongBench task names",

@@ -160,9 +160,28 @@ fn config_serde() {
     .unwrap();
     assert_eq!(c.source, DataSource::Path("d".into()));
     assert_eq!((c.max_length, c.effective_revision()), (Some(3500), None));
+    // the parquet export has no default revision: an error that says what to write
     let c: LongBenchConfig = serde_json::from_str(r#"{"source": "parquet"}"#).unwrap();
     assert_eq!((c.tasks.len(), &c.source), (21, &DataSource::Parquet));
+    assert_eq!(c.effective_revision(), None);
+    let e = c.check_pinned().unwrap_err();
+    assert!(
+        e.contains("needs `revision:`") && e.contains("revision: COMMIT"),
+        "{e}"
+    );
+    let e = c
+        .load(&crate::WhitespaceTokens, &LoadOptions::from_env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("longbench: `source: parquet` needs `revision:`"),
+        "{e}"
+    );
+    let c: LongBenchConfig =
+        serde_json::from_str(r#"{"source": "parquet", "revision": "refs/convert/parquet"}"#)
+            .unwrap();
     assert_eq!(c.effective_revision(), Some("refs/convert/parquet"));
+    assert!(c.check_pinned().is_ok());
     // the hub's files are pinned to a commit unless `revision:` says otherwise
     let c: LongBenchConfig = serde_json::from_str(r#"{}"#).unwrap();
     assert_eq!(c.effective_revision(), Some(DEFAULT_REVISION));

@@ -95,6 +95,50 @@ fn configs_round_trip_and_refuse_unknown_fields() {
 }
 
 #[test]
+fn floating_revisions_are_named_never_silent() {
+    let floating = |json: &str| {
+        serde_json::from_str::<DatasetConfig>(json)
+            .unwrap()
+            .floating_revisions()
+    };
+    // the pinned defaults float nowhere
+    for name in ["longbench", "longbench_v2", "scbench"] {
+        assert!(
+            floating(&format!(r#"{{"name": "{name}"}}"#)).is_empty(),
+            "{name}"
+        );
+    }
+    assert!(floating(r#"{"name": "scbench", "source": "parquet"}"#).is_empty());
+    // a branch written as the revision
+    let f = floating(r#"{"name": "longbench", "revision": "main"}"#);
+    assert_eq!(f.len(), 1);
+    assert!(f[0].contains("THUDM/LongBench at `main`") && f[0].contains("revision: COMMIT"));
+    let f = floating(
+        r#"{"name": "longbench", "source": "parquet", "revision": "refs/convert/parquet"}"#,
+    );
+    assert!(f[0].contains("`refs/convert/parquet`"), "{f:?}");
+    // a RULER hub input without `revision:` reads `main`; with a commit it is pinned
+    let f = floating(
+        r#"{"name": "ruler", "lengths": [4096], "tasks": ["qa_1"],
+            "squad": {"repo": "me/inputs", "file": "dev-v2.0.json"}}"#,
+    );
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].starts_with("field `squad`: reads dev-v2.0.json of me/inputs at `main`")
+            && f[0].contains("squad: {repo: me/inputs, file: dev-v2.0.json, revision: COMMIT}"),
+        "{f:?}"
+    );
+    let pinned = format!(
+        r#"{{"name": "ruler", "lengths": [4096], "tasks": ["qa_1"],
+            "squad": {{"repo": "me/inputs", "file": "dev-v2.0.json", "revision": "{}"}}}}"#,
+        longbench::DEFAULT_REVISION
+    );
+    assert!(floating(&pinned).is_empty());
+    // local files have no revision
+    assert!(floating(r#"{"name": "longbench", "source": {"path": "d"}}"#).is_empty());
+}
+
+#[test]
 fn hub_datasets_name_their_pinned_revision() {
     let c: DatasetConfig = serde_json::from_str(r#"{"name": "longbench"}"#).unwrap();
     assert_eq!(c.revision(), Some(longbench::DEFAULT_REVISION));

@@ -155,6 +155,31 @@ fn default_tasks() -> Vec<String> {
     TASKS.iter().map(|t| t.to_string()).collect()
 }
 
+impl RulerConfig {
+    /// `(option, repo, file, revision)` of every hub input read at a branch or tag rather than a
+    /// commit (by default `main`): the harness warns about each before a run.
+    pub fn floating_inputs(&self) -> Vec<(&'static str, &str, &str, &str)> {
+        [
+            ("essays", &self.essays),
+            ("words", &self.words),
+            ("squad", &self.squad),
+            ("hotpotqa", &self.hotpotqa),
+        ]
+        .into_iter()
+        .filter_map(|(option, input)| match input {
+            Some(InputFile::Hub {
+                repo,
+                file,
+                revision,
+            }) if !crate::source::is_commit(revision) => {
+                Some((option, repo.as_str(), file.as_str(), revision.as_str()))
+            }
+            _ => None,
+        })
+        .collect()
+    }
+}
+
 fn default_samples() -> usize {
     1
 }

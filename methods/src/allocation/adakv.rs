@@ -50,7 +50,7 @@ pub struct AdaKv {
     pub scorer: ScorerConfig,
 }
 
-fn default_floor() -> f64 {
+pub(crate) fn default_floor() -> f64 {
     0.2
 }
 
@@ -155,9 +155,11 @@ impl Method for AdaKv {
 }
 
 /// AdaKV's keep rule: each head keeps its `floor x target` best, the rest of the layer's total
-/// goes to the best scores across heads.
-struct Adaptive {
-    floor: f64,
+/// goes to the best scores across heads. Shared by `adakv` and `query_heads` (where the heads are
+/// the query heads of KVCache-Factory's layout).
+pub struct Adaptive {
+    /// Share of each head's target it keeps whatever the other heads score (0 to 1).
+    pub floor: f64,
 }
 
 impl KeepRule for Adaptive {

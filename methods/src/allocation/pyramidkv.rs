@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
-use crate::selection::select::{evict_with, round_preserving_sum, TopK};
+use crate::selection::select::{evict_with, round_preserving_sum, Allocator, TopK};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -52,7 +52,7 @@ pub struct PyramidKv {
     pub scorer: ScorerConfig,
 }
 
-fn default_beta() -> f64 {
+pub(crate) fn default_beta() -> f64 {
     20.0
 }
 
@@ -117,6 +117,48 @@ pub fn pyramid_budgets(
     round_preserving_sum(&per_layer, n_layers * kept, len)
 }
 
+/// The pyramid as an [`Allocator`]: every head of layer `l` keeps its `l`-th share of
+/// [`pyramid_budgets`] for the head's length (one schedule per distinct length). Shared by
+/// `pyramidkv` and `query_heads` (KVCache-Factory's per-query-head layout).
+pub struct PyramidAllocator<'a> {
+    schedule: Schedule,
+    beta: f64,
+    window: usize,
+    budget: &'a Budget,
+    schedules: HashMap<usize, Vec<usize>>,
+}
+
+impl<'a> PyramidAllocator<'a> {
+    pub fn new(schedule: Schedule, beta: f64, window: usize, budget: &'a Budget) -> Self {
+        PyramidAllocator {
+            schedule,
+            beta,
+            window,
+            budget,
+            schedules: HashMap::new(),
+        }
+    }
+}
+
+impl Allocator for PyramidAllocator<'_> {
+    fn targets(&mut self, layer: usize, n_layers: usize, lens: &[usize]) -> Vec<usize> {
+        lens.iter()
+            .map(|&len| {
+                self.schedules.entry(len).or_insert_with(|| {
+                    pyramid_budgets(
+                        self.schedule,
+                        n_layers,
+                        len,
+                        self.budget.kept(len),
+                        self.window,
+                        self.beta,
+                    )
+                })[layer]
+            })
+            .collect()
+    }
+}
+
 impl Method for PyramidKv {
     fn name(&self) -> &str {
         "pyramidkv"
@@ -148,23 +190,7 @@ impl Method for PyramidKv {
         budget: &Budget,
     ) -> Result<(), MethodError> {
         let scorer = self.scorer.scorer();
-        let mut schedules: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut allocator = |l: usize, n_layers: usize, lens: &[usize]| -> Vec<usize> {
-            lens.iter()
-                .map(|&len| {
-                    schedules.entry(len).or_insert_with(|| {
-                        pyramid_budgets(
-                            self.schedule,
-                            n_layers,
-                            len,
-                            budget.kept(len),
-                            scorer.window(),
-                            self.beta,
-                        )
-                    })[l]
-                })
-                .collect()
-        };
+        let mut allocator = PyramidAllocator::new(self.schedule, self.beta, scorer.window(), budget);
         evict_with(cache, obs, scorer, &mut allocator, &mut TopK)
     }
 }
