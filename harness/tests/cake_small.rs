@@ -175,6 +175,7 @@ fn the_8b_study_validates() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let plan = Plan::load(&root.join("experiments/cake_8b.yaml")).unwrap();
     assert_eq!(plan.runs.len(), 3 * 7);
+    assert_eq!(plan.raw.datasets.len(), 1);
     assert!(
         matches!(&plan.model, kvbench::fetch::ModelSpec::Synthetic { shape, tokenizer: Some(_) } if shape == "llama3-8b"),
         "{:?}",

@@ -10,14 +10,14 @@ bash scripts/device/stage.sh >/dev/null
 source scripts/device/setup.sh
 OUT=${OUT:-/tmp/cake-out}
 EXP=${EXP:-experiments/cake.yaml}
-name=$(basename "$EXP" .yaml)
+name=$(basename "$EXP" .yaml)${SET:+-part}  # SET='datasets.0.lengths=[65536]' runs part of a sweep
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2; df -h /tmp | tail -1; } > "$OUT/machine.txt"
 run=/tmp/runs/$name
 t0=$(date +%s)
 # The store is a directory under the run (reuse.store: kv_store); `prime: true` writes each
 # context's cache there before its first measured request.
-/tmp/kvbench-new run "$EXP" --device cuda --output "$run" --fresh > "$OUT/run.log" 2>&1 || {
+/tmp/kvbench-new run "$EXP" --device cuda ${SET:+--set "$SET"} --output "$run" --fresh > "$OUT/run.log" 2>&1 || {
   tail -n 30 "$OUT/run.log"; exit 1; }
 t1=$(date +%s)
 echo "run: $((t1 - t0)) s" | tee -a "$OUT/run.log"
