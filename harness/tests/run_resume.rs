@@ -128,6 +128,49 @@ fn rerun_skips_and_killed_run_resumes_without_duplicates() {
     assert_eq!(keys(&results).len(), 12);
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 record(s) written, 12 already done"));
 
+    // `kvbench show` prints the exact prompt each turn was fed, from prompts.jsonl (one line per
+    // sample turn, not per record), the same text `kvbench show-prompt` renders.
+    let prompts = std::fs::read_to_string(out.join("prompts.jsonl")).unwrap();
+    let lines: Vec<kvbench_reports::prompts::PromptLine> = prompts
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let turns: HashSet<(&str, usize)> = lines
+        .iter()
+        .map(|p| (p.sample_id.as_str(), p.turn))
+        .collect();
+    assert_eq!(turns.len(), 4, "one prompt per sample turn");
+    assert!(
+        lines.len() <= 5,
+        "a killed turn is written again at most once"
+    );
+    let preview = kvbench(&["show-prompt", exp.to_str().unwrap(), "--samples", "4"])
+        .output()
+        .unwrap();
+    assert!(preview.status.success());
+    let preview = String::from_utf8(preview.stdout).unwrap();
+    for p in &lines {
+        assert!(p.templated && p.context.contains("<|im_start|>"), "{p:?}");
+        let shown = kvbench(&["show", out.to_str().unwrap(), &p.sample_id])
+            .output()
+            .unwrap();
+        assert!(shown.status.success());
+        let shown = String::from_utf8(shown.stdout).unwrap();
+        let block = format!(
+            "{}\n--- question: {} tokens (appended after compression; the model answers after it) ---\n{}\n",
+            p.context, p.question_tokens, p.question
+        );
+        assert!(shown.contains(&block), "show lacks the prompt:\n{shown}");
+        assert!(
+            shown.contains(&format!("context: {} tokens", p.context_tokens)),
+            "{shown}"
+        );
+        assert!(
+            preview.contains(&block),
+            "show-prompt renders it differently:\n{preview}"
+        );
+    }
+
     // The run directory has its summary and the resolved experiment.
     for f in ["summary.md", "summary.csv", "experiment.yaml", "run.json"] {
         assert!(out.join(f).exists(), "{f} missing");

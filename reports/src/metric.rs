@@ -1,5 +1,7 @@
 //! The per-record quantities tables and plots aggregate, with their units.
 
+use polars::prelude::{DataFrame, PolarsResult};
+
 use crate::Record;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -105,5 +107,38 @@ impl Metric {
             Metric::DecodeTokS => return None,
         };
         v.is_finite().then_some(v)
+    }
+
+    /// [`Metric::value`] of every row of a results frame ([`crate::frame`]), from its columns.
+    pub fn frame_values(self, df: &DataFrame) -> PolarsResult<Vec<Option<f64>>> {
+        let col = |name: &str| crate::frame::floats(df, name);
+        let scaled = |name: &str| -> PolarsResult<Vec<Option<f64>>> {
+            Ok(col(name)?.into_iter().map(|b| b.map(|b| b / MIB)).collect())
+        };
+        let v: Vec<Option<f64>> = match self {
+            Metric::Score => col("score")?,
+            Metric::Agreement => col("agreement_with_full")?,
+            Metric::Kl => col("kl_first_token")?,
+            Metric::AchievedRatio => col("achieved_ratio")?,
+            Metric::ByteRatio => col("kv_bytes")?
+                .into_iter()
+                .zip(col("kv_bytes_full")?)
+                .map(|(b, full)| match (b, full) {
+                    (Some(b), Some(full)) if full > 0.0 => Some(1.0 - b / full),
+                    _ => None,
+                })
+                .collect(),
+            Metric::KvMib => scaled("kv_bytes")?,
+            Metric::PeakMib => scaled("peak_device_bytes")?,
+            Metric::PrefillMs => col("prefill_ms")?,
+            Metric::CompressMs => col("compress_ms")?,
+            Metric::QuestionMs => col("question_ms")?,
+            Metric::TtftMs => col("ttft_ms")?,
+            Metric::DecodeTokS => col("decode_ms_per_token")?
+                .into_iter()
+                .map(|d| d.filter(|d| *d > 0.0).map(|d| 1000.0 / d))
+                .collect(),
+        };
+        Ok(v.into_iter().map(|x| x.filter(|x| x.is_finite())).collect())
     }
 }

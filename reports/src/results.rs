@@ -184,8 +184,13 @@ impl ResultsWriter {
     }
 
     pub fn append(&mut self, record: &Record) -> Result<(), ResultsError> {
+        self.append_json(record)
+    }
+
+    /// Append any JSON line the same way (the run's `prompts.jsonl` beside its results).
+    pub fn append_json<T: serde::Serialize>(&mut self, value: &T) -> Result<(), ResultsError> {
         use std::io::Write;
-        let mut line = serde_json::to_string(record).expect("records always serialize");
+        let mut line = serde_json::to_string(value).expect("plain data always serializes");
         line.push('\n');
         let io = |source| ResultsError::Io {
             op: "writing",

@@ -1,6 +1,7 @@
 //! `kvbench show RUN SAMPLE_ID`: every record of one sample, as a researcher reads outputs: per
 //! turn and configuration the prediction beside the reference answers, the score and fidelity,
-//! the prompt's token counts (and truncation), and the file and line each record came from.
+//! the prompt's token counts (and truncation), the exact prompt the model was fed (from the run's
+//! `prompts.jsonl`, see [`crate::prompts`]), and the file and line each record came from.
 
 use std::fmt::Write;
 
@@ -57,11 +58,15 @@ pub fn render(merged: &Merged, sample_id: &str) -> Result<String, ReportError> {
         first.metric,
         idx.len()
     );
-    let mut turn = usize::MAX;
+    let results: Vec<std::path::PathBuf> =
+        merged.sources.iter().map(|s| s.results.clone()).collect();
+    let mut prompts: Vec<(String, Vec<crate::prompts::PromptLine>)> = Vec::new();
+    let mut shown_prompts = 0;
+    let mut turn = (String::new(), usize::MAX);
     for i in idx {
         let r = &merged.records[i];
-        if r.turn != turn {
-            turn = r.turn;
+        if (&r.dataset, r.turn) != (&turn.0, turn.1) {
+            turn = (r.dataset.clone(), r.turn);
             let _ = writeln!(
                 out,
                 "\n== turn {} · context {} tokens{} · question {} tokens · answers: {}",
@@ -77,6 +82,19 @@ pub fn render(merged: &Merged, sample_id: &str) -> Result<String, ReportError> {
             );
             if !r.meta.is_null() {
                 let _ = writeln!(out, "   meta: {}", r.meta);
+            }
+            if !prompts.iter().any(|(d, _)| *d == r.dataset) {
+                let found = crate::prompts::find(&results, &r.dataset, sample_id);
+                prompts.push((r.dataset.clone(), found));
+            }
+            let prompt = prompts
+                .iter()
+                .filter(|(d, _)| *d == r.dataset)
+                .flat_map(|(_, p)| p)
+                .find(|p| p.turn == r.turn);
+            if let Some(p) = prompt {
+                shown_prompts += 1;
+                write_prompt(&mut out, p);
             }
         }
         let c = configs.of(r);
@@ -108,9 +126,33 @@ pub fn render(merged: &Merged, sample_id: &str) -> Result<String, ReportError> {
             r.prediction.replace('\n', "\n               ")
         );
     }
+    if shown_prompts == 0 {
+        let _ = writeln!(
+            out,
+            "\nThis run kept no prompts.jsonl (runs before it did): `kvbench show-prompt EXPERIMENT.yaml` renders prompts exactly as the run did (the run directory keeps its experiment.yaml)."
+        );
+    }
+    Ok(out)
+}
+
+/// The prompt as the model got it, in `kvbench show-prompt`'s layout.
+fn write_prompt(out: &mut String, p: &crate::prompts::PromptLine) {
     let _ = writeln!(
         out,
-        "\nRecords keep token counts, not the prompt text: `kvbench show-prompt EXPERIMENT.yaml` renders prompts exactly as the run did (the run directory keeps its experiment.yaml)."
+        "\n--- prompt as fed to the model (chat template: {}) · context: {} tokens (prefilled, then compressed){} ---",
+        if p.templated { "yes" } else { "no" },
+        p.context_tokens,
+        if p.truncated_tokens > 0 {
+            format!("; {} tokens cut from the middle", p.truncated_tokens)
+        } else {
+            String::new()
+        }
     );
-    Ok(out)
+    let _ = writeln!(out, "{}", p.context);
+    let _ = writeln!(
+        out,
+        "--- question: {} tokens (appended after compression; the model answers after it) ---",
+        p.question_tokens
+    );
+    let _ = writeln!(out, "{}", p.question);
 }

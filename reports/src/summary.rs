@@ -50,60 +50,32 @@ const MEANS: [&str; 9] = [
 ];
 
 /// [`summarize`] on a results frame ([`crate::frame`]): failed records and repeated keys left
-/// out, then one polars group-by (dataset x method label x budget x query awareness) for the
-/// means and counts.
+/// out, then the report's aggregation path ([`crate::grouped`]) at the summary's level: one polars
+/// group-by (dataset x method label and way to the cache x budget x query awareness) for the means
+/// and counts.
 pub fn summarize_frame(df: &DataFrame) -> PolarsResult<Vec<SummaryRow>> {
-    let mut df = crate::frame::measured(df)?;
+    let df = crate::frame::measured(df)?;
     if df.height() == 0 {
         return Ok(Vec::new());
     }
-    let methods = strings(&df, "method")?;
-    let params = strings(&df, "method_params")?;
-    let labels = crate::aggregate::method_labels_of(
-        methods
-            .iter()
-            .map(String::as_str)
-            .zip(params.iter().map(String::as_str)),
-    );
-    let modes = df.column("ttft_mode")?.str()?.clone();
-    let bandwidths = crate::frame::floats(&df, "bandwidth_gbps")?;
-    let label: Vec<String> = methods
-        .iter()
-        .zip(&params)
-        .enumerate()
-        .map(|(i, (m, p))| {
-            let method = labels
-                .get(&(m.clone(), p.clone()))
-                .cloned()
-                .unwrap_or_else(|| m.clone());
-            // With reuse, each way to the cache is its own row (`full [load @ 4 GB/s]`).
-            match (modes.get(i), bandwidths[i]) {
-                (None, _) => method,
-                (Some("compute"), None) => format!("{method} [compute]"),
-                (Some(mode), None) => format!("{method} [{mode} @ uncapped]"),
-                (Some(mode), Some(g)) => format!("{method} [{mode} @ {g} GB/s]"),
-            }
-        })
-        .collect();
+    let prepared = crate::grouped::prepare(&df)?;
     let mut method_order: Vec<String> = Vec::new();
-    for l in &label {
-        if !method_order.contains(l) {
-            method_order.push(l.clone());
+    for l in strings(&prepared, crate::grouped::WAY)? {
+        if !method_order.contains(&l) {
+            method_order.push(l);
         }
     }
-    df.with_column(Column::new("label".into(), label))?;
-    let keys = ["dataset", "label", "budget_label", "query_aware"];
-    let gb = df.group_by_stable(keys)?;
-    // The eager group-by's aggregations (deprecated upstream in favour of the lazy engine, which
-    // this crate leaves out to keep the build small; polars is pinned, so they stay).
-    #[allow(deprecated)]
-    let (means, counts) = (
-        gb.clone().select(MEANS).mean()?,
-        gb.select(["key"]).count()?,
-    );
-    let n = crate::frame::floats(&counts, "key_count")?;
+    let keys = [
+        "dataset",
+        crate::grouped::WAY,
+        "budget_label",
+        "query_aware",
+    ];
+    let means = crate::grouped::group(&prepared, &keys, &MEANS)?.table;
+    let counts = &means;
+    let n = crate::frame::floats(counts, "n")?;
     let dataset = strings(&means, "dataset")?;
-    let label = strings(&means, "label")?;
+    let label = strings(&means, crate::grouped::WAY)?;
     let budget = strings(&means, "budget_label")?;
     let qa: Vec<bool> = means
         .column("query_aware")?

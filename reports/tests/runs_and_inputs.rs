@@ -158,6 +158,51 @@ fn bad_lines_are_named_by_file_and_line_and_good_lines_still_count() {
 }
 
 #[test]
+fn bad_lines_in_a_second_shard_name_that_shard_and_a_readable_older_version_still_counts() {
+    let dir = temp_dir("bad-shards");
+    let good = run(2, "e");
+    write(&dir.join("results.shard-0-of-2.jsonl"), &good);
+    // Shard 1: a record another kvbench version wrote in this schema (read, with a warning), a
+    // line of another version's schema (skipped), then a final line cut short (skipped).
+    let mut older = record(7, "full", None, "e");
+    older.kvbench_version = "0.0.9".into();
+    let mut text = serde_json::to_string(&older).unwrap() + "\n";
+    text += "{\"kvbench_version\": \"0.0.1\", \"experiment\": \"e\", \"scores\": [1]}\n";
+    text += &serde_json::to_string(&record(8, "full", None, "e")).unwrap();
+    text += "\n{\"experiment\": \"e\", \"mo";
+    std::fs::write(dir.join("results.shard-1-of-2.jsonl"), text).unwrap();
+    let merged = kvbench_reports::merge::load_runs(&[dir.clone()]).unwrap();
+    assert_eq!(
+        merged.records.len(),
+        good.len() + 2,
+        "both readable lines count"
+    );
+    let lines: Vec<String> = merged.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(
+        has("results.shard-1-of-2.jsonl line 1: first record of kvbench version `0.0.9`"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("results.shard-1-of-2.jsonl line 2: a record of kvbench 0.0.1"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("results.shard-1-of-2.jsonl line 4: incomplete last line"),
+        "{lines:#?}"
+    );
+    // The run's summary path (polars frame) reads the same records and problems.
+    let frame = kvbench_reports::merge::load_frame(&[dir.clone()]).unwrap();
+    assert_eq!(frame.frame.height(), good.len() + 2);
+    assert_eq!(frame.problems.len(), 3);
+    let rows = kvbench_reports::summarize_frame(&frame.frame).unwrap();
+    let full = rows.iter().find(|r| r.method == "full").unwrap();
+    assert_eq!(full.n, 4, "s0, s1 and the two good lines of shard 1");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn two_runs_of_the_same_samples_go_side_by_side_unless_merged() {
     let dir = temp_dir("sides");
     let (a, b) = (dir.join("run-a"), dir.join("run-b"));

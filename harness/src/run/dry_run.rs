@@ -7,7 +7,7 @@ use candle_core::Device;
 
 use crate::experiment::Plan;
 use crate::loader::LoadedModel;
-use crate::prompt::turn_text;
+use crate::prompt::{turn_text, TurnText};
 
 use super::plan::RunPlan;
 use super::prefill::{Engine, TurnPrompt};
@@ -39,12 +39,8 @@ pub fn show_prompts(
                     index,
                 };
                 let prompting = &dataset.prompting;
-                let template = prompting
-                    .template
-                    .as_ref()
-                    .filter(|_| prompting.mode.applies(sample, true));
-                let text = turn_text(sample, index, template)?;
                 let prompt = TurnPrompt::new(&engine, prompting, &turn)?;
+                let text = rendered(loaded, prompting, &turn, &prompt)?;
                 out += &format!(
                     "\n=== dataset {} · sample {} · task {} · turn {}/{} · chat template: {}\n",
                     dataset.name,
@@ -67,11 +63,7 @@ pub fn show_prompts(
                         String::new()
                     }
                 );
-                if prompt.truncated_tokens > 0 {
-                    out += &loaded.tokenizer.decode(&prompt.context_ids)?;
-                } else {
-                    out += &text.context;
-                }
+                out += &text.context;
                 out += &format!(
                     "\n--- question: {} tokens (appended after compression; the model answers after it) ---\n",
                     prompt.question_ids.len()
@@ -87,4 +79,45 @@ pub fn show_prompts(
         }
     }
     Ok(out)
+}
+
+/// The text a turn's model is fed: the rendered context (where tokens were cut, the decoded kept
+/// tokens, which is what was prefilled) and the question. What `show-prompt` prints and what a run
+/// keeps in `prompts.jsonl` for `kvbench show`.
+pub(super) fn rendered(
+    loaded: &LoadedModel,
+    prompting: &super::prefill::Prompting,
+    turn: &TurnRef,
+    prompt: &TurnPrompt,
+) -> Result<TurnText> {
+    let template = prompting
+        .template
+        .as_ref()
+        .filter(|_| prompting.mode.applies(turn.sample, true));
+    let mut text = turn_text(turn.sample, turn.index, template)?;
+    if prompt.truncated_tokens > 0 {
+        text.context = loaded.tokenizer.decode(&prompt.context_ids)?;
+    }
+    Ok(text)
+}
+
+/// The line `prompts.jsonl` keeps for a turn.
+pub(super) fn prompt_line(
+    loaded: &LoadedModel,
+    prompting: &super::prefill::Prompting,
+    turn: &TurnRef,
+    prompt: &TurnPrompt,
+) -> Result<kvbench_reports::prompts::PromptLine> {
+    let text = rendered(loaded, prompting, turn, prompt)?;
+    Ok(kvbench_reports::prompts::PromptLine {
+        dataset: turn.dataset.to_string(),
+        sample_id: turn.sample.id.clone(),
+        turn: turn.index,
+        templated: text.templated,
+        context_tokens: prompt.context_ids.len(),
+        question_tokens: prompt.question_ids.len(),
+        truncated_tokens: prompt.truncated_tokens,
+        context: text.context,
+        question: text.question,
+    })
 }

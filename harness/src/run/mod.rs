@@ -130,6 +130,9 @@ pub fn run_claimed(
     }
     let done = crate::scale::done_keys(&opts.output, claim.shard, opts.keep_failed)?;
     let mut writer = ResultsWriter::open(&results)?;
+    let prompts_file = kvbench_reports::prompts::prompts_path(&results)
+        .unwrap_or_else(|| results.with_extension("prompts.jsonl"));
+    let mut prompts = ResultsWriter::open(&prompts_file)?;
     let engine = Engine::new(loaded, device, plan.raw.attention_chunk);
     let mut work = RunPlan::new(plan, loaded, opts.limit)?;
     // Shards get about equal text (context and questions), so `--gpus` workers finish together.
@@ -146,6 +149,7 @@ pub fn run_claimed(
         work: &work,
         done: &done,
         writer: &mut writer,
+        prompts: &mut prompts,
         facts: RunFacts {
             plan,
             device_label: crate::device::label(device),
@@ -292,6 +296,8 @@ struct SampleRunner<'a> {
     /// Keys of the records already in the results file.
     done: &'a HashSet<String>,
     writer: &'a mut ResultsWriter,
+    /// `prompts.jsonl`: each prefilled turn's exact prompt, once, for `kvbench show`.
+    prompts: &'a mut ResultsWriter,
     facts: RunFacts<'a>,
     written: usize,
     failed: usize,
@@ -380,6 +386,8 @@ impl SampleRunner<'_> {
             }
             Err(e) => return Err(e),
         };
+        let line = dry_run::prompt_line(engine.loaded, prompting, &turn, &prompt)?;
+        self.prompts.append_json(&line)?;
         let mut pending: Vec<(&PlannedRun, String)> = Vec::new();
         for (planned, key) in self.work.runs.iter().zip(keys) {
             if self.done.contains(&key) {

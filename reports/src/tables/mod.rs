@@ -5,6 +5,11 @@ pub mod frame;
 pub mod latex;
 pub mod markdown;
 
+use polars::prelude::{
+    ChunkCompareEq, Column as PlColumn, DataFrame, DataFrameJoinOps, JoinArgs, JoinType,
+    PolarsResult,
+};
+
 use crate::aggregate::{Aggregate, Config, Metric, DELTA_METRICS};
 use crate::bootstrap::Estimate;
 
@@ -303,29 +308,18 @@ pub fn scores_table(agg: &Aggregate) -> Table {
             Kind::Est { decimals: 3 },
         ));
     }
+    let keys: Vec<String> = columns[config_columns().len()..]
+        .iter()
+        .map(|c| c.key.clone())
+        .collect();
+    let wide = pivot_scores(agg, &keys).expect("pivoting columns polars built");
     let rows = agg
         .configs
         .iter()
-        .map(|c| {
+        .zip(wide)
+        .map(|(c, scores)| {
             let mut row = config_values(c);
-            for (d, t) in &agg.tasks {
-                let cell = agg
-                    .cells
-                    .iter()
-                    .find(|x| &x.dataset == d && &x.task == t && &x.config == c);
-                row.push(Value::Est(
-                    cell.and_then(|x| x.stats.get(&Metric::Score).copied()),
-                ));
-            }
-            for d in &averaged {
-                let b = agg
-                    .benchmarks
-                    .iter()
-                    .find(|b| &b.dataset == *d && &b.config == c);
-                row.push(Value::Est(
-                    b.and_then(|b| b.stats.get(&Metric::Score).copied()),
-                ));
-            }
+            row.extend(scores.into_iter().map(Value::Est));
             row
         })
         .collect();
@@ -338,4 +332,60 @@ pub fn scores_table(agg: &Aggregate) -> Table {
         columns,
         rows,
     }
+}
+
+/// The scores' wide layout (one row per configuration, one column per `keys`: `dataset/task` or
+/// `dataset/average`) from the long cells and benchmark averages: a polars pivot written as a
+/// left join of every configuration with each column's cells (polars' own pivot is lazy-only).
+fn pivot_scores(agg: &Aggregate, keys: &[String]) -> PolarsResult<Vec<Vec<Option<Estimate>>>> {
+    let index = |c: &Config| agg.configs.binary_search(c).ok().map(|i| i as u32);
+    let (mut config, mut column, mut estimate) = (Vec::new(), Vec::new(), Vec::new());
+    let scored = agg
+        .cells
+        .iter()
+        .map(|x| (&x.config, format!("{}/{}", x.dataset, x.task), &x.stats))
+        .chain(
+            agg.benchmarks
+                .iter()
+                .map(|b| (&b.config, format!("{}/average", b.dataset), &b.stats)),
+        );
+    let mut estimates = Vec::new();
+    for (c, key, stats) in scored {
+        if let (Some(i), Some(e)) = (index(c), stats.get(&Metric::Score)) {
+            config.push(i);
+            column.push(key);
+            estimate.push(estimates.len() as u32);
+            estimates.push(*e);
+        }
+    }
+    let long = DataFrame::new_infer_height(vec![
+        PlColumn::new("config".into(), config),
+        PlColumn::new("column".into(), column),
+        PlColumn::new("estimate".into(), estimate),
+    ])?;
+    let n = agg.configs.len() as u32;
+    let all = DataFrame::new_infer_height(vec![PlColumn::new(
+        "config".into(),
+        (0..n).collect::<Vec<u32>>(),
+    )])?;
+    let mut wide = vec![vec![None; keys.len()]; agg.configs.len()];
+    for (k, key) in keys.iter().enumerate() {
+        let mask = long.column("column")?.str()?.equal(key.as_str());
+        let cells = long.filter(&mask)?.select(["config", "estimate"])?;
+        let joined = all.join(
+            &cells,
+            ["config"],
+            ["config"],
+            JoinArgs::new(JoinType::Left),
+            None,
+        )?;
+        let rows = joined.column("config")?.u32()?.clone();
+        let found = joined.column("estimate")?.u32()?.clone();
+        for (row, e) in rows.iter().zip(found.iter()) {
+            if let (Some(row), Some(e)) = (row, e) {
+                wide[row as usize][k] = Some(estimates[e as usize]);
+            }
+        }
+    }
+    Ok(wide)
 }

@@ -3,12 +3,13 @@
 //! average (mean of task means, as LongBench and RULER average); and deltas against a baseline
 //! method with the interval of the difference.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use crate::bootstrap::{
-    cell_seed, macro_average, mean_ci, paired_difference, unpaired_difference, BootstrapConfig,
-    Estimate,
-};
+mod compute;
+
+pub use compute::aggregate;
+
+use crate::bootstrap::{BootstrapConfig, Estimate};
 pub use crate::labels::{method_labels, method_labels_of};
 pub use crate::metric::Metric;
 use crate::Record;
@@ -42,27 +43,25 @@ pub struct BudgetKey {
 impl BudgetKey {
     pub fn of(r: &Record) -> Self {
         let b = r.budget.as_ref();
-        if let Some(x) = b
-            .and_then(|b| b.get("compression_ratio"))
-            .and_then(|v| v.as_f64())
-        {
-            BudgetKey {
-                kind: 1,
-                order: (x * 1e6).round() as i64,
-                label: r.budget_label.clone(),
-            }
-        } else if let Some(k) = b.and_then(|b| b.get("tokens")).and_then(|v| v.as_i64()) {
-            BudgetKey {
-                kind: 2,
-                order: -k,
-                label: r.budget_label.clone(),
-            }
-        } else {
-            BudgetKey {
-                kind: 0,
-                order: 0,
-                label: r.budget_label.clone(),
-            }
+        Self::from_parts(
+            b.and_then(|b| b.get("compression_ratio"))
+                .and_then(|v| v.as_f64()),
+            b.and_then(|b| b.get("tokens")).and_then(|v| v.as_i64()),
+            &r.budget_label,
+        )
+    }
+
+    /// From a results frame's `budget_compression_ratio`, `budget_tokens` and `budget_label`.
+    pub fn from_parts(ratio: Option<f64>, tokens: Option<i64>, label: &str) -> Self {
+        let (kind, order) = match (ratio, tokens) {
+            (Some(x), _) => (1, (x * 1e6).round() as i64),
+            (None, Some(k)) => (2, -k),
+            (None, None) => (0, 0),
+        };
+        BudgetKey {
+            kind,
+            order,
+            label: label.to_string(),
         }
     }
 
@@ -88,6 +87,30 @@ pub struct Config {
 }
 
 impl Config {
+    /// A configuration from its parts (a results frame's columns).
+    pub(crate) fn new(
+        model: String,
+        method: String,
+        base_method: String,
+        params: String,
+        budget: BudgetKey,
+        query_aware: bool,
+    ) -> Self {
+        let method_rank = METHOD_ORDER
+            .iter()
+            .position(|m| *m == base_method)
+            .unwrap_or(METHOD_ORDER.len());
+        Config {
+            model,
+            method_rank,
+            method,
+            base_method,
+            params,
+            budget,
+            query_aware,
+        }
+    }
+
     /// `snapkv r=0.50`, `full`, `snapkv r=0.50 (query-aware)`.
     pub fn label(&self) -> String {
         let mut s = self.method.clone();
@@ -122,23 +145,17 @@ impl Configs {
 
     pub fn of(&self, r: &Record) -> Config {
         let key = (r.method.clone(), r.method_params.to_string());
-        let rank = METHOD_ORDER
-            .iter()
-            .position(|m| *m == r.method)
-            .unwrap_or(METHOD_ORDER.len());
-        Config {
-            model: r.model.clone(),
-            method_rank: rank,
-            method: self
-                .labels
+        Config::new(
+            r.model.clone(),
+            self.labels
                 .get(&key)
                 .cloned()
                 .unwrap_or_else(|| r.method.clone()),
-            base_method: r.method.clone(),
-            params: r.method_params.to_string(),
-            budget: BudgetKey::of(r),
-            query_aware: r.query_aware,
-        }
+            r.method.clone(),
+            key.1,
+            BudgetKey::of(r),
+            r.query_aware,
+        )
     }
 }
 
@@ -241,93 +258,13 @@ pub fn group<'a>(records: &'a [Record], configs: &Configs) -> Groups<'a> {
     groups
 }
 
-fn values(rs: &[&Record], m: Metric) -> Vec<f64> {
-    rs.iter().filter_map(|r| m.value(r)).collect()
-}
-
-/// Aggregate `records` (already merged, each key once) against `baseline`.
-pub fn aggregate(records: &[Record], baseline: &str, cfg: BootstrapConfig) -> Aggregate {
-    let configs = Configs::new(records);
-    let groups = group(records, &configs);
-    let mut out = Aggregate {
-        baseline: baseline.to_string(),
-        ..Default::default()
-    };
-    let all: BTreeSet<Config> = groups.keys().map(|(_, _, c)| c.clone()).collect();
-    out.configs = all.into_iter().collect();
-    out.tasks = groups
-        .keys()
-        .map(|(d, t, _)| (d.clone(), t.clone()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-
-    for ((dataset, task, config), rs) in &groups {
-        let id = format!("{dataset}|{task}|{}", config.identity());
-        let stats = Metric::ALL
-            .iter()
-            .filter_map(|&m| {
-                Some((
-                    m,
-                    mean_ci(
-                        &values(rs, m),
-                        cfg,
-                        cell_seed(cfg.seed, &format!("{id}|{}", m.key())),
-                    )?,
-                ))
-            })
-            .collect();
-        out.cells.push(Cell {
-            dataset: dataset.clone(),
-            task: task.clone(),
-            metric: rs[0].metric.clone(),
-            config: config.clone(),
-            n: rs.len(),
-            stats,
-        });
-    }
-
-    // Benchmark averages: per dataset x configuration, every task of the dataset.
-    let mut by_dataset: BTreeMap<(String, Config), Vec<&Vec<&Record>>> = BTreeMap::new();
-    for ((dataset, _, config), rs) in &groups {
-        by_dataset
-            .entry((dataset.clone(), config.clone()))
-            .or_default()
-            .push(rs);
-    }
-    for ((dataset, config), tasks) in &by_dataset {
-        let id = format!("{dataset}|average|{}", config.identity());
-        let stats = Metric::ALL
-            .iter()
-            .filter_map(|&m| {
-                let strata: Vec<Vec<f64>> = tasks.iter().map(|rs| values(rs, m)).collect();
-                let refs: Vec<&[f64]> = strata.iter().map(|s| s.as_slice()).collect();
-                Some((
-                    m,
-                    macro_average(
-                        &refs,
-                        cfg,
-                        cell_seed(cfg.seed, &format!("{id}|{}", m.key())),
-                    )?,
-                ))
-            })
-            .collect();
-        out.benchmarks.push(Benchmark {
-            dataset: dataset.clone(),
-            config: config.clone(),
-            tasks: tasks.len(),
-            n: tasks.iter().map(|t| t.len()).sum(),
-            stats,
-        });
-    }
-
-    out.deltas = deltas(&groups, &out.configs, baseline, cfg);
-    out
-}
-
 /// The baseline configuration `config` is compared with: the baseline method at the same budget
 /// and query awareness if it ran so, else the baseline method without a budget.
-fn baseline_for<'c>(config: &Config, all: &'c [Config], baseline: &str) -> Option<&'c Config> {
+pub(crate) fn baseline_for<'c>(
+    config: &Config,
+    all: &'c [Config],
+    baseline: &str,
+) -> Option<&'c Config> {
     let candidates: Vec<&Config> = all
         .iter()
         .filter(|c| c.base_method == baseline && c.model == config.model)
@@ -346,114 +283,6 @@ fn baseline_for<'c>(config: &Config, all: &'c [Config], baseline: &str) -> Optio
         .copied()
 }
 
-fn deltas(groups: &Groups, all: &[Config], baseline: &str, cfg: BootstrapConfig) -> Vec<Delta> {
-    let mut out = Vec::new();
-    let datasets: BTreeSet<&String> = groups.keys().map(|(d, _, _)| d).collect();
-    for dataset in datasets {
-        for config in all {
-            let Some(base) = baseline_for(config, all, baseline) else {
-                continue;
-            };
-            if base == config {
-                continue;
-            }
-            // (task, this config's records, the baseline's records) for every task both ran.
-            let tasks: Vec<(&String, &Vec<&Record>, &Vec<&Record>)> = groups
-                .iter()
-                .filter(|((d, _, c), _)| d == dataset && c == config)
-                .filter_map(|((_, t, _), rs)| {
-                    Some((
-                        t,
-                        rs,
-                        groups.get(&(dataset.clone(), t.clone(), base.clone()))?,
-                    ))
-                })
-                .collect();
-            if tasks.is_empty() {
-                continue;
-            }
-            let mut per_task_pairs = Vec::new();
-            for (task, rs, bs) in &tasks {
-                let id = format!(
-                    "{dataset}|{task}|{}|vs|{}",
-                    config.identity(),
-                    base.identity()
-                );
-                let (paired, n, stats) = compare(rs, bs, &id, cfg);
-                per_task_pairs.push(paired);
-                out.push(Delta {
-                    dataset: dataset.clone(),
-                    task: Some((*task).clone()),
-                    config: config.clone(),
-                    baseline: base.clone(),
-                    paired,
-                    n,
-                    stats,
-                });
-            }
-            // The benchmark average's delta: mean over tasks of each task's mean difference.
-            let id = format!(
-                "{dataset}|average|{}|vs|{}",
-                config.identity(),
-                base.identity()
-            );
-            let paired = per_task_pairs.iter().all(|p| *p);
-            let mut stats = BTreeMap::new();
-            for m in DELTA_METRICS {
-                let seed = cell_seed(cfg.seed, &format!("{id}|{}", m.key()));
-                let est = if paired {
-                    let strata: Vec<Vec<f64>> = tasks
-                        .iter()
-                        .map(|(_, rs, bs)| pairs(rs, bs, m).iter().map(|(a, b)| a - b).collect())
-                        .collect();
-                    let refs: Vec<&[f64]> = strata.iter().map(|s| s.as_slice()).collect();
-                    macro_average(&refs, cfg, seed)
-                } else {
-                    let a: Vec<Vec<f64>> = tasks.iter().map(|(_, rs, _)| values(rs, m)).collect();
-                    let b: Vec<Vec<f64>> = tasks.iter().map(|(_, _, bs)| values(bs, m)).collect();
-                    let ma = macro_average(
-                        &a.iter().map(|s| s.as_slice()).collect::<Vec<_>>(),
-                        cfg,
-                        seed,
-                    );
-                    let mb = macro_average(
-                        &b.iter().map(|s| s.as_slice()).collect::<Vec<_>>(),
-                        cfg,
-                        seed ^ 1,
-                    );
-                    // Unpaired benchmark averages: the difference of the means, with the interval
-                    // of the two independent intervals combined in quadrature.
-                    ma.zip(mb).map(|(a, b)| {
-                        let d = a.mean - b.mean;
-                        let lo = ((a.mean - a.lo).powi(2) + (b.hi - b.mean).powi(2)).sqrt();
-                        let hi = ((a.hi - a.mean).powi(2) + (b.mean - b.lo).powi(2)).sqrt();
-                        Estimate {
-                            mean: d,
-                            lo: d - lo,
-                            hi: d + hi,
-                            n: a.n,
-                        }
-                    })
-                };
-                if let Some(e) = est {
-                    stats.insert(m, e);
-                }
-            }
-            let n = stats.get(&Metric::Score).map_or(0, |e| e.n);
-            out.push(Delta {
-                dataset: dataset.clone(),
-                task: None,
-                config: config.clone(),
-                baseline: base.clone(),
-                paired,
-                n,
-                stats,
-            });
-        }
-    }
-    out
-}
-
 /// Values of `m` for the (sample, turn)s both groups hold, in the group's order.
 fn pairs(rs: &[&Record], bs: &[&Record], m: Metric) -> Vec<(f64, f64)> {
     let base: HashMap<(&str, usize), &Record> = bs
@@ -468,28 +297,22 @@ fn pairs(rs: &[&Record], bs: &[&Record], m: Metric) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Differences of one task: paired where at least one (sample, turn) matches, else unpaired.
+/// Differences of one task between two groups of records (`compare A B`): paired where at least
+/// one (sample, turn) matches, else unpaired.
 pub(crate) fn compare(
     rs: &[&Record],
     bs: &[&Record],
     id: &str,
     cfg: BootstrapConfig,
 ) -> (bool, usize, BTreeMap<Metric, Estimate>) {
-    let paired = !pairs(rs, bs, Metric::Score).is_empty();
-    let mut stats = BTreeMap::new();
-    for m in DELTA_METRICS {
-        let seed = cell_seed(cfg.seed, &format!("{id}|{}", m.key()));
-        let est = if paired {
-            paired_difference(&pairs(rs, bs, m), cfg, seed)
-        } else {
-            unpaired_difference(&values(rs, m), &values(bs, m), cfg, seed)
-        };
-        if let Some(e) = est {
-            stats.insert(m, e);
-        }
-    }
-    let n = stats.get(&Metric::Score).map_or(0, |e| e.n);
-    (paired, n, stats)
+    let values = |g: &[&Record], m: Metric| g.iter().filter_map(|r| m.value(r)).collect();
+    compute::difference(
+        &|m| pairs(rs, bs, m),
+        &|m| values(rs, m),
+        &|m| values(bs, m),
+        id,
+        cfg,
+    )
 }
 
 #[cfg(test)]
