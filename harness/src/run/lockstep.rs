@@ -18,8 +18,8 @@ use kvbench_methods::{KvCache, ObservationNeeds};
 
 use crate::device::timed;
 
+use super::failure::is_oom;
 use super::generate::{generate, start, Generation, Request, Started};
-use super::is_oom;
 use super::prefill::{Engine, Prefilled};
 
 /// Every request on `prefilled`, in order: batched when `batched` and more than one, else one

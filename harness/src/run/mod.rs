@@ -25,6 +25,7 @@ mod access_tests;
 mod batch_tests;
 mod cake;
 mod dry_run;
+mod failure;
 mod generate;
 pub mod interrupt;
 mod lockstep;
@@ -49,6 +50,7 @@ use crate::loader::LoadedModel;
 use crate::scale::status::{ShardStatus, State};
 use crate::scale::{Claim, DirPolicy, Shard};
 
+use failure::{injected_oom, is_oom, without_backtrace};
 use generate::{Generation, Request};
 use lockstep::generate_all;
 use plan::{DatasetWork, PlannedRun, Role, RunPlan};
@@ -305,37 +307,6 @@ struct SampleRunner<'a> {
     skipped_turns: usize,
     /// With `reuse:`, the run's KV store (contexts stored by earlier requests).
     store: Option<crate::kv_store::KvStore>,
-}
-
-/// An error's text without the backtrace candle appends to device errors when `RUST_BACKTRACE`
-/// is set (numbered frame lines and their `at` lines): a failed record keeps the reason only.
-fn without_backtrace(text: &str) -> String {
-    let frame = |l: &str| {
-        let t = l.trim_start();
-        let numbered = t
-            .split_once(": ")
-            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-        l.starts_with(' ') && (numbered || t.starts_with("at "))
-    };
-    let kept: Vec<&str> = text.lines().filter(|l| !frame(l)).collect();
-    kept.join("\n").trim_end().to_string()
-}
-
-/// A device out of memory: the work of this sample fails, the run goes on.
-fn is_oom(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}").to_ascii_lowercase();
-    text.contains("out of memory") || text.contains("out_of_memory")
-}
-
-/// Test hook: `KVBENCH_TEST_OOM=SAMPLE_ID` makes that sample's prefill fail as a device out of
-/// memory would, so the failure path can be tested on the CPU. Read only here.
-fn injected_oom(sample_id: &str) -> Result<()> {
-    match std::env::var("KVBENCH_TEST_OOM") {
-        Ok(id) if id == sample_id => {
-            anyhow::bail!("out of memory (injected by KVBENCH_TEST_OOM={id})")
-        }
-        _ => Ok(()),
-    }
 }
 
 impl SampleRunner<'_> {

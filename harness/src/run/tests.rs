@@ -109,9 +109,9 @@ fn a_query_aware_first_token_is_computed_on_the_compressed_cache() {
 fn failure_reasons_drop_backtraces() {
     let text = "attention in layer 0: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")\n   0: candle_core::error::Error::bt\n   1: <core::result::Result<O,E> as candle_core::cuda_backend::error::WrapErr<O>>::w\n             at /root/.cargo/registry/src/candle-core/src/cuda_backend/error.rs:12:5\n  19: _start\n";
     assert_eq!(
-        super::without_backtrace(text),
+        super::failure::without_backtrace(text),
         "attention in layer 0: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
     );
     let plain = "sample `x`: out of memory (injected)\ncaused by: two lines";
-    assert_eq!(super::without_backtrace(plain), plain);
+    assert_eq!(super::failure::without_backtrace(plain), plain);
 }
