@@ -4,9 +4,11 @@
 //! flat tensor, which the chunk's pieces then view. On CUDA the buffer is pinned host memory and
 //! the copy runs on the uploader's own stream, from the loader thread: candle's kernels keep
 //! running on the device's stream meanwhile (a copy from pageable memory, or on candle's stream,
-//! would wait behind them). The compute stream orders itself after the copy when it first reads
-//! the tensor (cudarc records the copy's event on the slice and waits for it at launch). The
-//! loader thread itself waits for each copy, so the staging buffer can be refilled at once.
+//! would wait behind them). The loader thread waits for its stream after each copy, so a chunk is
+//! complete on the device before it is handed over and the staging buffer can be refilled at
+//! once; kvbench does not rely on cudarc's event tracking (off, `crate::device`). The slices are
+//! freed on this stream, so `run::cake::meet` synchronises the compute stream before dropping
+//! them.
 //! Elsewhere the buffer is plain host memory and the copy is `Tensor::to_device`.
 //!
 //! Pinned buffers cost milliseconds to allocate, so they are pooled per process and reused by
