@@ -32,3 +32,21 @@ pub fn gemma3_gguf() -> PathBuf {
         Err(e) => panic!("cannot fetch the Gemma 3 test model: {e}"),
     }
 }
+
+/// Run `plan` on the CPU from scratch into `output` (no progress bar; failed records stay
+/// failed), as the experiment-level integration tests do.
+pub fn run_fresh(
+    plan: &crate::experiment::Plan,
+    loaded: &crate::loader::LoadedModel,
+    output: &std::path::Path,
+) -> crate::run::RunOutcome {
+    let options = crate::run::RunOptions {
+        output: output.to_path_buf(),
+        limit: None,
+        fresh: true,
+        progress: false,
+        keep_failed: false,
+    };
+    crate::run::run(plan, loaded, &candle_core::Device::Cpu, &options)
+        .unwrap_or_else(|e| panic!("running {}: {e:#}", plan.raw.experiment))
+}

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use kvbench::experiment::Plan;
-use kvbench::run::{run, RunOptions};
 
 #[test]
 fn the_small_cake_study_runs_and_reports() {
@@ -20,19 +19,7 @@ fn the_small_cake_study_runs_and_reports() {
     };
     let loaded = kvbench::loader::load(&files, &device).unwrap();
     let started = std::time::Instant::now();
-    let outcome = run(
-        &plan,
-        &loaded,
-        &device,
-        &RunOptions {
-            output: dir.join("out"),
-            limit: None,
-            fresh: true,
-            progress: false,
-            keep_failed: false,
-        },
-    )
-    .unwrap();
+    let outcome = kvbench::testing::run_fresh(&plan, &loaded, &dir.join("out"));
     eprintln!("cake_small: {:.1} s", started.elapsed().as_secs_f64());
     // 2 contexts x 3 stored forms x (compute + 3 caps x (load + cake)).
     assert_eq!(outcome.written, 2 * 3 * 7);
@@ -133,19 +120,7 @@ fn the_first_request_of_a_context_computes_and_later_ones_load() {
         path: kvbench::testing::smollm2_gguf(),
     };
     let loaded = kvbench::loader::load(&files, &device).unwrap();
-    let outcome = run(
-        &plan,
-        &loaded,
-        &device,
-        &RunOptions {
-            output: dir.join("out"),
-            limit: None,
-            fresh: true,
-            progress: false,
-            keep_failed: false,
-        },
-    )
-    .unwrap();
+    let outcome = kvbench::testing::run_fresh(&plan, &loaded, &dir.join("out"));
     let mut records = outcome.records.clone();
     records.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
     let modes: Vec<_> = records.iter().map(|r| r.ttft_mode.as_deref()).collect();

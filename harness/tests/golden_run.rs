@@ -17,7 +17,6 @@
 use std::path::PathBuf;
 
 use kvbench::experiment::Plan;
-use kvbench::run::{run, RunOptions};
 use serde_json::Value;
 
 const EXPERIMENT: &str = "experiment: golden
@@ -106,19 +105,7 @@ fn small_experiment_reproduces_stored_records() {
         path: kvbench::testing::smollm2_gguf(),
     };
     let loaded = kvbench::loader::load(&files, &device).unwrap();
-    let outcome = run(
-        &plan,
-        &loaded,
-        &device,
-        &RunOptions {
-            output: dir.join("out"),
-            limit: None,
-            fresh: true,
-            progress: false,
-            keep_failed: false,
-        },
-    )
-    .unwrap();
+    let outcome = kvbench::testing::run_fresh(&plan, &loaded, &dir.join("out"));
     // 2 samples x (full + kivi + 4 budgeted methods x 2 budgets + 1 query-aware).
     assert_eq!(outcome.written, 2 * 11);
     let got: Vec<Value> = outcome.records.iter().map(stable).collect();

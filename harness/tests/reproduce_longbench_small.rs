@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use kvbench::experiment::Plan;
-use kvbench::run::{run, RunOptions, RunOutcome};
+use kvbench::run::RunOutcome;
 use kvbench_datasets::longbench::DEFAULT_REVISION;
 use kvbench_reports::Record;
 use kvbench_testkit::{Server, TempDir, COMMIT};
@@ -94,19 +94,7 @@ fn run_twin(name: &str) -> (Plan, RunOutcome) {
     };
     let loaded = kvbench::loader::load(&files, &device).unwrap();
     let t = std::time::Instant::now();
-    let outcome = run(
-        &plan,
-        &loaded,
-        &device,
-        &RunOptions {
-            output: out.clone(),
-            limit: None,
-            fresh: true,
-            progress: false,
-            keep_failed: false,
-        },
-    )
-    .unwrap();
+    let outcome = kvbench::testing::run_fresh(&plan, &loaded, &out);
     eprintln!("{name}: {:.1} s", t.elapsed().as_secs_f64());
     std::fs::remove_dir_all(&out).unwrap();
 

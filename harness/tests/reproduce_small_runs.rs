@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use kvbench::experiment::Plan;
-use kvbench::run::{run, RunOptions};
 
 #[test]
 fn kvpress_ruler4k_small_runs_unchanged() {
@@ -21,19 +20,7 @@ fn kvpress_ruler4k_small_runs_unchanged() {
         path: kvbench::testing::smollm2_gguf(),
     };
     let loaded = kvbench::loader::load(&files, &device).unwrap();
-    let outcome = run(
-        &plan,
-        &loaded,
-        &device,
-        &RunOptions {
-            output: out.clone(),
-            limit: None,
-            fresh: true,
-            progress: false,
-            keep_failed: false,
-        },
-    )
-    .unwrap();
+    let outcome = kvbench::testing::run_fresh(&plan, &loaded, &out);
     std::fs::remove_dir_all(&out).unwrap();
     // Three tasks, one sample each, every run of the grid.
     assert_eq!(outcome.written, 3 * plan.runs.len());

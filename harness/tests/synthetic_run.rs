@@ -3,7 +3,6 @@
 
 use kvbench::experiment::Plan;
 use kvbench::fetch::{resolve, FetchOptions, ModelFiles};
-use kvbench::run::{run, RunOptions};
 
 #[test]
 fn a_synthetic_model_runs_an_experiment_with_another_models_tokenizer() {
@@ -26,19 +25,7 @@ fn a_synthetic_model_runs_an_experiment_with_another_models_tokenizer() {
     );
     let device = candle_core::Device::Cpu;
     let loaded = kvbench::loader::load(&files, &device).unwrap();
-    let outcome = run(
-        &plan,
-        &loaded,
-        &device,
-        &RunOptions {
-            output: dir.join("out"),
-            limit: None,
-            fresh: true,
-            progress: false,
-            keep_failed: false,
-        },
-    )
-    .unwrap();
+    let outcome = kvbench::testing::run_fresh(&plan, &loaded, &dir.join("out"));
     assert_eq!(outcome.records.len(), 2);
     let full = outcome.records.iter().find(|r| r.method == "full").unwrap();
     let snap = outcome
