@@ -175,6 +175,13 @@ enum Command {
         /// CUDA, 1024 on CPU).
         #[arg(long)]
         batch_context: Option<usize>,
+        /// Attention kernel: `fused` (the CUDA kernel where it applies) or `eager`.
+        #[arg(long, default_value = "fused", value_parser = ["fused", "eager"])]
+        attention: String,
+        /// Only check the fused attention kernel against the eager path on the device (errors
+        /// and timings per case); exits non-zero if a case fails.
+        #[arg(long)]
+        check_attention: bool,
         /// Also write the report as JSON here.
         #[arg(long, default_value = "bench.json")]
         output: PathBuf,
@@ -316,9 +323,20 @@ fn other_command(command: Command) -> Result<()> {
             skip_compression,
             batch_sequences,
             batch_context,
+            attention,
+            check_attention,
             output,
         } => {
             let device = kvbench::device::select(&device)?;
+            kvbench::model::fused::set_enabled(attention == "fused");
+            if check_attention {
+                let cases = kvbench::bench::attention_check::run(&device, repeats)?;
+                print!("{}", kvbench::bench::attention_check::render(&cases));
+                kvbench_reports::write_atomic(&output, serde_json::to_string_pretty(&cases)?)?;
+                let failed = cases.iter().filter(|c| !c.passed).count();
+                anyhow::ensure!(failed == 0, "{failed} attention case(s) failed");
+                return Ok(());
+            }
             let gpu = device.is_cuda();
             let opts = kvbench::bench::BenchOptions {
                 prefill_lengths: lengths.unwrap_or(if gpu {

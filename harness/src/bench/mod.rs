@@ -10,6 +10,7 @@
 //! - batched decode: the step time of N sequences decoding together at one context length;
 //! - peak device memory of a full-cache prefill at the longest length.
 
+pub mod attention_check;
 mod batched;
 mod render;
 

@@ -4,7 +4,9 @@
 //! `q_heads x c x len` instead of `len x len`. Query heads of one KV head are folded into the row
 //! dimension (`[kv_heads, group x c, head_dim]`), so GQA never copies keys per query head.
 //! Attention probabilities are what attention-score methods observe, which a fused kernel would
-//! not give; the accumulated column sums are taken here, chunk by chunk.
+//! not give; the accumulated column sums are taken here, chunk by chunk. Over a dense cache, CUDA
+//! builds take the fused kernel instead ([`super::fused`]), which computes those sums in a
+//! second pass.
 
 use candle_core::{DType, Device, Result, Tensor};
 use kvbench_methods::storage::ATTENTION_BLOCK;
@@ -87,27 +89,47 @@ pub fn attend(
 ) -> Result<Tensor> {
     let (hq, t, d) = q.dims3()?;
     let q_per_kv = p.q_per_kv;
-    let q = (q * p.scale)?;
+    let unscaled = q;
+    // Scaled queries for the eager path, made once and only when some group needs them.
+    let mut scaled: Option<Tensor> = None;
     let mut outs = Vec::with_capacity(layer.groups().len());
     if accumulated.is_some() && layer.groups().len() != 1 {
         candle_core::bail!("accumulated attention needs a uniform layer");
     }
     for group in layer.groups() {
         let (g, len) = (group.n_heads(), group.len());
+        let storage = &group.storage;
+        let cache_err = |e: kvbench_methods::MethodError| candle_core::Error::Msg(e.to_string());
+        // The fused kernel where it applies (dense storage; CUDA builds).
+        if storage.is_dense() {
+            let qg = unscaled.narrow(0, group.first_head * q_per_kv, g * q_per_kv)?;
+            let k = storage.k.block(0, len).map_err(cache_err)?;
+            let v = storage.v.block(0, len).map_err(cache_err)?;
+            let accumulate = accumulated.is_some();
+            if let Some((out, acc)) = super::fused::attend(&qg, &k, &v, p, accumulate)? {
+                if let Some(slot) = accumulated.as_deref_mut() {
+                    *slot = acc;
+                }
+                outs.push(out);
+                continue;
+            }
+        }
+        let q = match &scaled {
+            Some(q) => q.clone(),
+            None => scaled.insert((unscaled * p.scale)?).clone(),
+        };
         let elem = q.dtype().size_in_bytes();
         let span = p.window.map_or(len, |w| w.min(len) + p.chunk);
         let chunk = p
             .chunk
             .min((SCORE_BUFFER_BYTES / (hq * span * elem)).max(16));
         let qg = q.narrow(0, group.first_head * q_per_kv, g * q_per_kv)?;
-        let storage = &group.storage;
         // Dense groups are read in one block; compressed ones are reconstructed block by block.
         let block = if storage.is_dense() {
             len
         } else {
             ATTENTION_BLOCK
         };
-        let cache_err = |e: kvbench_methods::MethodError| candle_core::Error::Msg(e.to_string());
         let mut chunks = Vec::with_capacity(t.div_ceil(chunk));
         let mut c0 = 0;
         while c0 < t {

@@ -16,23 +16,21 @@ use super::config::{Activation, ModelConfig};
 use super::rope::{RopeScaling, RopeSpec};
 use super::weights::{LayerWeight as W, Weight, WeightSource};
 
-/// One decoder layer's weights.
+/// One decoder layer's weights. The q, k and v projections are one matrix (and the gate and up
+/// projections another), so each is one matrix multiply: fewer launches per decode step.
 pub(super) struct Block {
     attn_norm: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
+    /// `[(q_heads + 2 kv_heads) * head_dim, hidden]`: q, k, v stacked.
+    qkv: Tensor,
     o: Tensor,
-    q_bias: Option<Tensor>,
-    k_bias: Option<Tensor>,
-    v_bias: Option<Tensor>,
+    qkv_bias: Option<Tensor>,
     o_bias: Option<Tensor>,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     post_attn_norm: Option<Tensor>,
     mlp_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
+    /// `[2 * intermediate, hidden]`: gate, then up.
+    gate_up: Tensor,
     down: Tensor,
     post_mlp_norm: Option<Tensor>,
 }
@@ -134,32 +132,23 @@ impl Decoder {
         for i in 0..cfg.n_layers {
             let l = |w| Weight::Layer(i, w);
             let mut get = |w, shape: &[usize]| src.load_shaped(l(w), shape, dtype, device);
-            let (q, k, v) = if fused {
-                let qkv = get(W::Qkv, &[qd + 2 * kd, h])?;
-                (
-                    qkv.narrow(0, 0, qd)?.contiguous()?,
-                    qkv.narrow(0, qd, kd)?.contiguous()?,
-                    qkv.narrow(0, qd + kd, kd)?.contiguous()?,
-                )
+            let qkv = if fused {
+                get(W::Qkv, &[qd + 2 * kd, h])?
             } else {
-                (
+                let (q, k, v) = (
                     get(W::Q, &[qd, h])?,
                     get(W::K, &[kd, h])?,
                     get(W::V, &[kd, h])?,
-                )
+                );
+                Tensor::cat(&[q, k, v], 0)?
             };
             let o = get(W::O, &[h, qd])?;
-            let (gate, up) = if src.contains(l(W::GateUp)) && !src.contains(l(W::Gate)) {
-                let gu = src.load_shaped(l(W::GateUp), &[2 * inter, h], dtype, device)?;
-                (
-                    gu.narrow(0, 0, inter)?.contiguous()?,
-                    gu.narrow(0, inter, inter)?.contiguous()?,
-                )
+            let gate_up = if src.contains(l(W::GateUp)) && !src.contains(l(W::Gate)) {
+                src.load_shaped(l(W::GateUp), &[2 * inter, h], dtype, device)?
             } else {
-                (
-                    src.load_shaped(l(W::Gate), &[inter, h], dtype, device)?,
-                    src.load_shaped(l(W::Up), &[inter, h], dtype, device)?,
-                )
+                let gate = src.load_shaped(l(W::Gate), &[inter, h], dtype, device)?;
+                let up = src.load_shaped(l(W::Up), &[inter, h], dtype, device)?;
+                Tensor::cat(&[gate, up], 0)?
             };
             let down = src.load_shaped(l(W::Down), &[h, inter], dtype, device)?;
             let mut bias = |w, n: usize, on: bool| -> Result<Option<Tensor>> {
@@ -169,31 +158,29 @@ impl Decoder {
                     None
                 })
             };
-            let (q_bias, k_bias, v_bias) = (
+            let qkv_bias = match (
                 bias(W::QBias, qd, cfg.qkv_bias)?,
                 bias(W::KBias, kd, cfg.qkv_bias)?,
                 bias(W::VBias, kd, cfg.qkv_bias)?,
-            );
+            ) {
+                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+                _ => None,
+            };
             let o_bias = bias(W::OBias, h, cfg.o_bias)?;
             let opt_norm = |src: &mut WeightSource, w, n, on: bool| -> Result<Option<Tensor>> {
                 Ok(if on { Some(norm(src, l(w), n)?) } else { None })
             };
             blocks.push(Block {
                 attn_norm: norm(src, l(W::AttnNorm), h)?,
-                q,
-                k,
-                v,
+                qkv,
                 o,
-                q_bias,
-                k_bias,
-                v_bias,
+                qkv_bias,
                 o_bias,
                 q_norm: opt_norm(src, W::QNorm, d, cfg.qk_norm)?,
                 k_norm: opt_norm(src, W::KNorm, d, cfg.qk_norm)?,
                 post_attn_norm: opt_norm(src, W::PostAttnNorm, h, cfg.sandwich_norms)?,
                 mlp_norm: norm(src, l(W::MlpNorm), h)?,
-                gate,
-                up,
+                gate_up,
                 down,
                 post_mlp_norm: opt_norm(src, W::PostMlpNorm, h, cfg.sandwich_norms)?,
             });
@@ -245,19 +232,14 @@ impl Decoder {
         for b in &self.blocks {
             let required = [
                 &b.attn_norm,
-                &b.q,
-                &b.k,
-                &b.v,
+                &b.qkv,
                 &b.o,
                 &b.mlp_norm,
-                &b.gate,
-                &b.up,
+                &b.gate_up,
                 &b.down,
             ];
             let optional = [
-                &b.q_bias,
-                &b.k_bias,
-                &b.v_bias,
+                &b.qkv_bias,
                 &b.o_bias,
                 &b.q_norm,
                 &b.k_norm,
@@ -418,21 +400,22 @@ impl Decoder {
         let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let t = x.dim(0)?;
         let h = self.norm(x, &b.attn_norm)?;
-        let heads = |w: &Tensor, bias: Option<&Tensor>, n: usize| -> candle_core::Result<Tensor> {
-            linear(&h, w, bias)?
-                .reshape((t, n, d))?
-                .transpose(0, 1)?
-                .contiguous()
-        };
-        let mut q_pre = heads(&b.q, b.q_bias.as_ref(), hq)?;
-        let mut k = heads(&b.k, b.k_bias.as_ref(), hkv)?;
+        // One multiply for q, k and v, one transpose into heads; q and k are views of it until
+        // RoPE makes them new tensors. v is copied out so the cache holds v alone, not the
+        // whole projection.
+        let all = linear(&h, &b.qkv, b.qkv_bias.as_ref())?
+            .reshape((t, hq + 2 * hkv, d))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let mut q_pre = all.narrow(0, 0, hq)?;
+        let mut k = all.narrow(0, hq, hkv)?;
         if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
             q_pre = self.norm(&q_pre, qn)?;
             k = self.norm(&k, kn)?;
         }
         let q = self.rotate(&q_pre, cos, sin)?;
         let k = self.rotate(&k, cos, sin)?;
-        let v = heads(&b.v, b.v_bias.as_ref(), hkv)?;
+        let v = all.narrow(0, hq + hkv, hkv)?.copy()?;
         Ok(Projected { q_pre, q, k, v })
     }
 
@@ -455,12 +438,14 @@ impl Decoder {
         }
         let x = (x + a)?;
         let h = self.norm(&x, &b.mlp_norm)?;
-        let gate = linear(&h, &b.gate, None)?;
+        let gate_up = linear(&h, &b.gate_up, None)?;
+        let inter = cfg.intermediate_size;
+        let gate = gate_up.narrow(1, 0, inter)?;
         let gate = match cfg.activation {
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
         };
-        let mut m = linear(&(gate * linear(&h, &b.up, None)?)?, &b.down, None)?;
+        let mut m = linear(&(gate * gate_up.narrow(1, inter, inter)?)?, &b.down, None)?;
         if let Some(n) = &b.post_mlp_norm {
             m = self.norm(&m, n)?;
         }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod decoder;
+pub mod fused;
 pub mod gguf_config;
 pub mod hf_config;
 pub mod rope;
