@@ -60,7 +60,7 @@ const CASES: &[Case] = &[
     },
     Case {
         window: Some(512),
-        ..case("sliding window decode", 1, 4, 256, 2000, 1)
+        ..case("sliding window decode, d=128", 2, 4, 128, 2000, 1)
     },
     Case {
         softcap: Some(50.0),

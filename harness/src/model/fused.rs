@@ -71,6 +71,11 @@ pub fn attend(
     if accumulate && p.q_per_kv > 16 {
         return Ok(None);
     }
+    // One query over a 256-wide head: the WMMA kernel (d = 256 has no register-resident version)
+    // measured slower than the eager path on an H200 (0.075 vs 0.047 ms, sliding-window decode).
+    if d > 128 && q.dim(1)? == 1 {
+        return Ok(None);
+    }
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     // The kernel reads rows with 16-byte loads.
     let aligned = |x: &Tensor| x.layout().start_offset() % 8 == 0;
