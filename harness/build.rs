@@ -19,7 +19,8 @@ fn compile_kernel(name: &str) {
     let src = format!("kernels/{name}.cu");
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join(format!("{name}.ptx"));
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"))
+        .join(format!("{name}.ptx"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let status = Command::new(&nvcc)
@@ -29,7 +30,9 @@ fn compile_kernel(name: &str) {
         .arg(&out)
         .arg(&src)
         .status()
-        .unwrap_or_else(|e| panic!("running {nvcc} for {src}: {e} (source scripts/cuda-env.sh, or set NVCC)"));
+        .unwrap_or_else(|e| {
+            panic!("running {nvcc} for {src}: {e} (source scripts/cuda-env.sh, or set NVCC)")
+        });
     assert!(status.success(), "{nvcc} failed on {src}");
 }
 

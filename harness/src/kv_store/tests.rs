@@ -297,7 +297,7 @@ fn position_ranges_read_exactly_the_stored_entries() {
         .to_vec2()
         .unwrap();
     assert_eq!(piece.k.to_vec2::<f32>().unwrap(), want);
-    // Quantized storage cannot be cut by position: refused with the reason.
+    // Quantized storage of whole layers is cut by rows: codes and scales of entries 8..24.
     let scheme = QuantScheme {
         bits: 4,
         group: 8,
@@ -306,11 +306,50 @@ fn position_ranges_read_exactly_the_stored_entries() {
         residual: 0,
         rule: ResidualRule::Accumulate,
     };
-    let q = restored(|x| Stored::Quantized(Quantized::encode(x, scheme).unwrap()));
+    let quantize = |x: &Tensor| Stored::Quantized(Quantized::encode(x, scheme).unwrap());
+    let q = restored(quantize);
     store.save(&key, &q).unwrap();
+    let header = store.header(&key).unwrap().unwrap();
+    let reader =
+        ranges::RangeReader::open(&header, store.sources(&key, &header).unwrap(), &mut pacer)
+            .unwrap();
+    let chunk = reader.read_chunk(8, 24, &mut pacer, &mut uploader).unwrap();
+    let piece = chunk.quantized[1].as_ref().unwrap();
+    let stored_k = q.layer(1).groups()[0].storage.k.tensors();
+    let rows = |t: &Tensor| t.narrow(1, 8, 16).unwrap().flatten_all().unwrap();
+    let got = piece.k.codes.as_ref().unwrap().flatten_all().unwrap();
+    assert_eq!(
+        got.to_vec1::<u8>().unwrap(),
+        rows(stored_k[0]).to_vec1::<u8>().unwrap()
+    );
+    let got = piece.k.scales.as_ref().unwrap().flatten_all().unwrap();
+    assert_eq!(
+        got.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+        rows(stored_k[1])
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    );
+    // Quantized entries of an evicted layer are not indexed by position: refused with the reason.
+    let mut evicted = dense_cache();
+    evicted.layer_mut(2).retain(&keep).unwrap();
+    evicted
+        .layer_mut(2)
+        .restore(|g| {
+            let (k, v) = g.storage.keys_values()?;
+            Ok(Storage {
+                k: quantize(&k),
+                v: quantize(&v),
+            })
+        })
+        .unwrap();
+    store.save(&key, &evicted).unwrap();
     let header = store.header(&key).unwrap().unwrap();
     let e = ranges::RangeReader::open(&header, store.sources(&key, &header).unwrap(), &mut pacer)
         .err()
         .unwrap();
-    assert!(format!("{e:#}").contains("quantized"), "{e:#}");
+    assert!(e.downcast_ref::<ranges::NotSplittable>().is_some(), "{e:#}");
+    let e = format!("{e:#}");
+    assert!(e.contains("quantized") && e.contains("evicted"), "{e}");
 }

@@ -106,8 +106,11 @@ mod cuda {
 
     use super::HostStaging;
 
-    /// A pinned host buffer, typed by the element the device tensor will have.
+    /// A pinned host buffer, typed by the element the device tensor will have (one per chunk and
+    /// element type: a quantized chunk uploads codes, scales and residual separately).
     pub(super) enum Pinned {
+        /// Packed quantization codes.
+        U8(PinnedHostSlice<u8>),
         Bf16(PinnedHostSlice<bf16>),
         F16(PinnedHostSlice<f16>),
         F32(PinnedHostSlice<f32>),
@@ -116,6 +119,7 @@ mod cuda {
     impl Pinned {
         fn bytes(&self) -> usize {
             match self {
+                Pinned::U8(p) => p.len(),
                 Pinned::Bf16(p) => p.len() * 2,
                 Pinned::F16(p) => p.len() * 2,
                 Pinned::F32(p) => p.len() * 4,
@@ -124,6 +128,7 @@ mod cuda {
 
         fn dtype(&self) -> DType {
             match self {
+                Pinned::U8(_) => DType::U8,
                 Pinned::Bf16(_) => DType::BF16,
                 Pinned::F16(_) => DType::F16,
                 Pinned::F32(_) => DType::F32,
@@ -140,8 +145,8 @@ mod cuda {
             device: CudaDevice,
             stream: Arc<CudaStream>,
             buffer: Option<Pinned>,
-            /// For element types without pinned staging (kvbench stores dense caches in the
-            /// model's float type, so in practice unused).
+            /// For element types without pinned staging (kvbench stores caches as floats and u8
+            /// codes, so in practice unused).
             other: HostStaging,
         },
     }
@@ -157,7 +162,7 @@ mod cuda {
     }
 
     fn pinnable(dtype: DType) -> bool {
-        matches!(dtype, DType::BF16 | DType::F16 | DType::F32)
+        matches!(dtype, DType::U8 | DType::BF16 | DType::F16 | DType::F32)
     }
 
     fn alloc(device: &CudaDevice, dtype: DType, bytes: usize) -> Result<Pinned> {
@@ -166,6 +171,7 @@ mod cuda {
         // the copy; their contents start undefined and every byte used is written first.
         Ok(unsafe {
             match dtype {
+                DType::U8 => Pinned::U8(ctx.alloc_pinned::<u8>(bytes)?),
                 DType::BF16 => Pinned::Bf16(ctx.alloc_pinned::<bf16>(bytes.div_ceil(2))?),
                 DType::F16 => Pinned::F16(ctx.alloc_pinned::<f16>(bytes.div_ceil(2))?),
                 DType::F32 => Pinned::F32(ctx.alloc_pinned::<f32>(bytes.div_ceil(4))?),
@@ -178,7 +184,7 @@ mod cuda {
     fn as_bytes<T: ValidAsZeroBits>(p: &mut PinnedHostSlice<T>) -> Result<&mut [u8]> {
         let s = p.as_mut_slice()?;
         let n = std::mem::size_of_val(s);
-        // SAFETY: plain-old-data floats viewed as bytes, same allocation and length.
+        // SAFETY: plain-old-data numbers viewed as bytes, same allocation and length.
         Ok(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), n) })
     }
 
@@ -242,6 +248,7 @@ mod cuda {
                 }
             }
             let bytes = match buffer.as_mut().expect("just set") {
+                Pinned::U8(p) => as_bytes(p)?,
                 Pinned::Bf16(p) => as_bytes(p)?,
                 Pinned::F16(p) => as_bytes(p)?,
                 Pinned::F32(p) => as_bytes(p)?,
@@ -269,6 +276,7 @@ mod cuda {
             };
             let elems = len / dtype.size_in_bytes();
             match buffer.as_ref() {
+                Some(Pinned::U8(p)) if dtype == DType::U8 => copy(cuda, stream, p, elems),
                 Some(Pinned::Bf16(p)) if dtype == DType::BF16 => copy(cuda, stream, p, elems),
                 Some(Pinned::F16(p)) if dtype == DType::F16 => copy(cuda, stream, p, elems),
                 Some(Pinned::F32(p)) if dtype == DType::F32 => copy(cuda, stream, p, elems),

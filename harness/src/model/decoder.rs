@@ -230,14 +230,7 @@ impl Decoder {
             n += tensor_bytes(&self.lm_head);
         }
         for b in &self.blocks {
-            let required = [
-                &b.attn_norm,
-                &b.qkv,
-                &b.o,
-                &b.mlp_norm,
-                &b.gate_up,
-                &b.down,
-            ];
+            let required = [&b.attn_norm, &b.qkv, &b.o, &b.mlp_norm, &b.gate_up, &b.down];
             let optional = [
                 &b.qkv_bias,
                 &b.o_bias,

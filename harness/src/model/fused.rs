@@ -145,7 +145,10 @@ fn shared_bytes(d: usize) -> usize {
 /// `flash_fwd2` up to 128 (mirrors `Smem2<D>`), the WMMA one above.
 fn forward_kernel(d: usize) -> (String, usize) {
     if d <= 128 {
-        (format!("flash_fwd2_d{d}"), (2 * 64 * (d + 8) + d * (64 + 8)) * 2)
+        (
+            format!("flash_fwd2_d{d}"),
+            (2 * 64 * (d + 8) + d * (64 + 8)) * 2,
+        )
     } else {
         (format!("flash_fwd_d{d}"), shared_bytes(d))
     }
@@ -261,7 +264,11 @@ mod cuda {
             (Some(l), None) => b.arg(l),
             _ => b.arg(&null), // the merge writes it
         };
-        b.arg(&t_).arg(&len_).arg(&group).arg(&op.scale).arg(&op.softcap);
+        b.arg(&t_)
+            .arg(&len_)
+            .arg(&group)
+            .arg(&op.scale)
+            .arg(&op.softcap);
         b.arg(&window).arg(&split_keys);
         let cfg = LaunchConfig {
             grid_dim: (p.row_tiles as u32, hkv as u32, p.splits as u32),
@@ -295,7 +302,11 @@ mod cuda {
                 let func = function(dev, &format!("flash_colsum_d{d}"), smem)?;
                 let mut b = stream.launch_builder(&func);
                 b.arg(&qs).arg(&ks).arg(lse).arg(&acc);
-                b.arg(&t_).arg(&len_).arg(&group).arg(&op.scale).arg(&op.softcap);
+                b.arg(&t_)
+                    .arg(&len_)
+                    .arg(&group)
+                    .arg(&op.scale)
+                    .arg(&op.softcap);
                 b.arg(&window);
                 let cfg = LaunchConfig {
                     grid_dim: (len.div_ceil(64) as u32, hkv as u32, 1),

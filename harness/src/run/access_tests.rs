@@ -163,7 +163,7 @@ fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
         } else {
             Vec::new()
         };
-        cake::meet(&mut cache, chunks, &reader.positions(), split, n).unwrap();
+        cake::meet(&mut cache, chunks, &reader.layout(), split, n).unwrap();
         assert_eq!(cache.next_position(), n);
         assert_eq!(cache.entries(), prefilled.cache.entries());
         let g = run(cake::CakeBuilt {
@@ -224,7 +224,7 @@ fn cake_on_an_evicted_cache_rebuilds_the_stored_entries_and_output() {
             .read_chunk(split, 64, &mut pacer, &mut uploader)
             .unwrap(),
     ];
-    cake::meet(&mut cache, chunks, &reader.positions(), split, n).unwrap();
+    cake::meet(&mut cache, chunks, &reader.layout(), split, n).unwrap();
     // Entry for entry the stored cache: the computed front is cut to the kept positions below
     // the split, and its keys and values are those of the original prefill.
     let mut cut = 0;
@@ -249,6 +249,138 @@ fn cake_on_an_evicted_cache_rebuilds_the_stored_entries_and_output() {
     });
     assert!(!outputs[0].is_empty());
     assert_eq!(outputs[0], outputs[1], "cake vs computed");
+}
+
+#[test]
+fn cake_on_a_kivi_cache_rebuilds_its_quantized_storage_and_output() {
+    let loaded = model();
+    let engine = Engine::new(&loaded, &Device::Cpu, 0);
+    let p = prompt(&engine);
+    // Small groups and residual, so that this short context has quantized keys and values.
+    let yaml = "method: kivi\ngroup: 8\nresidual: 16";
+    let method = serde_yaml_ng::from_str::<MethodConfig>(yaml)
+        .unwrap()
+        .build();
+    let prefilled = engine
+        .prefill(&p, Split::QueryAgnostic, method.needs())
+        .unwrap();
+    let request = Request {
+        method: method.as_ref(),
+        budget: Budget::CompressionRatio(0.5),
+        max_new_tokens: p.max_new_tokens,
+    };
+    let (stored, _, _) = fork_and_compress(&engine, &prefilled, &request).unwrap();
+    let mut store = store_for(&engine);
+    let key = StoreKey {
+        context: p.context_ids.clone(),
+        method: yaml.into(),
+    };
+    store.save(&key, &stored).unwrap();
+    let n = p.context_ids.len();
+    let lens = |c: &kvbench_methods::KvCache, l: usize| {
+        let s = &c.layer(l).groups()[0].storage;
+        [&s.k, &s.v].map(|part| match part {
+            kvbench_methods::Stored::Quantized(q) => (q.quantized_len(), q.residual_len()),
+            other => panic!("layer {l} stored as {}", other.kind()),
+        })
+    };
+    let [(nqk, _), (nqv, _)] = lens(&stored, 0);
+    assert!(
+        nqk >= 48 && nqv >= 48 && nqk < n,
+        "context of {n}: {nqk} / {nqv} quantized"
+    );
+    let computed = generate_on(
+        &engine,
+        stored.clone(),
+        method.session(),
+        &prefilled.tail,
+        &request,
+        0.0,
+    )
+    .unwrap()
+    .tokens;
+    let header = store.header(&key).unwrap().unwrap();
+    // Meeting points: nothing computed, inside the quantized keys, at their end (inside the
+    // values' residual), everything computed. The loaded back overlaps the front by a group.
+    for split in [0, 16, 32, nqk, n] {
+        let mut cache = engine.loaded.model.new_cache();
+        if split > 0 {
+            engine
+                .forward(
+                    &p.context_ids[..split],
+                    &mut cache,
+                    Logits::None,
+                    ObservationNeeds::default(),
+                )
+                .unwrap();
+        }
+        let mut pacer = Pacer::new(None);
+        let reader = crate::kv_store::ranges::RangeReader::open(
+            &header,
+            store.sources(&key, &header).unwrap(),
+            &mut pacer,
+        )
+        .unwrap();
+        let mut uploader = Uploader::new(&Device::Cpu).unwrap();
+        let from = split.saturating_sub(8).min(nqk);
+        let mid = (from + n) / 2 / 8 * 8;
+        let chunks = [(mid, n), (from, mid)]
+            .into_iter()
+            .filter(|(a, b)| a < b && split < n)
+            .map(|(a, b)| reader.read_chunk(a, b, &mut pacer, &mut uploader).unwrap())
+            .collect();
+        cake::meet(&mut cache, chunks, &reader.layout(), split, n).unwrap();
+        assert_eq!(cache.next_position(), n);
+        assert_eq!(cache.bytes(), stored.bytes(), "split {split}");
+        for l in 0..cache.n_layers() {
+            assert_eq!(
+                lens(&cache, l),
+                lens(&stored, l),
+                "layer {l}, split {split}"
+            );
+            let (gk, gv) = cache.layer(l).groups()[0].storage.keys_values().unwrap();
+            let (wk, wv) = stored.layer(l).groups()[0].storage.keys_values().unwrap();
+            for (a, b) in [(gk, wk), (gv, wv)] {
+                let diff = (a - b).unwrap().abs().unwrap().mean_all().unwrap();
+                assert!(
+                    diff.to_scalar::<f32>().unwrap() < 1e-3,
+                    "layer {l}, split {split}"
+                );
+            }
+        }
+        let out = generate_on(
+            &engine,
+            cache,
+            method.session(),
+            &prefilled.tail,
+            &request,
+            0.0,
+        )
+        .unwrap()
+        .tokens;
+        assert_eq!(out, computed, "split {split}");
+    }
+    // End to end, racing: chunks of two groups; a chunk that cuts a key group is refused.
+    let built = cake::build(&engine, &store, &key, &p.context_ids, 16, None).unwrap();
+    let out = generate_on(
+        &engine,
+        built.cache,
+        method.session(),
+        &prefilled.tail,
+        &request,
+        0.0,
+    )
+    .unwrap()
+    .tokens;
+    assert_eq!(out, computed, "cake::build, split {}", built.split);
+    let e = cake::build(&engine, &store, &key, &p.context_ids, 12, None)
+        .err()
+        .unwrap();
+    assert!(e.downcast_ref::<cake::Refused>().is_some(), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("multiple of the quantization group (8)"),
+        "{e:#}"
+    );
 }
 
 /// A layer's keys and values per KV head, `[len, d]` each.

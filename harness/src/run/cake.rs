@@ -18,8 +18,11 @@
 //! for an evicted cache). The computed front is computed whole (later front chunks attend to all
 //! of it, as the original prefill did) and then cut to the entries the stored cache kept below
 //! the split, so an evicted cache is rebuilt entry for entry: the keys and values of a kept
-//! position depend only on the tokens up to it. Storage that cannot be cut by position
-//! (quantized, low rank, merged, ...) is refused by the range reader.
+//! position depend only on the tokens up to it. A quantized cache (KIVI, quant) is rebuilt the
+//! same way in its stored form: the front is quantized with the stored scheme (chunks are cut on
+//! quantization groups) and joined to the loaded rows of codes, scales and residual
+//! (`kvbench_methods::storage::quantized_join`). Storage that cannot be cut by position (low
+//! rank, merged, quantized entries of an evicted cache, ...) is refused by the range reader.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,9 +30,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use kvbench_methods::cache::repeat_heads;
-use kvbench_methods::{HeadGroup, KvCache, ObservationNeeds, Storage};
+use kvbench_methods::storage::{QuantLayout, QuantRows, Quantized};
+use kvbench_methods::{HeadGroup, KvCache, ObservationNeeds, Storage, Stored};
 
-use crate::kv_store::ranges::{Chunk, RangeReader};
+use crate::kv_store::ranges::{Chunk, RangeReader, StoredLayout};
 use crate::kv_store::source::Pacer;
 use crate::kv_store::upload::Uploader;
 use crate::kv_store::{KvStore, StoreKey};
@@ -37,11 +41,9 @@ use crate::model::Logits;
 
 use super::prefill::Engine;
 
-/// A stored cache Cake cannot cut by position (quantized, low rank, merged, shared layers): the
+/// A stored cache Cake cannot cut by position (low rank, merged, shared layers, ...): the
 /// request is recorded as failed with this reason and the run goes on.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(super) struct Refused(pub String);
+pub(super) use crate::kv_store::ranges::NotSplittable as Refused;
 
 /// A cache Cake built, and where its two halves met.
 pub(super) struct CakeBuilt {
@@ -70,7 +72,8 @@ pub(super) fn build(
             context.len()
         );
     }
-    crate::kv_store::ranges::check_splittable(&header).map_err(Refused)?;
+    crate::kv_store::ranges::check_splittable(&header)?;
+    crate::kv_store::ranges::check_chunk(&header, chunk)?;
     let sources = store.sources(key, &header)?;
     let computed_end = AtomicUsize::new(0);
     let loaded_from = AtomicUsize::new(n);
@@ -98,7 +101,7 @@ pub(super) fn build(
                 loaded_from.store(start, Ordering::Release);
                 end = start;
             }
-            Ok((chunks, pacer.bytes_read(), Some(reader.positions())))
+            Ok((chunks, pacer.bytes_read(), Some(reader.layout())))
         });
         let computed = (|| -> Result<usize> {
             let mut done = 0;
@@ -125,19 +128,19 @@ pub(super) fn build(
         (computed, loaded)
     });
     let split = computed?;
-    let (chunks, mut bytes_read, kept) = loaded?;
-    let kept = match kept {
-        Some(kept) => kept,
+    let (chunks, mut bytes_read, layout) = loaded?;
+    let layout = match layout {
+        Some(layout) => layout,
         // Compute finished before the loader opened the store (a tiny context): the kept
-        // positions are still needed to cut the front, so read them now, inside the timing.
+        // positions and storage forms are still needed, so read them now, inside the timing.
         None => {
             let mut pacer = Pacer::new(gbps);
             let reader = RangeReader::open(&header, store.sources(key, &header)?, &mut pacer)?;
             bytes_read += pacer.bytes_read();
-            reader.positions()
+            reader.layout()
         }
     };
-    meet(&mut cache, chunks, &kept, split, n)?;
+    meet(&mut cache, chunks, &layout, split, n)?;
     Ok(CakeBuilt {
         cache,
         bytes_read,
@@ -145,21 +148,22 @@ pub(super) fn build(
     })
 }
 
-/// What the loader thread gives back: chunks, bytes read, and the stored cache's positions per
-/// layer and stored head (`None` when it was stopped before it opened the store).
-type Loaded = (Vec<Chunk>, u64, Option<Vec<Vec<Vec<u32>>>>);
+/// What the loader thread gives back: chunks, bytes read, and the stored cache's positions and
+/// forms (`None` when it was stopped before it opened the store).
+type Loaded = (Vec<Chunk>, u64, Option<StoredLayout>);
 
 /// Cut the computed front of every layer to the entries the stored cache kept below `split`
-/// (`kept`: positions per layer and stored head), append the loaded entries at positions
-/// `split..n`, and continue from position `n`.
+/// (`stored.positions`: per layer and stored head), append the loaded entries at positions
+/// `split..n` (quantized layers: re-encode the front and join it to the loaded rows), and
+/// continue from position `n`.
 pub(super) fn meet(
     cache: &mut KvCache,
     mut chunks: Vec<Chunk>,
-    kept: &[Vec<Vec<u32>>],
+    stored: &StoredLayout,
     split: usize,
     n: usize,
 ) -> Result<()> {
-    cut_front(cache, kept, split)?;
+    cut_front(cache, &stored.positions, split)?;
     chunks.sort_by_key(|c| c.start);
     let covered = chunks.first().map_or(n, |c| c.start);
     if covered > split {
@@ -167,6 +171,11 @@ pub(super) fn meet(
     }
     let device = cache.device().clone();
     for l in 0..cache.n_layers() {
+        if let Some(Some(layouts)) = stored.quantized.get(l) {
+            let group = join_quantized(cache.layer(l), &chunks, l, *layouts, split, n)?;
+            cache.layer_mut(l).set_groups(vec![group])?;
+            continue;
+        }
         let stored_heads = chunks.first().map_or(0, |c| c.heads[l].len());
         let front = cache.layer(l);
         let front_pos = front.positions();
@@ -267,6 +276,64 @@ fn cut_front(cache: &mut KvCache, kept: &[Vec<Vec<u32>>], split: usize) -> Resul
             .with_context(|| format!("cake: cutting layer {l}'s front to the stored entries"))?;
     }
     Ok(())
+}
+
+/// A quantized layer: the computed front (every position `0..split`, dense) quantized with the
+/// stored schemes and joined to the loaded rows of positions `split..n`, as one head group.
+fn join_quantized(
+    front: &kvbench_methods::LayerKv,
+    chunks: &[Chunk],
+    l: usize,
+    (kl, vl): (QuantLayout, QuantLayout),
+    split: usize,
+    n: usize,
+) -> Result<HeadGroup> {
+    let front_kv = if front.groups().is_empty() {
+        None
+    } else {
+        let (k, v) = front.dense()?;
+        if k.dim(0)? != kl.heads {
+            bail!(
+                "cake: layer {l} stores {} quantized heads, the model computes {}",
+                kl.heads,
+                k.dim(0)?
+            );
+        }
+        Some((k, v))
+    };
+    let tail = |part: fn(&crate::kv_store::ranges::QuantPiece) -> &QuantRows,
+                layout: &QuantLayout|
+     -> Result<Option<QuantRows>> {
+        let pieces: Vec<QuantRows> = chunks
+            .iter()
+            .filter_map(|c| c.quantized.get(l).and_then(Option::as_ref))
+            .map(|p| part(p).clone())
+            .collect();
+        match QuantRows::cat(pieces)? {
+            Some(rows) if split < n => Ok(Some(rows.from_entry(layout, split)?)),
+            _ => Ok(None),
+        }
+    };
+    let k_tail = tail(|p| &p.k, &kl)?;
+    let v_tail = tail(|p| &p.v, &vl)?;
+    let storage = Storage {
+        k: Stored::Quantized(Quantized::join(
+            kl,
+            front_kv.as_ref().map(|f| &f.0),
+            k_tail,
+        )?),
+        v: Stored::Quantized(Quantized::join(
+            vl,
+            front_kv.as_ref().map(|f| &f.1),
+            v_tail,
+        )?),
+    };
+    let all: Vec<u32> = (0..n as u32).collect();
+    Ok(HeadGroup {
+        first_head: 0,
+        storage,
+        positions: vec![all; kl.heads],
+    })
 }
 
 type Back = Vec<(Option<(Tensor, Tensor)>, Vec<u32>)>;

@@ -17,6 +17,7 @@ pub mod merged;
 pub mod parts;
 pub mod pruned;
 pub mod quantized;
+pub mod quantized_join;
 
 use std::ops::Range;
 
@@ -27,6 +28,7 @@ pub use low_rank::LowRank;
 pub use merged::Merged;
 pub use pruned::ChannelPruned;
 pub use quantized::{QuantAxis, QuantScheme, Quantized, ResidualRule};
+pub use quantized_join::{QuantLayout, QuantRows, RowRanges};
 
 use crate::MethodError;
 

@@ -16,7 +16,8 @@ use candle_core::{DType, Tensor, TensorId};
 use serde_json::{json, Value};
 
 use super::{
-    ChannelPruned, HeadShared, LowRank, Merged, QuantScheme, Quantized, Result, Storage, Stored,
+    ChannelPruned, HeadShared, LowRank, Merged, QuantLayout, QuantScheme, Quantized, Result,
+    Storage, Stored,
 };
 use crate::MethodError;
 
@@ -145,25 +146,37 @@ pub fn describe_stored(s: &Stored, names: &mut TensorNames) -> Value {
     }
 }
 
+/// The layout of a quantized form's description (everything but its tensors).
+pub fn quant_layout(meta: &Value) -> Result<QuantLayout> {
+    let scheme: QuantScheme = serde_json::from_value(field(meta, "scheme")?.clone())
+        .map_err(|e| bad(&format!("quantization scheme: {e}")))?;
+    let dtype: DType = field(meta, "dtype")?
+        .as_str()
+        .unwrap_or("")
+        .parse()
+        .map_err(|e| bad(&format!("dtype: {e}")))?;
+    Ok(QuantLayout {
+        scheme,
+        heads: usize_of(meta, "heads")?,
+        head_dim: usize_of(meta, "head_dim")?,
+        dtype,
+        nq: usize_of(meta, "nq")?,
+    })
+}
+
 /// Rebuild a form from its description and the tensors it names.
 pub fn rebuild_stored(meta: &Value, src: &dyn TensorSource) -> Result<Stored> {
     let form = field(meta, "form")?.as_str().unwrap_or("");
     Ok(match form {
         "dense" => Stored::Dense(get(meta, "x", src)?),
         "quantized" => {
-            let scheme: QuantScheme = serde_json::from_value(field(meta, "scheme")?.clone())
-                .map_err(|e| bad(&format!("quantization scheme: {e}")))?;
-            let dtype: DType = field(meta, "dtype")?
-                .as_str()
-                .unwrap_or("")
-                .parse()
-                .map_err(|e| bad(&format!("dtype: {e}")))?;
+            let layout = quant_layout(meta)?;
             Stored::Quantized(Quantized {
-                scheme,
-                heads: usize_of(meta, "heads")?,
-                head_dim: usize_of(meta, "head_dim")?,
-                dtype,
-                nq: usize_of(meta, "nq")?,
+                scheme: layout.scheme,
+                heads: layout.heads,
+                head_dim: layout.head_dim,
+                dtype: layout.dtype,
+                nq: layout.nq,
                 codes: get_opt(meta, "codes", src)?,
                 scales: get_opt(meta, "scales", src)?,
                 zeros: get_opt(meta, "zeros", src)?,

@@ -172,7 +172,7 @@ impl QuantScheme {
 
     /// Codes (u8, packed), scales and zeros (f16) of `x` (`[h, m, d]`; per channel, `m` a
     /// multiple of `group`).
-    fn quantize(&self, x: &Tensor) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    pub(super) fn quantize(&self, x: &Tensor) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let (h, m, d) = x.dims3()?;
         if self.whole_groups(m) != m {
             return Err(MethodError::Cache(format!(
