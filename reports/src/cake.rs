@@ -18,7 +18,7 @@ use crate::tables::{Column, Kind, Table, Value};
 use crate::Record;
 
 /// A bandwidth cap as shown: `4 GB/s`, or `uncapped`.
-fn cap_label(gbps: Option<f64>) -> String {
+pub(crate) fn cap_label(gbps: Option<f64>) -> String {
     gbps.map_or("uncapped".to_string(), |g| format!("{g} GB/s"))
 }
 
@@ -32,11 +32,11 @@ fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 /// Sort key of a bandwidth: capped ones by rate, uncapped last.
-fn cap_key(gbps: Option<f64>) -> u64 {
+pub(crate) fn cap_key(gbps: Option<f64>) -> u64 {
     gbps.map_or(u64::MAX, |g| (g * 1e6) as u64)
 }
 
-fn mode_rank(mode: &str) -> usize {
+pub(crate) fn mode_rank(mode: &str) -> usize {
     ["compute", "load", "cake"]
         .iter()
         .position(|m| *m == mode)

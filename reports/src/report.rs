@@ -6,7 +6,8 @@
 //!                                 breakdowns the run has data for, the reuse study's
 //!                                 ttft_vs_context and cake_vs_bandwidth (+ compare)
 //! OUT/plots/{name}.{png,svg}      score_vs_ratio, fidelity_vs_ratio, memory_vs_ratio,
-//!                                 ttft_breakdown, throughput_vs_context, needle_heatmap, pareto
+//!                                 ttft_breakdown, throughput_vs_context, needle_heatmap, pareto,
+//!                                 the reuse study's ttft_vs_context (TTFT per way to the cache)
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -94,7 +94,7 @@ fn line_figure(title: &str, panels: Vec<Panel>, palette: &Palette, max_cols: usi
 
 /// Context-length bin of a record: the dataset's target length where it has one, else the
 /// nearest power of two of the context's tokens.
-fn length_bin(r: &Record) -> u64 {
+pub(super) fn length_bin(r: &Record) -> u64 {
     r.meta
         .get("length")
         .and_then(|v| v.as_u64())
@@ -400,6 +400,11 @@ pub fn write_all(
     match super::needle::needle_figure(records, &configs, &agg.configs) {
         Some(fig) => plots.push(save(&fig, dir, "needle_heatmap", "Needle in a haystack", "Mean score per context length and needle depth (0 = start of the context), one panel per configuration.")?),
         None => skipped.push(("needle_heatmap".into(), "no needle-in-a-haystack records (none has a context length and depth)".into())),
+    }
+
+    // 8. The reuse study (only runs with `reuse:` have its records): TTFT vs context length.
+    if let Some(fig) = super::reuse::ttft_figure(records) {
+        plots.push(save(&fig, dir, "ttft_vs_context", "Time to first token: compute, load or both (Cake)", "Mean time to first token of a reused context against its length, one panel per stored form: prefill from scratch (compute), the stored cache read at each bandwidth cap (load), and Cake computing from the front while loading from the back. The cake_vs_bandwidth table gives the numbers and where the two halves met.")?);
     }
 
     // 7. Pareto front: score vs KV bytes per dataset.

@@ -11,6 +11,7 @@ pub mod heatmap;
 pub mod lines;
 pub mod needle;
 pub mod ratio;
+pub mod reuse;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
