@@ -46,6 +46,23 @@ enum PartRanges {
     },
 }
 
+impl PartRanges {
+    /// A quantized part's layout and its tensors in stored order (codes, scales, zeros,
+    /// residual); `None` for a dense part.
+    fn quantized(&self) -> Option<(QuantLayout, [&Option<Located>; 4])> {
+        match self {
+            PartRanges::Quantized {
+                layout,
+                codes,
+                scales,
+                zeros,
+                residual,
+            } => Some((*layout, [codes, scales, zeros, residual])),
+            PartRanges::Dense(_) => None,
+        }
+    }
+}
+
 /// A head group: its positions and where its keys and values lie.
 struct GroupRanges {
     positions: Vec<Vec<u32>>,
@@ -363,12 +380,9 @@ impl RangeReader {
         let quantized = self
             .layers
             .iter()
-            .map(|groups| match groups.first().map(|g| (&g.k, &g.v)) {
-                Some((
-                    PartRanges::Quantized { layout: k, .. },
-                    PartRanges::Quantized { layout: v, .. },
-                )) => Some((*k, *v)),
-                _ => None,
+            .map(|groups| {
+                let g = groups.first()?;
+                Some((g.k.quantized()?.0, g.v.quantized()?.0))
             })
             .collect();
         StoredLayout {
@@ -402,23 +416,12 @@ impl RangeReader {
                     }
                     (k, v) => {
                         for part in [k, v] {
-                            let PartRanges::Quantized {
-                                layout,
-                                codes,
-                                scales,
-                                zeros,
-                                residual,
-                            } = part
-                            else {
+                            let Some((layout, tensors)) = part.quantized() else {
                                 bail!("cake: a head group mixes dense and quantized storage");
                             };
                             let r = layout.rows(start, end)?;
-                            for (t, rows) in [
-                                (codes, &r.codes),
-                                (scales, &r.params),
-                                (zeros, &r.params),
-                                (residual, &r.residual),
-                            ] {
+                            let rows = [&r.codes, &r.params, &r.params, &r.residual];
+                            for (t, rows) in tensors.into_iter().zip(rows) {
                                 if let Some(t) = t {
                                     wants.push(Want::rows(t, rows));
                                 }
@@ -449,28 +452,18 @@ impl RangeReader {
                     }
                     (k, v) => {
                         let mut rows = |part: &PartRanges| {
-                            let PartRanges::Quantized {
-                                layout,
+                            let (layout, tensors) = part.quantized().expect("checked above");
+                            let [codes, scales, zeros, residual] =
+                                tensors.map(|t| t.as_ref().map(|_| got.next().expect("wanted")));
+                            let r = QuantRows {
+                                start,
+                                end,
                                 codes,
                                 scales,
                                 zeros,
                                 residual,
-                            } = part
-                            else {
-                                unreachable!("checked above")
                             };
-                            let mut take = |t: &Option<Located>| {
-                                t.as_ref().map(|_| got.next().expect("wanted"))
-                            };
-                            let r = QuantRows {
-                                start,
-                                end,
-                                codes: take(codes),
-                                scales: take(scales),
-                                zeros: take(zeros),
-                                residual: take(residual),
-                            };
-                            (r, *layout)
+                            (r, layout)
                         };
                         let (kr, kl) = rows(k);
                         let (vr, vl) = rows(v);

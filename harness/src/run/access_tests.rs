@@ -2,11 +2,12 @@
 //! after a Cake-built one wherever compute and load meet, is the output after a computed cache.
 
 use candle_core::Device;
-use kvbench_methods::{Budget, MethodConfig, ObservationNeeds};
+use kvbench_methods::{Budget, KvCache, MethodConfig, ObservationNeeds};
 
 use super::cake;
 use super::generate::{fork_and_compress, generate, generate_on, Request};
 use super::prefill::{Engine, Split, TurnPrompt};
+use crate::kv_store::ranges::RangeReader;
 use crate::kv_store::source::Pacer;
 use crate::kv_store::upload::Uploader;
 use crate::kv_store::{KvStore, Location, ModelShape, StoreKey};
@@ -40,6 +41,31 @@ fn prompt(engine: &Engine) -> TurnPrompt {
 fn store_for(engine: &Engine) -> KvStore {
     let shape = ModelShape::of("smollm2", &engine.loaded.model.new_cache());
     KvStore::new(Location::Memory, shape, Some(7))
+}
+
+/// Cake's front, forced: the cache after computing the first `split` context tokens.
+fn computed_front(engine: &Engine, ids: &[u32], split: usize) -> KvCache {
+    let mut cache = engine.loaded.model.new_cache();
+    if split > 0 {
+        engine
+            .forward(
+                &ids[..split],
+                &mut cache,
+                Logits::None,
+                ObservationNeeds::default(),
+            )
+            .unwrap();
+    }
+    cache
+}
+
+/// A range reader over `key`'s stored cache, its pacer and a CPU uploader.
+fn reader_of(store: &KvStore, key: &StoreKey) -> (RangeReader, Pacer, Uploader) {
+    let header = store.header(key).unwrap().unwrap();
+    let mut pacer = Pacer::new(None);
+    let sources = store.sources(key, &header).unwrap();
+    let reader = RangeReader::open(&header, sources, &mut pacer).unwrap();
+    (reader, pacer, Uploader::new(&Device::Cpu).unwrap())
 }
 
 #[test]
@@ -138,24 +164,9 @@ fn cake_gives_the_computed_output_wherever_compute_and_load_meet() {
         assert_eq!(g.tokens, computed.tokens, "gbps {gbps:?}, split {split}");
     }
     // Every meeting point, forced: compute the front up to `split`, load the rest.
-    let header = store.header(&key).unwrap().unwrap();
     for split in [0, chunk, 3 * chunk, n] {
-        let mut cache = engine.loaded.model.new_cache();
-        if split > 0 {
-            engine
-                .forward(
-                    &p.context_ids[..split],
-                    &mut cache,
-                    Logits::None,
-                    ObservationNeeds::default(),
-                )
-                .unwrap();
-        }
-        let mut pacer = Pacer::new(None);
-        let sources = store.sources(&key, &header).unwrap();
-        let reader =
-            crate::kv_store::ranges::RangeReader::open(&header, sources, &mut pacer).unwrap();
-        let mut uploader = Uploader::new(&Device::Cpu).unwrap();
+        let mut cache = computed_front(&engine, &p.context_ids, split);
+        let (reader, mut pacer, mut uploader) = reader_of(&store, &key);
         let chunks = if split < n {
             vec![reader
                 .read_chunk(split, n, &mut pacer, &mut uploader)
@@ -200,24 +211,8 @@ fn cake_on_an_evicted_cache_rebuilds_the_stored_entries_and_output() {
     store.save(&key, &evicted).unwrap();
     let n = p.context_ids.len();
     let split = 32;
-    let mut cache = engine.loaded.model.new_cache();
-    engine
-        .forward(
-            &p.context_ids[..split],
-            &mut cache,
-            Logits::None,
-            ObservationNeeds::default(),
-        )
-        .unwrap();
-    let header = store.header(&key).unwrap().unwrap();
-    let mut pacer = Pacer::new(None);
-    let reader = crate::kv_store::ranges::RangeReader::open(
-        &header,
-        store.sources(&key, &header).unwrap(),
-        &mut pacer,
-    )
-    .unwrap();
-    let mut uploader = Uploader::new(&Device::Cpu).unwrap();
+    let mut cache = computed_front(&engine, &p.context_ids, split);
+    let (reader, mut pacer, mut uploader) = reader_of(&store, &key);
     let chunks = vec![
         reader.read_chunk(64, n, &mut pacer, &mut uploader).unwrap(),
         reader
@@ -289,39 +284,24 @@ fn cake_on_a_kivi_cache_rebuilds_its_quantized_storage_and_output() {
         nqk >= 48 && nqv >= 48 && nqk < n,
         "context of {n}: {nqk} / {nqv} quantized"
     );
-    let computed = generate_on(
-        &engine,
-        stored.clone(),
-        method.session(),
-        &prefilled.tail,
-        &request,
-        0.0,
-    )
-    .unwrap()
-    .tokens;
-    let header = store.header(&key).unwrap().unwrap();
+    let greedy = |cache: KvCache| {
+        generate_on(
+            &engine,
+            cache,
+            method.session(),
+            &prefilled.tail,
+            &request,
+            0.0,
+        )
+        .unwrap()
+        .tokens
+    };
+    let computed = greedy(stored.clone());
     // Meeting points: nothing computed, inside the quantized keys, at their end (inside the
     // values' residual), everything computed. The loaded back overlaps the front by a group.
     for split in [0, 16, 32, nqk, n] {
-        let mut cache = engine.loaded.model.new_cache();
-        if split > 0 {
-            engine
-                .forward(
-                    &p.context_ids[..split],
-                    &mut cache,
-                    Logits::None,
-                    ObservationNeeds::default(),
-                )
-                .unwrap();
-        }
-        let mut pacer = Pacer::new(None);
-        let reader = crate::kv_store::ranges::RangeReader::open(
-            &header,
-            store.sources(&key, &header).unwrap(),
-            &mut pacer,
-        )
-        .unwrap();
-        let mut uploader = Uploader::new(&Device::Cpu).unwrap();
+        let mut cache = computed_front(&engine, &p.context_ids, split);
+        let (reader, mut pacer, mut uploader) = reader_of(&store, &key);
         let from = split.saturating_sub(8).min(nqk);
         let mid = (from + n) / 2 / 8 * 8;
         let chunks = [(mid, n), (from, mid)]
@@ -348,31 +328,12 @@ fn cake_on_a_kivi_cache_rebuilds_its_quantized_storage_and_output() {
                 );
             }
         }
-        let out = generate_on(
-            &engine,
-            cache,
-            method.session(),
-            &prefilled.tail,
-            &request,
-            0.0,
-        )
-        .unwrap()
-        .tokens;
-        assert_eq!(out, computed, "split {split}");
+        assert_eq!(greedy(cache), computed, "split {split}");
     }
     // End to end, racing: chunks of two groups; a chunk that cuts a key group is refused.
     let built = cake::build(&engine, &store, &key, &p.context_ids, 16, None).unwrap();
-    let out = generate_on(
-        &engine,
-        built.cache,
-        method.session(),
-        &prefilled.tail,
-        &request,
-        0.0,
-    )
-    .unwrap()
-    .tokens;
-    assert_eq!(out, computed, "cake::build, split {}", built.split);
+    let split = built.split;
+    assert_eq!(greedy(built.cache), computed, "cake::build, split {split}");
     let e = cake::build(&engine, &store, &key, &p.context_ids, 12, None)
         .err()
         .unwrap();
