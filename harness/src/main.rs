@@ -175,6 +175,24 @@ enum Command {
         /// CUDA, 1024 on CPU).
         #[arg(long)]
         batch_context: Option<usize>,
+        /// Also prefill this many tokens with the full cache in chunks of --prefill-chunk and
+        /// decode from it: peak memory against weights + KV + 2 GiB (e.g. 131072).
+        #[arg(long)]
+        long_context: Option<usize>,
+        /// Tokens per forward of the --long-context prefill.
+        #[arg(long, default_value_t = 4096)]
+        prefill_chunk: usize,
+        /// Also measure, at this context, the peak of a full-cache prefill + decode against
+        /// --memory-method at --memory-ratio compressing each layer during the prefill.
+        #[arg(long)]
+        memory_context: Option<usize>,
+        /// Method (default parameters) of the --memory-context measurement; it must compress
+        /// layer by layer (snapkv, knorm, streaming_llm, tova, ...).
+        #[arg(long, default_value = "snapkv")]
+        memory_method: String,
+        /// Compression ratio of the --memory-context measurement.
+        #[arg(long, default_value_t = 0.75)]
+        memory_ratio: f64,
         /// Attention kernel: `fused` (the CUDA kernel where it applies) or `eager`.
         #[arg(long, default_value = "fused", value_parser = ["fused", "eager"])]
         attention: String,
@@ -323,6 +341,11 @@ fn other_command(command: Command) -> Result<()> {
             skip_compression,
             batch_sequences,
             batch_context,
+            long_context,
+            prefill_chunk,
+            memory_context,
+            memory_method,
+            memory_ratio,
             attention,
             check_attention,
             output,
@@ -356,7 +379,16 @@ fn other_command(command: Command) -> Result<()> {
                 skip_compression,
                 batch_sequences,
                 batch_context: batch_context.unwrap_or(if gpu { 4096 } else { 1024 }),
+                long_context,
+                prefill_chunk,
+                memory_context,
+                memory_method,
+                memory_ratio,
             };
+            // A bad method name fails here, before the model is built.
+            if opts.memory_context.is_some() {
+                kvbench::bench::build_layerwise(&opts.memory_method)?;
+            }
             let decoder = if model.starts_with(kvbench::model::synthetic::PREFIX) {
                 let dtype = kvbench::device::compute_dtype(&device);
                 eprintln!("building {model} with random weights ({dtype:?})");

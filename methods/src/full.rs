@@ -19,6 +19,18 @@ impl Method for Full {
     fn compress(&self, _: &mut KvCache, _: &Observations, _: &Budget) -> Result<(), MethodError> {
         Ok(())
     }
+    fn compresses_by_layer(&self) -> bool {
+        true
+    }
+    fn compress_layer(
+        &self,
+        _: &mut KvCache,
+        _: usize,
+        _: &Observations,
+        _: &Budget,
+    ) -> Result<(), MethodError> {
+        Ok(())
+    }
 }
 
 impl Describe for Full {

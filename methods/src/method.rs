@@ -120,6 +120,33 @@ pub trait Method: Send + Sync {
         budget: &Budget,
     ) -> Result<(), MethodError>;
 
+    /// Whether [`compress_layer`](Self::compress_layer) applies: the method's choice in a layer
+    /// depends only on that layer's entries and observations and on the budget. `false` (the
+    /// default) for methods that need the whole prefilled cache (cross-layer sharing, budgets
+    /// moved between layers, state across layers).
+    fn compresses_by_layer(&self) -> bool {
+        false
+    }
+
+    /// Compress layer `layer` alone, right after the prefill computed it (kvpress's forward
+    /// hooks), so that the uncompressed cache of every layer never exists at once and the peak
+    /// device memory shows the saving. `obs.layers` holds the layers up to `layer`; the cache's
+    /// later layers are still empty. Leaves layer `layer` exactly as [`compress`](Self::compress)
+    /// after the prefill leaves it. Only called where
+    /// [`compresses_by_layer`](Self::compresses_by_layer).
+    fn compress_layer(
+        &self,
+        _cache: &mut KvCache,
+        _layer: usize,
+        _obs: &Observations,
+        _budget: &Budget,
+    ) -> Result<(), MethodError> {
+        Err(MethodError::Cache(format!(
+            "{} compresses the whole prefilled cache, not one layer at a time",
+            self.name()
+        )))
+    }
+
     /// Open the state of one request. The session lives from the compression after prefill to
     /// the last decoded token; several sessions of one method may be alive at once. By default a
     /// [`Stateless`] session: `compress` after prefill, nothing while decoding.

@@ -7,7 +7,7 @@
 //! slides (Mistral v0.1 with `sliding_window`), nothing is left to compress once the context is
 //! longer than the window; below it, the layers hold the whole context and are compressed as usual.
 
-use crate::{KvCache, MethodError, Observations};
+use crate::{Budget, KvCache, Method, MethodError, Observations};
 
 /// The layers a method may compress: the full-attention layers. (A sliding layer's entries must
 /// stay consecutive positions: its window mask counts entries, see the model's attention.)
@@ -38,6 +38,44 @@ pub fn on_compressible_layers<R>(
         rope: obs.rope.clone(),
     };
     let out = f(&mut part, &part_obs);
+    cache.put_back(part, &take);
+    out
+}
+
+/// `method` compresses layer `layer` alone during the prefill ([`Method::compress_layer`]),
+/// leaving a sliding layer as it is, as [`on_compressible_layers`] does after the prefill. With
+/// sliding layers the method sees the same view as there (the compressible layers, renumbered),
+/// so what depends on the layer index (a seed, a schedule) matches. `obs.layers` holds the
+/// layers up to `layer`.
+pub fn compress_layer_if_compressible(
+    method: &dyn Method,
+    cache: &mut KvCache,
+    layer: usize,
+    obs: &Observations,
+    budget: &Budget,
+) -> Result<(), MethodError> {
+    if !cache.has_sliding_layers() {
+        return method.compress_layer(cache, layer, obs, budget);
+    }
+    if cache.window(layer).is_some() {
+        return Ok(());
+    }
+    let take = compressible_layers(cache);
+    let rank = take
+        .iter()
+        .position(|&l| l == layer)
+        .expect("a full-attention layer");
+    let part_obs = Observations {
+        layers: take
+            .iter()
+            .filter(|&&l| l < obs.layers.len())
+            .map(|&l| obs.layers[l].clone())
+            .collect(),
+        q_per_kv: obs.q_per_kv,
+        rope: obs.rope.clone(),
+    };
+    let mut part = cache.take_layers(&take);
+    let out = method.compress_layer(&mut part, rank, &part_obs, budget);
     cache.put_back(part, &take);
     out
 }

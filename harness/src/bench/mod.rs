@@ -8,13 +8,17 @@
 //! - prefill sharing: 8 method configs on one sample against one config, one after another
 //!   and batched (`batched.rs`);
 //! - batched decode: the step time of N sequences decoding together at one context length;
-//! - peak device memory of a full-cache prefill at the longest length.
+//! - peak device memory of a full-cache prefill at the longest length;
+//! - peak memory at long context: a chunked full-cache prefill, and the full cache against a
+//!   method compressing layer by layer (`peaks.rs`).
 
 pub mod attention_check;
 mod batched;
+mod peaks;
 mod render;
 
 pub use batched::BatchedDecodeTiming;
+pub use peaks::{build_layerwise, CompressedPeak, LongContextPeak, HEADROOM_BYTES};
 pub use render::render;
 
 use anyhow::Result;
@@ -43,6 +47,15 @@ pub struct BenchOptions {
     pub batch_sequences: usize,
     /// Context length of each sequence in the batched decode measurement.
     pub batch_context: usize,
+    /// Context of the chunked full-cache prefill and decode (None: skip it).
+    pub long_context: Option<usize>,
+    /// Tokens per forward of that prefill.
+    pub prefill_chunk: usize,
+    /// Context of the full vs layer-by-layer compressed peak (None: skip it).
+    pub memory_context: Option<usize>,
+    /// Method (default parameters) and compression ratio of that measurement.
+    pub memory_method: String,
+    pub memory_ratio: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -93,6 +106,8 @@ pub struct BenchReport {
     pub batched_decode: Option<BatchedDecodeTiming>,
     /// Peak of a full-cache prefill at the longest length, against weights + 2 x KV + 512 MiB.
     pub peak_full_longest: Option<PeakCheck>,
+    pub long_context: Option<LongContextPeak>,
+    pub compressed_peak: Option<CompressedPeak>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -386,6 +401,26 @@ pub fn run(
                 }
             })
         });
+    let long_context = match opts.long_context {
+        Some(len) => {
+            eprintln!(
+                "long context: {len} tokens, full cache, prefill in chunks of {}",
+                opts.prefill_chunk
+            );
+            Some(b.long_context(len, opts.prefill_chunk)?)
+        }
+        None => None,
+    };
+    let compressed_peak = match opts.memory_context {
+        Some(len) => {
+            eprintln!(
+                "peak memory at {len} tokens: full vs {} at ratio {}, layer by layer",
+                opts.memory_method, opts.memory_ratio
+            );
+            Some(b.compressed_peak(len, &opts.memory_method, opts.memory_ratio)?)
+        }
+        None => None,
+    };
     Ok(BenchReport {
         device: crate::device::label(device),
         model: model_name.to_string(),
@@ -403,5 +438,7 @@ pub fn run(
         sharing_batched_ratio: eight_batched_ms / one,
         batched_decode,
         peak_full_longest,
+        long_context,
+        compressed_peak,
     })
 }

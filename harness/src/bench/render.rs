@@ -81,5 +81,39 @@ pub fn render(r: &BenchReport) -> String {
             if p.within_budget { "within" } else { "over" }
         );
     }
+    if let Some(p) = &r.long_context {
+        s += &format!(
+            "long context, full cache: {} tokens prefilled in chunks of {} in {:.0} ms, decode {:.3} ms/token; peak {} MiB (budget weights {:.0} + KV {:.0} + 2048 MiB = {:.0} MiB): {}\n",
+            p.context_tokens,
+            p.prefill_chunk,
+            p.prefill_ms,
+            p.decode_ms_per_token,
+            mib(p.peak_device_bytes),
+            p.weight_bytes as f64 / 1048576.0,
+            p.kv_bytes as f64 / 1048576.0,
+            p.budget_bytes as f64 / 1048576.0,
+            match p.within_budget {
+                Some(true) => "within",
+                Some(false) => "over",
+                None => "not measurable here",
+            }
+        );
+    }
+    if let Some(p) = &r.compressed_peak {
+        s += &format!(
+            "peak memory at {} tokens, compressed layer by layer during prefill: full {} MiB (KV {:.0} MiB) vs {} at ratio {} {} MiB (KV {:.0} MiB): {}\n",
+            p.context_tokens,
+            mib(p.full_peak_bytes),
+            p.full_kv_bytes as f64 / 1048576.0,
+            p.method,
+            p.compression_ratio,
+            mib(p.compressed_peak_bytes),
+            p.compressed_kv_bytes as f64 / 1048576.0,
+            p.saving_share.map_or("saving not measurable here".to_string(), |x| format!(
+                "the peak falls by {:.0}% of the KV bytes saved",
+                100.0 * x
+            ))
+        );
+    }
     s
 }

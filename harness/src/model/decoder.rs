@@ -71,6 +71,9 @@ pub(super) struct Projected {
     pub v: Tensor,
 }
 
+/// A hook of [`Decoder::forward_with`]: `(layer, cache, observations so far)`.
+pub type AfterLayer<'h> = dyn FnMut(usize, &mut KvCache, &Observations) -> Result<()> + 'h;
+
 pub struct ForwardOutput {
     /// `[n, vocab]` f32: the last position (`Logits::Last`) or every position (`Logits::All`).
     pub logits: Option<Tensor>,
@@ -273,6 +276,21 @@ impl Decoder {
         cache: &mut KvCache,
         opts: &ForwardOptions,
     ) -> Result<ForwardOutput> {
+        self.forward_with(tokens, cache, opts, &mut |_, _, _| Ok(()))
+    }
+
+    /// [`forward`](Self::forward), calling `after_layer(l, cache, observations)` once layer `l`
+    /// has attended over its cache and recorded its observation (`observations.layers[..=l]`),
+    /// before layer `l + 1` runs: what compresses each layer during the prefill, so the full
+    /// cache of every layer never exists at once. The cache already counts the new tokens
+    /// (`next_position`). Layer `l`'s cache is not read again by this forward.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        opts: &ForwardOptions,
+        after_layer: &mut AfterLayer,
+    ) -> Result<ForwardOutput> {
         let t = tokens.len();
         anyhow::ensure!(t > 0, "forward needs at least one token");
         let start = cache.next_position();
@@ -281,6 +299,7 @@ impl Decoder {
         let tables = self.rope_tables(&positions, start + t)?;
         let mut masks = MaskCache::default();
         let mut observations = self.empty_observations(start + t, &opts.observe);
+        cache.advance(t);
         for (l, b) in self.blocks.iter().enumerate() {
             let (cos, sin) = &tables[self.rope_index(l)];
             let Projected { q_pre, q, k, v } = self.project(b, &x, cos, sin)?;
@@ -295,9 +314,10 @@ impl Decoder {
             let mut obs = observe(&q_pre, &q, start, &opts.observe)?;
             obs.accumulated_attention = acc;
             observations.layers.push(obs);
+            after_layer(l, cache, &observations)
+                .with_context(|| format!("compressing layer {l} during the forward"))?;
             x = self.finish_layer(b, &x, &a)?;
         }
-        cache.advance(t);
         let logits = match opts.logits {
             Logits::None => None,
             Logits::Last => Some(self.head(&x.narrow(0, t - 1, 1)?)?),
@@ -395,7 +415,7 @@ impl Decoder {
         let h = self.norm(x, &b.attn_norm)?;
         // One multiply for q, k and v, one transpose into heads; q and k are views of it until
         // RoPE makes them new tensors. v is copied out so the cache holds v alone, not the
-        // whole projection.
+        // whole projection (`force_contiguous`: `copy` would clone the whole buffer under the view).
         let all = linear(&h, &b.qkv, b.qkv_bias.as_ref())?
             .reshape((t, hq + 2 * hkv, d))?
             .transpose(0, 1)?
@@ -408,7 +428,7 @@ impl Decoder {
         }
         let q = self.rotate(&q_pre, cos, sin)?;
         let k = self.rotate(&k, cos, sin)?;
-        let v = all.narrow(0, hq + hkv, hkv)?.copy()?;
+        let v = all.narrow(0, hq + hkv, hkv)?.force_contiguous()?;
         Ok(Projected { q_pre, q, k, v })
     }
 

@@ -14,7 +14,7 @@ pub mod weights;
 
 pub use batch::BatchOutput;
 pub use config::{Activation, Architecture, ModelConfig};
-pub use decoder::{argmax, Decoder, ForwardOptions, ForwardOutput, Logits};
+pub use decoder::{argmax, AfterLayer, Decoder, ForwardOptions, ForwardOutput, Logits};
 pub use rope::{RopeScaling, RopeSpec};
 pub use weights::WeightSource;
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{gqa_mean, window_attention, LayerInput, Scorer};
 use crate::selection::select::{
-    evict_uniform, evict_with, score_layer, top_k_per_head, top_k_sorted, KeepRule, Uniform,
+    evict_one_layer_uniform, evict_uniform, evict_with, score_layer, top_k_per_head, top_k_sorted, KeepRule, Uniform,
 };
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations, Session};
 
@@ -161,6 +161,19 @@ impl Method for H2o {
     }
     fn compress(&self, cache: &mut KvCache, obs: &Observations, budget: &Budget) -> Result<()> {
         self.session().on_prefill(cache, obs, budget)
+    }
+    /// Layer by layer only without the decode variant (whose running scores span every layer).
+    fn compresses_by_layer(&self) -> bool {
+        !self.decode
+    }
+    fn compress_layer(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        obs: &Observations,
+        budget: &Budget,
+    ) -> Result<()> {
+        evict_one_layer_uniform(cache, layer, obs, self, budget)
     }
     fn session(&self) -> Box<dyn Session + '_> {
         Box::new(H2oSession {

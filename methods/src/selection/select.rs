@@ -225,6 +225,19 @@ pub fn evict_uniform(
     evict_with(cache, obs, scorer, &mut Uniform(budget), &mut TopK)
 }
 
+/// One layer of [`evict_uniform`]: the same targets and keep rule, for compression layer by
+/// layer during the prefill.
+pub fn evict_one_layer_uniform(
+    cache: &mut KvCache,
+    layer: usize,
+    obs: &Observations,
+    scorer: &dyn Scorer,
+    budget: &Budget,
+) -> Result<()> {
+    let targets = Uniform(budget).targets(layer, cache.n_layers(), &cache.layer(layer).head_lens());
+    evict_layer_with(cache, layer, obs, scorer, &targets, &mut TopK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +287,19 @@ macro_rules! uniform_scorer_method {
             ) -> std::result::Result<(), $crate::MethodError> {
                 $crate::selection::scoring::Scorer::validate(self)?;
                 $crate::selection::select::evict_uniform(cache, obs, self, budget)
+            }
+            fn compresses_by_layer(&self) -> bool {
+                true
+            }
+            fn compress_layer(
+                &self,
+                cache: &mut $crate::KvCache,
+                layer: usize,
+                obs: &$crate::Observations,
+                budget: &$crate::Budget,
+            ) -> std::result::Result<(), $crate::MethodError> {
+                $crate::selection::scoring::Scorer::validate(self)?;
+                $crate::selection::select::evict_one_layer_uniform(cache, layer, obs, self, budget)
             }
         }
     };

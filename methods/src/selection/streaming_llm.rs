@@ -82,18 +82,42 @@ impl Method for StreamingLlm {
         budget: &Budget,
     ) -> Result<(), MethodError> {
         for l in 0..cache.n_layers() {
-            let layer = cache.layer_mut(l);
-            let lens = layer.head_lens();
-            let keep: Vec<Vec<u32>> = lens
-                .iter()
-                .map(|&len| sink_and_recent(len, budget.kept(len), self.sinks))
-                .collect();
-            if keep.iter().zip(&lens).all(|(k, &len)| k.len() == len) {
-                continue;
-            }
-            layer.retain(&keep)?;
+            self.keep_sinks_and_recent(cache, l, budget)?;
         }
         Ok(())
+    }
+    fn compresses_by_layer(&self) -> bool {
+        true
+    }
+    fn compress_layer(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        _: &Observations,
+        budget: &Budget,
+    ) -> Result<(), MethodError> {
+        self.keep_sinks_and_recent(cache, layer, budget)
+    }
+}
+
+impl StreamingLlm {
+    /// Every head of layer `l` keeps its sinks and its most recent entries.
+    fn keep_sinks_and_recent(
+        &self,
+        cache: &mut KvCache,
+        l: usize,
+        budget: &Budget,
+    ) -> Result<(), MethodError> {
+        let layer = cache.layer_mut(l);
+        let lens = layer.head_lens();
+        let keep: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&len| sink_and_recent(len, budget.kept(len), self.sinks))
+            .collect();
+        if keep.iter().zip(&lens).all(|(k, &len)| k.len() == len) {
+            return Ok(());
+        }
+        layer.retain(&keep)
     }
 }
 
