@@ -50,6 +50,9 @@ impl Scorer for Tova {
             vals.push(per_head.flatten_all()?);
             ids.push(Tensor::new(g.positions.concat().as_slice(), dev)?);
         }
+        if let Some(row) = same_positions_row(groups, &vals)? {
+            return Ok(row);
+        }
         let vals = Tensor::cat(&vals, 0)?.unsqueeze(0)?;
         let ids = Tensor::cat(&ids, 0)?.unsqueeze(0)?;
         let size = input
@@ -81,6 +84,31 @@ impl Scorer for Tova {
         }
         Ok(out)
     }
+}
+
+/// Where every head of the layer holds the same positions (a layer straight out of the prefill),
+/// the sum by position is the sum over heads: one reduction, one row read back. (The general
+/// path's `scatter_add` into one row runs, on candle's CUDA kernel, as a single thread walking
+/// every entry: ~5 ms per layer at 4k tokens on an H200.) Same order of additions, so the same
+/// scores. `None` when the heads hold different positions or nothing.
+fn same_positions_row(
+    groups: &[crate::cache::HeadGroup],
+    vals: &[Tensor],
+) -> Result<Option<Vec<Vec<f32>>>, MethodError> {
+    let heads: Vec<&Vec<u32>> = groups.iter().flat_map(|g| &g.positions).collect();
+    let Some(&first) = heads.first() else {
+        return Ok(None);
+    };
+    if first.is_empty() || heads.iter().any(|&p| p != first) {
+        return Ok(None);
+    }
+    let len = first.len();
+    let total = Tensor::cat(vals, 0)?
+        .reshape((heads.len(), len))?
+        .sum_keepdim(0)?;
+    let mut row: Vec<f32> = total.squeeze(0)?.to_vec1()?;
+    row[len - 1] = f32::INFINITY;
+    Ok(Some(vec![row; heads.len()]))
 }
 
 crate::selection::select::uniform_scorer_method!(Tova, "tova");
