@@ -240,10 +240,11 @@ mod tests {
     #[test]
     fn device_merge_matches_the_host_oracle() {
         let mut compared = 0;
-        for seed in 0..4 {
+        // 200 entries: longer than `run_sum`'s 64 lanes.
+        for (seed, len) in (0..4).flat_map(|s| [(s, 64), (s, 200)]) {
             for threshold in [0.5, 0.9] {
                 for tokens in [50, 30, 12, 3] {
-                    let (mut cache, obs) = walk_cache(3, 64, seed);
+                    let (mut cache, obs) = walk_cache(3, len, seed);
                     let m = KvMerger {
                         threshold,
                         skip_first_layers: 0,
@@ -290,7 +291,9 @@ mod tests {
                     let (gk, gv): (Vec<Vec<Vec<f32>>>, Vec<Vec<Vec<f32>>>) =
                         (gk.to_vec3().unwrap(), gv.to_vec3().unwrap());
                     for h in 0..3 {
-                        let ctx = format!("seed {seed} threshold {threshold} tokens {tokens} head {h}");
+                        let ctx = format!(
+                            "seed {seed} len {len} threshold {threshold} tokens {tokens} head {h}"
+                        );
                         assert_eq!(got_pos[h], want[h].2, "{ctx}");
                         for (got, want) in [(&gk[h], &want[h].0), (&gv[h], &want[h].1)] {
                             let got: Vec<f32> = got.concat();
@@ -304,6 +307,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 4 * 2 * 4 * 3);
+        assert_eq!(compared, 4 * 2 * 2 * 4 * 3);
     }
 }
