@@ -8,7 +8,7 @@
 //! is not stable, so it cannot keep "ties to the later entry". Why not `cumsum`: it multiplies by
 //! an `n x n` triangular matrix (4 GiB at 32k entries).
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 
 /// Block length of [`cumsum_last`].
 const BLOCK: usize = 128;
