@@ -49,7 +49,7 @@ impl HeadGroup {
 /// One layer's stored keys and values, as head groups covering the KV heads in order.
 #[derive(Clone, Debug, Default)]
 pub struct LayerKv {
-    groups: Vec<HeadGroup>,
+    pub(crate) groups: Vec<HeadGroup>,
 }
 
 impl LayerKv {
@@ -203,105 +203,6 @@ impl LayerKv {
         self.groups = groups;
         Ok(())
     }
-
-    /// Keep, for each KV head, the entries at the given indices (into that head's current
-    /// entries, strictly increasing). Heads that end up with equal lengths share one group;
-    /// otherwise the layer becomes ragged, one group per head.
-    pub fn retain(&mut self, keep: &[Vec<u32>]) -> Result<()> {
-        let n_heads: usize = self.groups.iter().map(|g| g.n_heads()).sum();
-        if keep.len() != n_heads {
-            return Err(MethodError::Cache(format!(
-                "retain got {} index lists for {n_heads} heads",
-                keep.len()
-            )));
-        }
-        for g in &self.groups {
-            for local in 0..g.n_heads() {
-                let h = g.first_head + local;
-                let idx = &keep[h];
-                let len = g.len() as u32;
-                if idx.windows(2).any(|w| w[0] >= w[1]) || idx.last().is_some_and(|&i| i >= len) {
-                    return Err(MethodError::Cache(format!(
-                        "head {h}: kept indices must be strictly increasing and < {len}"
-                    )));
-                }
-            }
-        }
-        let uniform = keep.iter().all(|k| k.len() == keep[0].len());
-        // Uniform survivors of one group (or of dense groups) stay one group; otherwise one group
-        // per head. Compressed storage is rebuilt in its own form from the surviving entries.
-        let mut groups = Vec::with_capacity(n_heads);
-        let one_group =
-            uniform && (self.groups.len() == 1 || self.groups.iter().all(|g| g.storage.is_dense()));
-        let mut all_k = Vec::new();
-        let mut all_v = Vec::new();
-        let mut all_pos = Vec::new();
-        for g in &self.groups {
-            let (k, v) = g.storage.keys_values()?;
-            let mut hk = Vec::with_capacity(g.n_heads());
-            let mut hv = Vec::with_capacity(g.n_heads());
-            let mut hp = Vec::with_capacity(g.n_heads());
-            for local in 0..g.n_heads() {
-                let idx = &keep[g.first_head + local];
-                hk.push(select_rows(&k.get(local)?, idx)?);
-                hv.push(select_rows(&v.get(local)?, idx)?);
-                hp.push(
-                    idx.iter()
-                        .map(|&i| g.positions[local][i as usize])
-                        .collect::<Vec<_>>(),
-                );
-            }
-            if one_group {
-                if self.groups.len() == 1 {
-                    let sk = Tensor::stack(&hk, 0)?;
-                    let sv = Tensor::stack(&hv, 0)?;
-                    let heads = 0..g.n_heads();
-                    groups.push(HeadGroup {
-                        first_head: 0,
-                        storage: Storage {
-                            k: g.storage.k.encode_like(&sk, heads.clone())?,
-                            v: g.storage.v.encode_like(&sv, heads)?,
-                        },
-                        positions: hp,
-                    });
-                } else {
-                    all_k.extend(hk);
-                    all_v.extend(hv);
-                    all_pos.extend(hp);
-                }
-                continue;
-            }
-            for (local, ((k, v), pos)) in hk.into_iter().zip(hv).zip(hp).enumerate() {
-                let (k, v) = (k.unsqueeze(0)?, v.unsqueeze(0)?);
-                groups.push(HeadGroup {
-                    first_head: g.first_head + local,
-                    storage: Storage {
-                        k: g.storage.k.encode_like(&k, local..local + 1)?,
-                        v: g.storage.v.encode_like(&v, local..local + 1)?,
-                    },
-                    positions: vec![pos],
-                });
-            }
-        }
-        if !all_k.is_empty() {
-            groups.push(HeadGroup {
-                first_head: 0,
-                storage: Storage::dense(Tensor::stack(&all_k, 0)?, Tensor::stack(&all_v, 0)?),
-                positions: all_pos,
-            });
-        }
-        self.groups = groups;
-        Ok(())
-    }
-}
-
-/// Rows `idx` of `t` (`[len, d]`). No rows is an empty tensor: CUDA refuses an `index_select`
-/// with no indices (a kernel launch of zero blocks), and a head may keep nothing of a range.
-fn select_rows(t: &Tensor, idx: &[u32]) -> Result<Tensor> {
-    if idx.is_empty() {
-        return Ok(t.narrow(0, 0, 0)?);
-    }
-    Ok(t.index_select(&Tensor::new(idx, t.device())?, 0)?)
 }
 
 /// Per-layer KV storage of one sequence, plus where the sequence stands.

@@ -185,6 +185,21 @@ pub fn run_sum(x: &Tensor, run: &Tensor) -> Result<Tensor> {
         .sum(2)
 }
 
+/// Sum of the rows of `x` (`[r, n, d]` f32) over each run of `run` (`[r, n]` u32 ids of runs of
+/// consecutive entries, `0..n`): `[r, n, d]`, row `s` holding run `s`'s sum (0 past the last).
+/// The rows of a run add in order. On CUDA a kernel gives each run's first entry and channel a
+/// thread that walks the run (`crate::kernels::run_sum_rows`); elsewhere it is one
+/// `scatter_add`, which adds in the same order (and on CUDA would walk all `n` entries in one
+/// thread per row and channel).
+pub fn run_sum_rows(x: &Tensor, run: &Tensor) -> Result<Tensor> {
+    if let Some(sums) = crate::kernels::run_sum_rows(x, run)? {
+        return Ok(sums);
+    }
+    let (r, n, d) = x.dims3()?;
+    let idx = run.unsqueeze(2)?.broadcast_as((r, n, d))?.contiguous()?;
+    x.zeros_like()?.scatter_add(&idx, &x.contiguous()?, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

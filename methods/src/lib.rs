@@ -16,10 +16,12 @@ pub mod composed;
 pub mod describe;
 pub mod device_ops;
 pub mod full;
+pub mod kernels;
 pub mod linalg;
 pub mod method;
 pub mod params;
 pub mod registry;
+pub mod retain;
 pub mod sliding;
 pub mod storage;
 
@@ -32,7 +34,7 @@ registry::registry! {
     /// ranked by a scorer) and `decoding` (a scorer applied during generation), plus the
     /// machinery every scorer shares (`scoring`: the `Scorer` trait, window attention, pooling;
     /// `select`: top-k, exact budgets, the eviction driver).
-    selection with scoring, select {
+    selection with scoring, select, device_top_k {
         streaming_llm: StreamingLlm(StreamingLlm) = "streaming_llm" [scorer],
         h2o: H2o(H2o) = "h2o" [scorer],
         snapkv: Snapkv(SnapKv) = "snapkv" [scorer],

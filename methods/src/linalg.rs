@@ -8,7 +8,9 @@
 //! are nearly diagonal, then in f64 from the re-orthonormalised basis. It converges to the
 //! same eigenpairs as the sequential cyclic Jacobi of [`symmetric_eigen`] (kept, on the host, as the
 //! test oracle): eigenvalues to about `1e-12` of the matrix norm, eigenvectors up to sign (and up to
-//! a rotation inside a subspace of equal eigenvalues).
+//! a rotation inside a subspace of equal eigenvalues). On CUDA, for `m <= 128`, the same sweeps
+//! (pairs, rotations, stopping rule) run in one kernel, in f64 throughout, one block per matrix
+//! (`crate::kernels::jacobi_eigen`): each round of the tensor-op path is ~20 launches.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
@@ -36,7 +38,15 @@ pub fn batched_symmetric_eigen(a: &Tensor) -> candle_core::Result<(Tensor, Tenso
         .unsqueeze(0)?
         .broadcast_as((b, m, m))?
         .contiguous()?;
-    let (a, v) = if m >= 2 {
+    let on_device = if m >= 2 {
+        // On CUDA (m <= 128) one kernel runs every sweep, in f64, one block per matrix.
+        crate::kernels::jacobi_eigen(&a, 1e-14, 60)?
+    } else {
+        None
+    };
+    let (a, v) = if let Some(done) = on_device {
+        done
+    } else if m >= 2 {
         let rounds = Rounds::new(m, b, &dev)?;
         // Most sweeps in f32 (half the GEMM time), until the off-diagonal part is down to 1e-5
         // of the norm; then the basis is made orthonormal again in f64 (Newton-Schulz, quadratic
@@ -174,12 +184,72 @@ impl Rounds {
     }
 }
 
+/// [`batched_symmetric_eigen`] of `a` (`[b, n, n]`, on any device) against the host oracle
+/// [`symmetric_eigen`]: the same eigenvalues (to 1e-10 of the largest) and, for each eigenvalue
+/// separated from its neighbours, the same eigenvector up to sign; `A = V diag(l) Vᵀ` with
+/// orthonormal `V`. The first mismatch, or `None`. Tests use it on the CPU, `kvbench bench
+/// --check-kernels` on CUDA.
+pub fn oracle_mismatch(a: &Tensor) -> candle_core::Result<Option<String>> {
+    let (b, n, _) = a.dims3()?;
+    let (values, vectors) = batched_symmetric_eigen(a)?;
+    let values: Vec<Vec<f64>> = values.to_vec2()?;
+    let vectors: Vec<Vec<Vec<f64>>> = vectors.to_vec3()?;
+    let mats: Vec<Vec<Vec<f64>>> = a.to_dtype(DType::F64)?.to_vec3()?;
+    for m in 0..b {
+        let flat: Vec<f64> = mats[m].iter().flatten().copied().collect();
+        let (l_ref, v_ref) = symmetric_eigen(&flat, n);
+        let top = l_ref[0].abs().max(1e-300);
+        for i in 0..n {
+            if (values[m][i] - l_ref[i]).abs() > 1e-10 * top {
+                return Ok(Some(format!(
+                    "matrix {m} eigenvalue {i}: {} vs {}",
+                    values[m][i], l_ref[i]
+                )));
+            }
+            let gap = [i.checked_sub(1), Some(i + 1)]
+                .into_iter()
+                .flatten()
+                .filter(|&j| j < n)
+                .map(|j| (l_ref[i] - l_ref[j]).abs())
+                .fold(f64::INFINITY, f64::min);
+            if gap > 1e-6 * top {
+                let dot: f64 = (0..n).map(|k| vectors[m][k][i] * v_ref[i][k]).sum();
+                if (dot.abs() - 1.0).abs() >= 1e-8 {
+                    return Ok(Some(format!(
+                        "matrix {m} eigenvector {i}: |cos| = {}",
+                        dot.abs()
+                    )));
+                }
+            }
+        }
+        for i in 0..n {
+            for j in 0..n {
+                let dot: f64 = (0..n).map(|k| vectors[m][k][i] * vectors[m][k][j]).sum();
+                if (dot - if i == j { 1.0 } else { 0.0 }).abs() >= 1e-10 {
+                    return Ok(Some(format!(
+                        "matrix {m}: V is not orthonormal at ({i}, {j})"
+                    )));
+                }
+                let rec: f64 = (0..n)
+                    .map(|k| vectors[m][i][k] * values[m][k] * vectors[m][j][k])
+                    .sum();
+                if (rec - mats[m][i][j]).abs() >= 1e-10 * top {
+                    return Ok(Some(format!(
+                        "matrix {m}: V diag(l) V^T differs at ({i}, {j}): {rec} vs {}",
+                        mats[m][i][j]
+                    )));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Host reference for [`batched_symmetric_eigen`] (the implementation `lowrank` used before it
-/// moved to the device), kept as the test oracle.
+/// moved to the device), kept as the oracle of the tests and of `kvbench bench --check-kernels`.
 /// Eigenvalues (descending) and unit eigenvectors (`vectors[i]` belongs to `values[i]`) of the
 /// symmetric `n x n` matrix `a` (row-major), by cyclic Jacobi rotations: slow for large `n`, exact
 /// to rounding and dependency-free for the `n <= 256` of attention heads.
-#[cfg(test)]
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     assert_eq!(
         a.len(),
@@ -329,51 +399,9 @@ mod tests {
         Tensor::from_vec(out, (b, n, n), &Device::Cpu).unwrap()
     }
 
-    /// The batched device solver against the host oracle: the same eigenvalues (to 1e-10 of the
-    /// largest) and, for each eigenvalue separated from its neighbours, the same eigenvector up to
-    /// sign; `A = V diag(l) Vᵀ` with orthonormal `V`.
     fn compare_with_oracle(a: &Tensor) {
-        let (b, n, _) = a.dims3().unwrap();
-        let (values, vectors) = batched_symmetric_eigen(a).unwrap();
-        let values: Vec<Vec<f64>> = values.to_vec2().unwrap();
-        let vectors: Vec<Vec<Vec<f64>>> = vectors.to_vec3().unwrap();
-        let mats: Vec<Vec<Vec<f64>>> = a.to_dtype(DType::F64).unwrap().to_vec3().unwrap();
-        for m in 0..b {
-            let flat: Vec<f64> = mats[m].iter().flatten().copied().collect();
-            let (l_ref, v_ref) = symmetric_eigen(&flat, n);
-            let top = l_ref[0].abs().max(1e-300);
-            for i in 0..n {
-                assert!(
-                    (values[m][i] - l_ref[i]).abs() <= 1e-10 * top,
-                    "matrix {m} eigenvalue {i}: {} vs {}",
-                    values[m][i],
-                    l_ref[i]
-                );
-                let gap = [i.checked_sub(1), Some(i + 1)]
-                    .into_iter()
-                    .flatten()
-                    .filter(|&j| j < n)
-                    .map(|j| (l_ref[i] - l_ref[j]).abs())
-                    .fold(f64::INFINITY, f64::min);
-                if gap > 1e-6 * top {
-                    let dot: f64 = (0..n).map(|k| vectors[m][k][i] * v_ref[i][k]).sum();
-                    assert!(
-                        (dot.abs() - 1.0).abs() < 1e-8,
-                        "matrix {m} eigenvector {i}: |cos| = {}",
-                        dot.abs()
-                    );
-                }
-            }
-            for i in 0..n {
-                for j in 0..n {
-                    let dot: f64 = (0..n).map(|k| vectors[m][k][i] * vectors[m][k][j]).sum();
-                    assert!((dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-10);
-                    let rec: f64 = (0..n)
-                        .map(|k| vectors[m][i][k] * values[m][k] * vectors[m][j][k])
-                        .sum();
-                    assert!((rec - mats[m][i][j]).abs() < 1e-10 * top, "{rec}");
-                }
-            }
+        if let Some(m) = oracle_mismatch(a).unwrap() {
+            panic!("{m}");
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod attention_check;
 mod batched;
+pub mod kernel_check;
 mod peaks;
 mod render;
 

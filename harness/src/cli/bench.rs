@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// and timings per case); exits non-zero if a case fails.
     #[arg(long)]
     check_attention: bool,
+    /// Only check the methods' CUDA kernels (top-k selection, run sums) against their host
+    /// paths (exact results per case, timings); exits non-zero if a case fails.
+    #[arg(long)]
+    check_kernels: bool,
     /// Also write the report as JSON here.
     #[arg(long, default_value = "bench.json")]
     output: PathBuf,
@@ -91,6 +95,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         memory_ratio,
         attention,
         check_attention,
+        check_kernels,
         output,
     } = args;
     let device = kvbench::device::select(&device)?;
@@ -101,6 +106,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         kvbench_reports::write_atomic(&output, serde_json::to_string_pretty(&cases)?)?;
         let failed = cases.iter().filter(|c| !c.passed).count();
         anyhow::ensure!(failed == 0, "{failed} attention case(s) failed");
+        return Ok(());
+    }
+    if check_kernels {
+        let cases = kvbench::bench::kernel_check::run(&device, repeats)?;
+        print!("{}", kvbench::bench::kernel_check::render(&cases));
+        kvbench_reports::write_atomic(&output, serde_json::to_string_pretty(&cases)?)?;
+        let failed = cases.iter().filter(|c| !c.passed).count();
+        anyhow::ensure!(failed == 0, "{failed} kernel case(s) failed");
         return Ok(());
     }
     let gpu = device.is_cuda();

@@ -28,7 +28,8 @@
 //! (the reference code always divides by `m`).
 //!
 //! Runs on the cache's device: the cascade is the banded triangular system it amounts to, solved
-//! by blocks with batched matmuls (see `cascade`); only the Bernoulli draws come from the host's
+//! by blocks with batched matmuls (see `cascade`), or on CUDA by a kernel that walks the entries
+//! with running sums per (head, channel) (`crate::kernels::cam_cascade`); only the Bernoulli draws come from the host's
 //! seeded generator (as before, so runs stay reproducible and equal to the host sweep, which the
 //! tests keep as the oracle in `cam_oracle.rs`: same gates except a draw within f32 rounding of
 //! its probability, values within 1e-4 of the largest).
@@ -286,6 +287,11 @@ fn cascade(
     let p = p.ne(&p)?.where_cond(&p.zeros_like()?, &p)?.clamp(0f32, 1f32)?;
     let gate = draws.lt(&p)?.to_dtype(DType::F32)?; // NaN draws never merge
     let a = ((gate * evicted)? / c.maximum(1f32)?)?; // [h, n]
+    // On CUDA one kernel walks the entries per (head, channel); its blocks of 128 would be
+    // ~10 launches each, one block after another.
+    if let Some(x) = crate::kernels::cam_cascade(v, &a, m)? {
+        return Ok(x);
+    }
     // Blocks, padded with entries that pass nothing on.
     let nb = n.div_ceil(BLOCK);
     let np = nb * BLOCK;

@@ -34,7 +34,7 @@
 //! Runs on the cache's device (tensor ops, `crate::device_ops`): similarities, the capped link
 //! choice (an exact top-k with the same tie rule), sets as a cumulative sum of run starts, pivots
 //! and set scores by a segmented arg-max, kernel weights in f64 and the weighted sums by
-//! `scatter_add`. Against the host implementation it replaced (kept as the test oracle in
+//! `run_sum_rows` (a CUDA kernel walking each set in order). Against the host implementation it replaced (kept as the test oracle in
 //! `kvmerger_oracle.rs`): the same sets, pivots and kept entries, except where a similarity lies
 //! within f32 rounding of the threshold or of another one competing for the cap (the sums are
 //! ordered differently), and merged rows within 1e-5 (f32 weighted sums in another order).
@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
-use crate::device_ops::{cumsum_last, run_argmax, run_sum, top_k_mask};
+use crate::device_ops::{cumsum_last, run_argmax, run_sum, run_sum_rows, top_k_mask};
 use crate::selection::h2o::H2o;
 use crate::selection::scoring::LayerInput;
 use crate::selection::select::{evict_with, KeepRule, TopK, Uniform};
@@ -247,9 +247,8 @@ fn merge_group(
     let w = (&kernel / run_sum(&kernel, &set)?.gather(&set, 1)?)?
         .to_dtype(DType::F32)?
         .unsqueeze(2)?;
-    let set3 = expand(&set)?;
-    let merged_k = kf.zeros_like()?.scatter_add(&set3, &kf.broadcast_mul(&w)?, 1)?;
-    let merged_v = vf.zeros_like()?.scatter_add(&set3, &vf.broadcast_mul(&w)?, 1)?;
+    let merged_k = run_sum_rows(&kf.broadcast_mul(&w)?, &set)?;
+    let merged_v = run_sum_rows(&vf.broadcast_mul(&w)?, &set)?;
     // 5. Eviction of sets above the target: a set scores its best member (NaN ignored).
     let keep: Vec<usize> = (0..h).map(|i| n_sets[i].min(targets[i])).collect();
     let slot = Tensor::arange(0u32, n as u32, &dev)?.unsqueeze(0)?;

@@ -18,7 +18,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{config, softmax_last, LayerInput, Scorer};
+use crate::selection::scoring::{config, host_scores, softmax_last, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds, Rope};
 
 type Result<T> = std::result::Result<T, MethodError>;
@@ -122,6 +122,9 @@ impl Scorer for ExpectedAttention {
         Ok(())
     }
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>> {
+        host_scores(self, input)
+    }
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>> {
         const NAME: &str = "expected_attention";
         let o = input.observation();
         let (mu, cov) = match (
@@ -153,14 +156,14 @@ impl Scorer for ExpectedAttention {
             .broadcast_matmul(&cov.to_dtype(DType::F32)?)?
             .broadcast_matmul(&r.t()?)?; // [q_heads, d, d]
         let scale = (d as f64).sqrt();
-        // Every head of a group at once on the device; one transfer of the scores per group.
+        // Every head of a group at once on the device.
         let mut out = Vec::new();
         for grp in input.layer.groups() {
             let (nh, len) = (grp.n_heads(), grp.len());
             let sinks = self.sinks.min(len);
             let n = len - sinks;
             if n == 0 {
-                out.extend(std::iter::repeat_n(vec![f32::INFINITY; sinks], nh));
+                out.push(Tensor::full(f32::INFINITY, (nh, sinks), mu.device())?);
                 continue;
             }
             let (k, v) = grp.storage.keys_values()?;
@@ -190,9 +193,9 @@ impl Scorer for ExpectedAttention {
                 &[&Tensor::full(f32::INFINITY, (nh, sinks), p.device())?, &p],
                 1,
             )?;
-            out.extend(scores.to_vec2::<f32>()?);
+            out.push(scores);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

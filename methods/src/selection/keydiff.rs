@@ -7,11 +7,11 @@
 //! like kvpress's `KeyDiffPress` (which leaves the block-wise variant to `BlockPress`), this scores
 //! the whole prefilled context once.
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description};
-use crate::selection::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{host_scores, LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -24,8 +24,11 @@ impl Scorer for KeyDiff {
     fn scorer_name(&self) -> &'static str {
         "keydiff"
     }
-    /// Every head of a group at once on the device; one transfer of the scores per group.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        host_scores(self, input)
+    }
+    /// Every head of a group at once on the device.
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let mut out = Vec::new();
         for g in input.layer.groups() {
             let k = g.storage.keys_values()?.0.to_dtype(DType::F32)?; // [n, len, d]
@@ -35,9 +38,9 @@ impl Scorer for KeyDiff {
             let anchor =
                 anchor.broadcast_div(&(anchor.sqr()?.sum_keepdim(2)?.sqrt()? + EPS)?)?;
             let cos = unit.broadcast_mul(&anchor)?.sum(2)?;
-            out.extend(cos.neg()?.to_vec2::<f32>()?);
+            out.push(cos.neg()?);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -12,11 +12,11 @@
 //! never used by its scripts). The nearest here is `per_layer` with `scorer: knorm` and ratio 0
 //! on layers 0 and 1.
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description};
-use crate::selection::scoring::{LayerInput, Scorer};
+use crate::selection::scoring::{host_scores, LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -27,14 +27,17 @@ impl Scorer for Knorm {
     fn scorer_name(&self) -> &'static str {
         "knorm"
     }
-    /// Every head of a group at once on the device; one transfer of the scores per group.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        host_scores(self, input)
+    }
+    /// Every head of a group at once on the device.
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let mut out = Vec::new();
         for g in input.layer.groups() {
             let k = g.storage.keys_values()?.0.to_dtype(DType::F32)?;
-            out.extend(k.sqr()?.sum(2)?.sqrt()?.neg()?.to_vec2::<f32>()?);
+            out.push(k.sqr()?.sum(2)?.sqrt()?.neg()?);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -24,7 +24,7 @@ use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{softmax_last, LayerInput, Scorer};
+use crate::selection::scoring::{host_scores, softmax_last, LayerInput, Scorer};
 use crate::MethodError;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -102,9 +102,11 @@ impl Scorer for LagKv {
             "chunk length; each chunk is scored against the next",
         )
     }
-    /// Per group of heads (one length), on the cache's device; the scores come to the host once
-    /// per group, as the `Scorer` interface returns them.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        host_scores(self, input)
+    }
+    /// Per group of heads (one length), on the cache's device.
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let lag = self.lag_size.max(1);
         let mut out = Vec::new();
         for g in input.layer.groups() {
@@ -120,7 +122,8 @@ impl Scorer for LagKv {
                         }
                     })
                     .collect();
-                out.extend(std::iter::repeat_n(s, h));
+                let row = Tensor::from_vec(s, (1, len), &g.storage.device())?;
+                out.push(row.broadcast_as((h, len))?.contiguous()?);
                 continue;
             }
             let (k, v) = g.storage.keys_values()?;
@@ -143,9 +146,9 @@ impl Scorer for LagKv {
                 ],
                 1,
             )?;
-            out.extend(scores.to_vec2::<f32>()?);
+            out.push(scores);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -2,8 +2,10 @@
 //! head, higher = keep), the layer a scorer sees, and the tensor helpers every attention-based
 //! scorer uses (window attention over the stored entries, GQA aggregation, 1-D pooling).
 //!
-//! Scores are returned on the host, `[kv_heads][len_h]` f32, because selection (`select`) is a
-//! top-k per head or across heads; `f32::INFINITY` pins an entry (observation windows, sinks).
+//! Scores are returned on the host, `[kv_heads][len_h]` f32, for selections that are not a top-k
+//! per head (across heads, whole chunks, merges); scorers that compute on the device also leave
+//! them there (`score_groups`) for the per-head top-k (`select`). `f32::INFINITY` pins an entry
+//! (observation windows, sinks).
 
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,29 @@ pub trait Scorer: Send + Sync {
 
     /// One score per stored entry, `[kv_heads][len_h]`; higher = keep, `f32::INFINITY` = always keep.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>>;
+
+    /// The same scores left on the cache's device, one `[heads, len]` f32 tensor per head group,
+    /// so that top-k selection runs there too (`select`). `None` (the default): the scorer
+    /// scores on the host. Scorers that have it define `score` as [`host_scores`].
+    fn score_groups(&self, _input: &LayerInput) -> Result<Option<Vec<Tensor>>> {
+        Ok(None)
+    }
+}
+
+/// `score` of a scorer that computes its scores on the device (`score_groups`): each group's
+/// rows, in head order.
+pub fn host_scores(scorer: &dyn Scorer, input: &LayerInput) -> Result<Vec<Vec<f32>>> {
+    let groups = scorer.score_groups(input)?.ok_or_else(|| {
+        config(
+            scorer.scorer_name(),
+            "score_groups gave no scores to bring to the host",
+        )
+    })?;
+    let mut out = Vec::new();
+    for g in groups {
+        out.extend(g.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
 }
 
 /// One layer as a scorer sees it.

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 
+use crate::selection::device_top_k::top_k_rows;
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::{Budget, KvCache, MethodError, Observations};
 
@@ -113,6 +114,11 @@ pub trait KeepRule {
         scores: Vec<Vec<f32>>,
         targets: &[usize],
     ) -> Result<()>;
+    /// Whether this rule is [`TopK`]: then a layer stored as one group with one target for every
+    /// head is scored and selected on the device when the scorer can (`Scorer::score_groups`).
+    fn keeps_top_k(&self) -> bool {
+        false
+    }
     /// Layer `layer` loses nothing (every target is at least the head's length): not scored.
     fn unchanged(
         &mut self,
@@ -138,6 +144,9 @@ pub fn top_k_per_head(scores: &[Vec<f32>], targets: &[usize]) -> Vec<Vec<u32>> {
 }
 
 impl KeepRule for TopK {
+    fn keeps_top_k(&self) -> bool {
+        true
+    }
     fn apply(
         &mut self,
         cache: &mut KvCache,
@@ -154,7 +163,8 @@ impl KeepRule for TopK {
 
 /// The one "targets per layer and head, then score, then keep" loop: for every layer, ask
 /// `allocator` for each head's target; where some head shrinks, score the layer with `scorer` and
-/// let `rule` keep (or merge) the entries; otherwise the layer is left as is, unscored.
+/// let `rule` keep (or merge) the entries; otherwise the layer is left as is, unscored. A top-k
+/// over a layer of one group and one target stays on the device where the scorer scores there.
 pub fn evict_with(
     cache: &mut KvCache,
     obs: &Observations,
@@ -182,6 +192,33 @@ pub fn evict_layer_with(
     let lens = cache.layer(index).head_lens();
     if targets.iter().zip(&lens).all(|(&t, &l)| t >= l) {
         return rule.unchanged(cache, index, obs, targets);
+    }
+    let one_target = targets.iter().all(|&t| t == targets[0]);
+    if rule.keeps_top_k() && one_target && cache.layer(index).groups().len() == 1 {
+        let input = LayerInput {
+            index,
+            layer: cache.layer(index),
+            obs,
+            next_position: cache.next_position(),
+            targets,
+        };
+        if let Some(groups) = scorer.score_groups(&input)? {
+            let [scores] = groups.as_slice() else {
+                return Err(MethodError::Config {
+                    method: scorer.scorer_name(),
+                    message: format!("layer {index}: {} score tensors for one group", groups.len()),
+                });
+            };
+            let want = (lens.len(), lens[0]);
+            if scores.dims() != [want.0, want.1] {
+                return Err(MethodError::Config {
+                    method: scorer.scorer_name(),
+                    message: format!("layer {index}: scores {:?} for heads {want:?}", scores.dims()),
+                });
+            }
+            let kept = top_k_rows(scores, targets[0])?;
+            return cache.layer_mut(index).retain_rows(&kept.local, &kept.flat);
+        }
     }
     let scores = score_layer(cache, index, obs, scorer, targets)?;
     rule.apply(cache, index, obs, scores, targets)
@@ -249,6 +286,31 @@ mod tests {
         assert_eq!(top_k_sorted(&[f32::NAN, 0.0, f32::INFINITY], 2), vec![1, 2]);
         assert_eq!(top_k_sorted(&[0.3, 0.2], 5), vec![0, 1]);
         assert!(top_k_sorted(&[0.3, 0.2], 0).is_empty());
+    }
+
+    /// A one-group layer goes through `score_groups` and the device top-k; what it keeps must be
+    /// the host path's choice: `score` then `top_k_per_head`.
+    #[test]
+    fn device_selection_keeps_the_host_selection() {
+        use crate::selection::{keydiff::KeyDiff, knorm::Knorm};
+        let scorers: [&dyn Scorer; 2] = [&Knorm::default(), &KeyDiff::default()];
+        for scorer in scorers {
+            for budget in [Budget::CompressionRatio(0.5), Budget::Tokens(7), Budget::Tokens(1)] {
+                let mut cache = crate::testing::random_cache(false);
+                let obs = Observations::default();
+                let targets = Uniform(&budget).targets(0, 1, &cache.layer(0).head_lens());
+                let input = LayerInput {
+                    index: 0,
+                    layer: cache.layer(0),
+                    obs: &obs,
+                    next_position: cache.next_position(),
+                    targets: &targets,
+                };
+                let want = top_k_per_head(&scorer.score(&input).unwrap(), &targets);
+                evict_uniform(&mut cache, &obs, scorer, &budget).unwrap();
+                assert_eq!(crate::testing::keep_of(&cache, 0), want, "{}", scorer.scorer_name());
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{pool_last, window_attention_groups, LayerInput, Pooling, Scorer};
+use crate::selection::scoring::{
+    host_scores, pool_last, window_attention_groups, LayerInput, Pooling, Scorer,
+};
 use crate::{MethodError, ObservationNeeds};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -85,9 +87,12 @@ impl Scorer for SnapKv {
     fn window(&self) -> usize {
         self.window
     }
-    /// All heads of a group at once on the device (sum over the window, mean over the query
-    /// heads, pooling); the scores come to the host once per group, as `Scorer` returns them.
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        host_scores(self, input)
+    }
+    /// All heads of a group at once on the device (sum over the window, mean over the query
+    /// heads, pooling).
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let (q, pos) = input.window_queries(self.window.max(1), "snapkv")?;
         let att = window_attention_groups(input.layer, &q, &pos, input.q_per_kv("snapkv")?)?;
         let mut out = Vec::new();
@@ -102,9 +107,9 @@ impl Scorer for SnapKv {
             if len > prefix {
                 parts.push(Tensor::full(f32::INFINITY, (n, len - prefix), a.device())?);
             }
-            out.extend(Tensor::cat(&parts, 1)?.to_vec2::<f32>()?);
+            out.push(Tensor::cat(&parts, 1)?);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description};
-use crate::selection::scoring::{window_attention_groups, LayerInput, Scorer};
+use crate::selection::scoring::{host_scores, window_attention_groups, LayerInput, Scorer};
 use crate::{MethodError, ObservationNeeds};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -31,11 +31,14 @@ impl Scorer for Tova {
     fn window(&self) -> usize {
         1
     }
+    fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+        host_scores(self, input)
+    }
     /// On the device: each group's attention summed over its query heads, divided by the number
     /// of query heads, summed by original position across all heads with one `scatter_add`
     /// (heads in order, as the host map it replaced adds them), read back per head; the last
-    /// entry of each head always kept. One transfer of the scores per group.
-    fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
+    /// entry of each head always kept.
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let (q, pos) = input.window_queries(1, "tova")?;
         let q_heads = q.dim(0)? as f32;
         let att = window_attention_groups(input.layer, &q, &pos, input.q_per_kv("tova")?)?;
@@ -50,8 +53,23 @@ impl Scorer for Tova {
             vals.push(per_head.flatten_all()?);
             ids.push(Tensor::new(g.positions.concat().as_slice(), dev)?);
         }
+        let pin_last = |s: &Tensor, n: usize, len: usize| -> Result<Tensor, MethodError> {
+            Ok(Tensor::cat(
+                &[
+                    &s.narrow(1, 0, len - 1)?,
+                    &Tensor::full(f32::INFINITY, (n, 1), dev)?,
+                ],
+                1,
+            )?)
+        };
+        let mut out = Vec::new();
         if let Some(row) = same_positions_row(groups, &vals)? {
-            return Ok(row);
+            let len = row.dim(1)?;
+            let row = pin_last(&row, 1, len)?;
+            for g in groups {
+                out.push(row.broadcast_as((g.n_heads(), len))?.contiguous()?);
+            }
+            return Ok(Some(out));
         }
         let vals = Tensor::cat(&vals, 0)?.unsqueeze(0)?;
         let ids = Tensor::cat(&ids, 0)?.unsqueeze(0)?;
@@ -64,37 +82,29 @@ impl Scorer for Tova {
             .max()
             .unwrap_or(0);
         let by_pos = Tensor::zeros((1, size), DType::F32, dev)?.scatter_add(&ids, &vals, 1)?;
-        let mut out = Vec::new();
         for g in groups {
             let (n, len) = (g.n_heads(), g.len());
             if len == 0 {
-                out.extend(std::iter::repeat_n(Vec::new(), n));
+                out.push(Tensor::zeros((n, 0), DType::F32, dev)?);
                 continue;
             }
             let idx = Tensor::new(g.positions.concat().as_slice(), dev)?;
             let s = by_pos.squeeze(0)?.index_select(&idx, 0)?.reshape((n, len))?;
-            let s = Tensor::cat(
-                &[
-                    &s.narrow(1, 0, len - 1)?,
-                    &Tensor::full(f32::INFINITY, (n, 1), dev)?,
-                ],
-                1,
-            )?;
-            out.extend(s.to_vec2::<f32>()?);
+            out.push(pin_last(&s, n, len)?);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
 /// Where every head of the layer holds the same positions (a layer straight out of the prefill),
-/// the sum by position is the sum over heads: one reduction, one row read back. (The general
+/// the sum by position is the sum over heads: one reduction, one `[1, len]` row. (The general
 /// path's `scatter_add` into one row runs, on candle's CUDA kernel, as a single thread walking
 /// every entry: ~5 ms per layer at 4k tokens on an H200.) Same order of additions, so the same
 /// scores. `None` when the heads hold different positions or nothing.
 fn same_positions_row(
     groups: &[crate::cache::HeadGroup],
     vals: &[Tensor],
-) -> Result<Option<Vec<Vec<f32>>>, MethodError> {
+) -> Result<Option<Tensor>, MethodError> {
     let heads: Vec<&Vec<u32>> = groups.iter().flat_map(|g| &g.positions).collect();
     let Some(&first) = heads.first() else {
         return Ok(None);
@@ -106,9 +116,7 @@ fn same_positions_row(
     let total = Tensor::cat(vals, 0)?
         .reshape((heads.len(), len))?
         .sum_keepdim(0)?;
-    let mut row: Vec<f32> = total.squeeze(0)?.to_vec1()?;
-    row[len - 1] = f32::INFINITY;
-    Ok(Some(vec![row; heads.len()]))
+    Ok(Some(total))
 }
 
 crate::selection::select::uniform_scorer_method!(Tova, "tova");

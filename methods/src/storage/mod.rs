@@ -21,7 +21,7 @@ pub mod quantized_join;
 
 use std::ops::Range;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 pub use head_shared::HeadShared;
 pub use low_rank::LowRank;
@@ -165,6 +165,13 @@ impl Storage {
     /// Bytes held by this storage (packed integers, scales, codes and bases included).
     pub fn bytes(&self) -> usize {
         self.k.bytes() + self.v.bytes()
+    }
+
+    /// The device every tensor of this storage lives on.
+    pub fn device(&self) -> Device {
+        self.tensors()
+            .first()
+            .map_or(Device::Cpu, |t| t.device().clone())
     }
 
     pub fn tensors(&self) -> Vec<&Tensor> {

@@ -1,0 +1,276 @@
+// The methods' own CUDA kernels (launched by `methods/src/kernels.rs`).
+//
+// Top-k per row of f32 scores, for `selection::device_top_k`: each row (a KV head's
+// scores) keeps its `k` highest entries, written in increasing index order, with the host's
+// order: NaN ranks as -inf, -0.0 below +0.0, and among equal scores the later entries are kept.
+//
+// One block per row. A radix select (four 8-bit passes over an order-preserving u32 key) finds
+// the k-th largest key T and how many entries equal to T are kept; one more pass writes the kept
+// indices in order with a block-wide prefix sum. Work is O(5 n / threads) per row with no sort,
+// so rows of any length fit (no shared-memory copy of the row).
+
+#include <stdint.h>
+
+// Unsigned key with the same order as the scores (IEEE total order, NaN as -inf).
+__device__ __forceinline__ uint32_t order_key(float x) {
+    uint32_t b = (x != x) ? 0xff800000u : __float_as_uint(x);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Kept entries of equal keys with a rank (from the row's start) below `r`: those at rank >= thr.
+__device__ __forceinline__ uint32_t kept_below(uint32_t r, uint32_t thr) {
+    return r > thr ? r - thr : 0;
+}
+
+// scores: [rows, n] f32, contiguous. local: [rows, k] kept indices; flat: [rows, k] row * n + index.
+// Requires 1 <= k <= n and blockDim.x a multiple of 32, at most 1024.
+extern "C" __global__ void top_k_rows_f32(const float* __restrict__ scores,
+                                          uint32_t* __restrict__ local,
+                                          uint32_t* __restrict__ flat, int n, int k) {
+    const int row = blockIdx.x;
+    const float* s = scores + (size_t)row * n;
+    __shared__ uint32_t hist[256];
+    __shared__ uint32_t warp_sums[32];
+    __shared__ uint32_t sh_prefix, sh_need, sh_equal;
+
+    // Radix select, most significant byte first. `need`: rank (1-based) of the wanted key among
+    // the keys that match `prefix` on the bytes chosen so far.
+    uint32_t prefix = 0, mask = 0, need = (uint32_t)k, equal = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            uint32_t key = order_key(s[i]);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            uint32_t above = 0;
+            int d = 255;
+            for (; d > 0; --d) {
+                if (above + hist[d] >= need) break;
+                above += hist[d];
+            }
+            sh_need = need - above;
+            sh_prefix = prefix | ((uint32_t)d << shift);
+            sh_equal = hist[d];
+        }
+        __syncthreads();
+        need = sh_need;
+        prefix = sh_prefix;
+        equal = sh_equal;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    // Keys above T are all kept; of the `equal` keys equal to T, the last `need`.
+    const uint32_t T = prefix, thr = equal - need;
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    uint32_t base_out = 0, base_eq = 0;
+    for (int start = 0; start < n; start += blockDim.x) {
+        const int i = start + threadIdx.x;
+        uint32_t gt = 0, eq = 0;
+        if (i < n) {
+            const uint32_t key = order_key(s[i]);
+            gt = key > T;
+            eq = key == T;
+        }
+        // Counts of a chunk (<= 1024 entries) fit in 16 bits: equal ones high, greater ones low.
+        const uint32_t packed = (eq << 16) | gt;
+        uint32_t x = packed;
+        for (int o = 1; o < 32; o <<= 1) {
+            uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += y;
+        }
+        if (lane == 31) warp_sums[warp] = x;
+        __syncthreads();
+        if (warp == 0) {
+            uint32_t w = lane < nwarps ? warp_sums[lane] : 0;
+            for (int o = 1; o < 32; o <<= 1) {
+                uint32_t y = __shfl_up_sync(0xffffffffu, w, o);
+                if (lane >= o) w += y;
+            }
+            warp_sums[lane] = w;
+        }
+        __syncthreads();
+        const uint32_t before = x - packed + (warp > 0 ? warp_sums[warp - 1] : 0);
+        const uint32_t gt_before = before & 0xffffu, eq_before = before >> 16;
+        const uint32_t total = warp_sums[nwarps - 1];
+        const uint32_t rank = base_eq + eq_before;
+        if (gt || (eq && rank >= thr)) {
+            const uint32_t slot =
+                base_out + gt_before + kept_below(rank, thr) - kept_below(base_eq, thr);
+            local[(size_t)row * k + slot] = (uint32_t)i;
+            flat[(size_t)row * k + slot] = (uint32_t)row * (uint32_t)n + (uint32_t)i;
+        }
+        const uint32_t chunk_eq = total >> 16;
+        base_out += (total & 0xffffu) + kept_below(base_eq + chunk_eq, thr) - kept_below(base_eq, thr);
+        base_eq += chunk_eq;
+        __syncthreads();
+    }
+}
+
+// Sums of the rows of each run, for merging (`device_ops::run_sum_rows`): x [r, n, d] f32, run
+// [r, n] u32 with runs of consecutive entries numbered 0, 1, ... along each row; out [r, n, d]
+// zeroed, row s of out gets the sum of run s's rows. One thread per (row, entry, channel); the
+// thread at a run's first entry walks the run in order, so the additions happen in the order of
+// one sequential scatter (candle's `scatter_add`), which gave a thread per (row, channel) a walk
+// over all n entries.
+extern "C" __global__ void run_sum_rows_f32(const float* __restrict__ x,
+                                            const uint32_t* __restrict__ run,
+                                            float* __restrict__ out, int r, int n, int d) {
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)r * n * d) return;
+    const int c = idx % d;
+    const int i = (idx / d) % n;
+    const int row = idx / ((size_t)n * d);
+    const uint32_t* ru = run + (size_t)row * n;
+    const uint32_t id = ru[i];
+    if (i > 0 && ru[i - 1] == id) return;  // not the run's first entry
+    const float* xr = x + (size_t)row * n * d;
+    float acc = 0.f;
+    for (int j = i; j < n && ru[j] == id; ++j) acc += xr[(size_t)j * d + c];
+    if (id < (uint32_t)n) out[((size_t)row * n + id) * d + c] = acc;
+}
+
+// CaM's merge cascade (`merging::cam`): per head h and channel c, in entry order,
+//   x_j = v_j + sum over i in [max(0, j - m_h), j) of a_i x_i,
+// an evicted entry passing what it holds (received shares included) to its followers. The window
+// sum is a difference of running sums P_j = sum_{i < j} a_i x_i, kept per thread in `prefix`
+// ([h, n + 1, d] scratch). Each thread owns one (head, channel) and walks the entries; rows come
+// in tiles of 32 loaded before the walk, so a step waits on no memory load.
+// v, out: [h, n, d] f32; a: [h, n] f32; m: [h] u32 (>= 1).
+#define CASCADE_TILE 32
+extern "C" __global__ void cam_cascade_f32(const float* __restrict__ v,
+                                           const float* __restrict__ a,
+                                           const uint32_t* __restrict__ m,
+                                           float* __restrict__ prefix, float* __restrict__ out,
+                                           int n, int d) {
+    const int h = blockIdx.x;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= d) return;
+    const float* vh = v + (size_t)h * n * d;
+    const float* ah = a + (size_t)h * n;
+    float* ph = prefix + (size_t)h * (n + 1) * d;
+    float* oh = out + (size_t)h * n * d;
+    const int mh = (int)m[h];
+    float running = 0.f;  // P_j
+    ph[c] = 0.f;
+    float vv[CASCADE_TILE], aa[CASCADE_TILE], far[CASCADE_TILE], near[CASCADE_TILE + 1];
+    for (int j0 = 0; j0 < n; j0 += CASCADE_TILE) {
+        const int t_end = min(CASCADE_TILE, n - j0);
+#pragma unroll
+        for (int t = 0; t < CASCADE_TILE; ++t) {
+            const int j = j0 + t;
+            const int lo = max(0, j - mh);
+            vv[t] = t < t_end ? vh[(size_t)j * d + c] : 0.f;
+            aa[t] = t < t_end ? ah[j] : 0.f;
+            // P_lo from an earlier tile: written by this thread, visible to it.
+            far[t] = (t < t_end && lo < j0) ? ph[(size_t)lo * d + c] : 0.f;
+        }
+        near[0] = running;
+#pragma unroll
+        for (int t = 0; t < CASCADE_TILE; ++t) {
+            if (t < t_end) {
+                const int j = j0 + t;
+                const int lo = max(0, j - mh);
+                const float p_lo = lo < j0 ? far[t] : near[lo - j0];
+                const float x = vv[t] + (running - p_lo);
+                oh[(size_t)j * d + c] = x;
+                running += aa[t] * x;
+                near[t + 1] = running;
+                ph[(size_t)(j + 1) * d + c] = running;
+            }
+        }
+    }
+}
+
+// Eigen-decomposition of symmetric m x m matrices (`linalg::batched_symmetric_eigen`, lowrank's
+// bases): the parallel cyclic Jacobi method of the tensor-op path (the same round-robin pairs and
+// the same symmetric Schur rotation J, with J[p][p] = J[q][q] = c, J[p][q] = s, J[q][p] = -s;
+// A <- J^T A J, V <- V J), in f64 throughout, one block per matrix, the matrix in shared memory
+// (m <= 128, m even), V in global memory. Sweeps stop when the off-diagonal norm is at most
+// `tol` of the matrix norm (or after `max_sweeps`). a_in: [b, m, m]; a_out: [b, m, m], the nearly
+// diagonal result; v: [b, m, m], the accumulated rotations (eigenvectors in columns).
+__device__ double block_sum(double x, double* red) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[warp] = x;
+    __syncthreads();
+    double total = 0.0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += red[w];
+    return total;
+}
+
+extern "C" __global__ void jacobi_eigen_f64(const double* __restrict__ a_in,
+                                            double* __restrict__ a_out, double* __restrict__ v,
+                                            int m, double tol, int max_sweeps) {
+    extern __shared__ double sa[];  // m * m
+    __shared__ double cs[64], sn[64], red[32];
+    __shared__ int pp[64], qq[64];
+    const int tid = threadIdx.x, nt = blockDim.x, h = m / 2, mm = m * m;
+    const double* A = a_in + (size_t)blockIdx.x * mm;
+    double* V = v + (size_t)blockIdx.x * mm;
+    for (int i = tid; i < mm; i += nt) {
+        sa[i] = A[i];
+        V[i] = (i / m == i % m) ? 1.0 : 0.0;
+    }
+    __syncthreads();
+    double local = 0.0;
+    for (int i = tid; i < mm; i += nt) local += sa[i] * sa[i];
+    const double norm = fmax(sqrt(block_sum(local, red)), 1e-30);
+    for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+        local = 0.0;
+        for (int i = tid; i < mm; i += nt)
+            if (i / m != i % m) local += sa[i] * sa[i];
+        const double off = sqrt(block_sum(local, red));
+        if (off <= tol * norm) break;
+        for (int r = 0; r < m - 1; ++r) {
+            if (tid < h) {
+                int p, q;
+                if (tid == 0) {
+                    p = r;
+                    q = m - 1;
+                } else {
+                    p = (r + tid) % (m - 1);
+                    q = (r + m - 1 - tid) % (m - 1);
+                }
+                if (p > q) { const int t = p; p = q; q = t; }
+                const double x = sa[q * m + q] - sa[p * m + p];
+                const double y = 2.0 * sa[p * m + q];
+                const double hyp = sqrt(x * x + y * y);
+                const double t0 = y / fmax(fabs(x) + hyp, 1.1754943508222875e-38);
+                const double t = x >= 0.0 ? t0 : -t0;
+                const double c = 1.0 / sqrt(t * t + 1.0);
+                pp[tid] = p;
+                qq[tid] = q;
+                cs[tid] = c;
+                sn[tid] = t * c;
+            }
+            __syncthreads();
+            // Columns: A <- A J and V <- V J.
+            for (int w = tid; w < m * h; w += nt) {
+                const int i = w / h, k = w % h, p = pp[k], q = qq[k];
+                const double c = cs[k], s = sn[k];
+                const double ap = sa[i * m + p], aq = sa[i * m + q];
+                sa[i * m + p] = c * ap - s * aq;
+                sa[i * m + q] = s * ap + c * aq;
+                const double vp = V[i * m + p], vq = V[i * m + q];
+                V[i * m + p] = c * vp - s * vq;
+                V[i * m + q] = s * vp + c * vq;
+            }
+            __syncthreads();
+            // Rows: A <- J^T A.
+            for (int w = tid; w < m * h; w += nt) {
+                const int j = w % m, k = w / m, p = pp[k], q = qq[k];
+                const double c = cs[k], s = sn[k];
+                const double bp = sa[p * m + j], bq = sa[q * m + j];
+                sa[p * m + j] = c * bp - s * bq;
+                sa[q * m + j] = s * bp + c * bq;
+            }
+            __syncthreads();
+        }
+    }
+    for (int i = tid; i < mm; i += nt) a_out[(size_t)blockIdx.x * mm + i] = sa[i];
+}

@@ -1,0 +1,241 @@
+//! Eviction's storage side: a layer keeps the chosen entries of each KV head and drops the rest.
+//! A layer stored as one group whose heads all keep the same number (every uniform budget) is
+//! gathered with one `index_select` of keys and one of values over `[heads * len, d]`, whatever
+//! the number of heads; ragged results go head by head.
+
+use candle_core::{Device, Tensor};
+
+use crate::cache::{HeadGroup, LayerKv, Storage};
+use crate::MethodError;
+
+type Result<T> = std::result::Result<T, MethodError>;
+
+/// Flat row numbers `head * len + keep[head][i]` of a `[heads * len, d]` view, on `device`.
+pub fn flat_rows(keep: &[Vec<u32>], len: usize, device: &Device) -> Result<Tensor> {
+    let flat: Vec<u32> = keep
+        .iter()
+        .enumerate()
+        .flat_map(|(h, idx)| idx.iter().map(move |&i| (h * len) as u32 + i))
+        .collect();
+    let n = flat.len();
+    Ok(Tensor::from_vec(flat, n, device)?)
+}
+
+impl LayerKv {
+    /// Keep, for each KV head, the entries at the given indices (into that head's current
+    /// entries, strictly increasing). Heads that end up with equal lengths share one group;
+    /// otherwise the layer becomes ragged, one group per head.
+    pub fn retain(&mut self, keep: &[Vec<u32>]) -> Result<()> {
+        self.check_keep(keep)?;
+        let uniform = keep.iter().all(|k| k.len() == keep[0].len());
+        if let [g] = self.groups.as_slice() {
+            if uniform {
+                let flat = flat_rows(keep, g.len(), &g.storage.device())?;
+                return self.retain_rows(keep, &flat);
+            }
+        }
+        // Uniform survivors of dense groups become one group; otherwise one group per head.
+        // Compressed storage is rebuilt in its own form from the surviving entries.
+        let mut groups = Vec::with_capacity(keep.len());
+        let one_group = uniform && self.groups.iter().all(|g| g.storage.is_dense());
+        let mut all_k = Vec::new();
+        let mut all_v = Vec::new();
+        let mut all_pos = Vec::new();
+        for g in &self.groups {
+            let (k, v) = g.storage.keys_values()?;
+            let mut hk = Vec::with_capacity(g.n_heads());
+            let mut hv = Vec::with_capacity(g.n_heads());
+            let mut hp = Vec::with_capacity(g.n_heads());
+            for local in 0..g.n_heads() {
+                let idx = &keep[g.first_head + local];
+                hk.push(select_rows(&k.get(local)?, idx)?);
+                hv.push(select_rows(&v.get(local)?, idx)?);
+                hp.push(
+                    idx.iter()
+                        .map(|&i| g.positions[local][i as usize])
+                        .collect::<Vec<_>>(),
+                );
+            }
+            if one_group {
+                all_k.extend(hk);
+                all_v.extend(hv);
+                all_pos.extend(hp);
+                continue;
+            }
+            for (local, ((k, v), pos)) in hk.into_iter().zip(hv).zip(hp).enumerate() {
+                let (k, v) = (k.unsqueeze(0)?, v.unsqueeze(0)?);
+                groups.push(HeadGroup {
+                    first_head: g.first_head + local,
+                    storage: Storage {
+                        k: g.storage.k.encode_like(&k, local..local + 1)?,
+                        v: g.storage.v.encode_like(&v, local..local + 1)?,
+                    },
+                    positions: vec![pos],
+                });
+            }
+        }
+        if !all_k.is_empty() {
+            groups.push(HeadGroup {
+                first_head: 0,
+                storage: Storage::dense(Tensor::stack(&all_k, 0)?, Tensor::stack(&all_v, 0)?),
+                positions: all_pos,
+            });
+        }
+        self.groups = groups;
+        Ok(())
+    }
+
+    /// [`LayerKv::retain`] of a layer stored as one group whose heads all keep `keep[0].len()`
+    /// entries, given their flat row numbers (`flat_rows`) already on the cache's device.
+    pub fn retain_rows(&mut self, keep: &[Vec<u32>], flat: &Tensor) -> Result<()> {
+        self.check_keep(keep)?;
+        let [g] = self.groups.as_slice() else {
+            return Err(MethodError::Cache(format!(
+                "retain_rows takes a layer stored as one group, not {}",
+                self.groups.len()
+            )));
+        };
+        let kept = keep.first().map_or(0, Vec::len);
+        if keep.iter().any(|k| k.len() != kept) || flat.dims1()? != keep.len() * kept {
+            return Err(MethodError::Cache(format!(
+                "retain_rows needs {kept} entries kept by every head and as many flat rows, got \
+                 {:?} and {}",
+                keep.iter().map(Vec::len).collect::<Vec<_>>(),
+                flat.dims1()?
+            )));
+        }
+        let (k, v) = g.storage.keys_values()?;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let (n, len, d) = t.dims3()?;
+            if kept == 0 {
+                // CUDA refuses an index_select with no indices.
+                return Ok(t.narrow(1, 0, 0)?);
+            }
+            Ok(t.reshape((n * len, d))?
+                .index_select(flat, 0)?
+                .reshape((n, kept, d))?)
+        };
+        let heads = 0..g.n_heads();
+        let group = HeadGroup {
+            first_head: 0,
+            storage: Storage {
+                k: g.storage.k.encode_like(&pick(&k)?, heads.clone())?,
+                v: g.storage.v.encode_like(&pick(&v)?, heads)?,
+            },
+            positions: keep
+                .iter()
+                .zip(&g.positions)
+                .map(|(idx, pos)| idx.iter().map(|&i| pos[i as usize]).collect())
+                .collect(),
+        };
+        self.groups = vec![group];
+        Ok(())
+    }
+
+    /// One strictly increasing, in-range index list per KV head.
+    fn check_keep(&self, keep: &[Vec<u32>]) -> Result<()> {
+        let n_heads: usize = self.groups.iter().map(|g| g.n_heads()).sum();
+        if keep.len() != n_heads {
+            return Err(MethodError::Cache(format!(
+                "retain got {} index lists for {n_heads} heads",
+                keep.len()
+            )));
+        }
+        for g in &self.groups {
+            for local in 0..g.n_heads() {
+                let h = g.first_head + local;
+                let idx = &keep[h];
+                let len = g.len() as u32;
+                if idx.windows(2).any(|w| w[0] >= w[1]) || idx.last().is_some_and(|&i| i >= len) {
+                    return Err(MethodError::Cache(format!(
+                        "head {h}: kept indices must be strictly increasing and < {len}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows `idx` of `t` (`[len, d]`). No rows is an empty tensor: CUDA refuses an `index_select`
+/// with no indices (a kernel launch of zero blocks), and a head may keep nothing of a range.
+fn select_rows(t: &Tensor, idx: &[u32]) -> Result<Tensor> {
+    if idx.is_empty() {
+        return Ok(t.narrow(0, 0, 0)?);
+    }
+    Ok(t.index_select(&Tensor::new(idx, t.device())?, 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::random_cache;
+
+    /// Every head keeps exactly the rows it asked for, keys, values and positions, whether the
+    /// layer is one group (one gather over all heads) or ragged (head by head), and whether the
+    /// heads keep equal numbers or not. The oracle is each head's rows read on the host.
+    #[test]
+    fn kept_rows_are_the_chosen_rows_of_each_head() {
+        let keeps: [Vec<Vec<u32>>; 3] = [
+            vec![vec![0, 5, 9, 29], vec![1, 2, 3, 4], vec![7, 8, 28, 29]],
+            vec![vec![0, 29], vec![3, 4, 5, 6, 7], vec![]],
+            vec![vec![], vec![], vec![]],
+        ];
+        for ragged in [false, true] {
+            for keep in &keeps {
+                let mut cache = random_cache(ragged);
+                let before: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<u32>)> = {
+                    let layer = cache.layer(0);
+                    let mut heads = Vec::new();
+                    for g in layer.groups() {
+                        let (k, v) = g.storage.keys_values().unwrap();
+                        for h in 0..g.n_heads() {
+                            heads.push((
+                                k.get(h).unwrap().to_vec2().unwrap(),
+                                v.get(h).unwrap().to_vec2().unwrap(),
+                                g.positions[h].clone(),
+                            ));
+                        }
+                    }
+                    heads
+                };
+                cache.layer_mut(0).retain(keep).unwrap();
+                let layer = cache.layer(0);
+                let uniform = keep.iter().all(|k| k.len() == keep[0].len());
+                if uniform && !ragged {
+                    assert_eq!(layer.groups().len(), 1, "one group stays one group");
+                }
+                for g in layer.groups() {
+                    let (k, v) = g.storage.keys_values().unwrap();
+                    for local in 0..g.n_heads() {
+                        let h = g.first_head + local;
+                        let (bk, bv, bp) = &before[h];
+                        let pick = |rows: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+                            keep[h].iter().map(|&i| rows[i as usize].clone()).collect()
+                        };
+                        let got_k: Vec<Vec<f32>> = k.get(local).unwrap().to_vec2().unwrap();
+                        let got_v: Vec<Vec<f32>> = v.get(local).unwrap().to_vec2().unwrap();
+                        assert_eq!(got_k, pick(bk), "head {h} keys, ragged {ragged}");
+                        assert_eq!(got_v, pick(bv), "head {h} values, ragged {ragged}");
+                        let want_pos: Vec<u32> = keep[h].iter().map(|&i| bp[i as usize]).collect();
+                        assert_eq!(g.positions[local], want_pos, "head {h} positions");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_index_lists_are_refused() {
+        let mut cache = random_cache(false);
+        let layer = cache.layer_mut(0);
+        assert!(layer.retain(&[vec![1, 1], vec![0, 1], vec![0, 1]]).is_err());
+        assert!(layer
+            .retain(&[vec![0, 40], vec![0, 1], vec![0, 1]])
+            .is_err());
+        assert!(layer.retain(&[vec![0], vec![1]]).is_err());
+        let flat = super::flat_rows(&[vec![0], vec![1], vec![2]], 40, &candle_core::Device::Cpu);
+        assert!(layer
+            .retain_rows(&[vec![0], vec![1], vec![2, 3]], &flat.unwrap())
+            .is_err());
+    }
+}
