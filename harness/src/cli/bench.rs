@@ -67,8 +67,9 @@ pub struct BenchArgs {
     /// and timings per case); exits non-zero if a case fails.
     #[arg(long)]
     check_attention: bool,
-    /// Only check the methods' CUDA kernels (top-k selection, run sums) against their host
-    /// paths (exact results per case, timings); exits non-zero if a case fails.
+    /// Only check the methods' CUDA kernels (top-k selection, run sums, CaM's cascade, the
+    /// Jacobi eigensolver) against their host oracles, with timings; exits non-zero if a case
+    /// fails.
     #[arg(long)]
     check_kernels: bool,
     /// Also write the report as JSON here.

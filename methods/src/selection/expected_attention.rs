@@ -70,14 +70,8 @@ pub fn average_rotation(rope: &Rope, d: usize, start: usize, n: usize) -> Vec<f3
     let half = d / 2;
     let mut r = vec![0f32; d * d];
     for (i, &theta) in rope.inv_freq.iter().enumerate().take(half) {
-        let n = n.max(1);
-        let (mut c, mut s) = (0f64, 0f64);
-        for p in start..start + n {
-            let a = p as f64 * theta as f64;
-            c += a.cos();
-            s += a.sin();
-        }
-        let (c, s) = ((c / n as f64) as f32, (s / n as f64) as f32);
+        let (c, s) = mean_cos_sin(theta as f64, start, n.max(1));
+        let (c, s) = (c as f32, s as f32);
         let (a, b) = if rope.interleaved {
             (2 * i, 2 * i + 1)
         } else {
@@ -89,6 +83,21 @@ pub fn average_rotation(rope: &Rope, d: usize, start: usize, n: usize) -> Vec<f3
         r[b * d + a] = s;
     }
     r
+}
+
+/// Mean of `cos(p theta)` and `sin(p theta)` over `p` in `start..start + n`, in closed form: the
+/// sum of `e^{i p theta}` is `e^{i (start + (n - 1) / 2) theta} sin(n theta / 2) / sin(theta / 2)`
+/// (the Dirichlet kernel; `n` where `sin(theta / 2)` vanishes). A loop over the positions costs
+/// `n` sines and cosines per frequency and layer (~1M at 512 positions on an 8B model).
+fn mean_cos_sin(theta: f64, start: usize, n: usize) -> (f64, f64) {
+    let half = (theta / 2.0).sin();
+    let gain = if half.abs() < 1e-300 {
+        n as f64
+    } else {
+        (n as f64 * theta / 2.0).sin() / half
+    };
+    let centre = (start as f64 + (n as f64 - 1.0) / 2.0) * theta;
+    (centre.cos() * gain / n as f64, centre.sin() * gain / n as f64)
 }
 
 impl Scorer for ExpectedAttention {
@@ -218,6 +227,23 @@ impl Describe for ExpectedAttention {
 
 #[cfg(test)]
 mod tests {
+    /// The closed form against the sum it replaced, over the frequencies and positions models use.
+    #[test]
+    fn mean_rotation_matches_the_sum_over_positions() {
+        for theta in [0.0, 1e-7, 2e-3, 0.1, 1.0, 3.0, std::f64::consts::PI] {
+            for (start, n) in [(0, 1), (7, 3), (4096, 512), (131_072, 512), (10, 1000)] {
+                let (mut c, mut s) = (0f64, 0f64);
+                for p in start..start + n {
+                    c += (p as f64 * theta).cos();
+                    s += (p as f64 * theta).sin();
+                }
+                let (c, s) = (c / n as f64, s / n as f64);
+                let (gc, gs) = super::mean_cos_sin(theta, start, n);
+                assert!((gc - c).abs() < 1e-9 && (gs - s).abs() < 1e-9, "{theta} {start} {n}");
+            }
+        }
+    }
+
     use super::*;
     use crate::testing::{cache_with_keys, keep_of};
     use crate::LayerObservation;

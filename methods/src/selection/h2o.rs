@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
-use crate::selection::scoring::{gqa_mean, window_attention, LayerInput, Scorer};
+use crate::selection::scoring::{gqa_mean, host_scores, window_attention, LayerInput, Scorer};
 use crate::selection::select::{
     evict_one_layer_uniform, evict_uniform, evict_with, score_layer, top_k_per_head, top_k_sorted, KeepRule, Uniform,
 };
@@ -76,6 +76,21 @@ impl H2o {
             .ok_or_else(|| err(format!("layer {}: no accumulated attention was recorded", input.index)))?;
         let q = input.q_per_kv(method)?;
         let covered = acc.dim(1)?;
+        // Every head holding the same positions (a layer straight out of the prefill): one
+        // index_select for the whole group instead of one per head, the same sums over q.
+        if let Some(first) = g.positions.first() {
+            let same = g.positions.iter().all(|p| p == first);
+            if same && first.last().is_some_and(|&p| (p as usize) < covered) {
+                let ids = candle_core::Tensor::new(first.as_slice(), acc.device())?;
+                let (n, len) = (g.n_heads(), first.len());
+                return Ok(acc
+                    .narrow(0, g.first_head * q, n * q)?
+                    .index_select(&ids, 1)?
+                    .reshape((n, q, len))?
+                    .mean(1)?
+                    .to_dtype(candle_core::DType::F32)?);
+            }
+        }
         let rows = g
             .positions
             .iter()
@@ -129,13 +144,42 @@ impl Scorer for H2o {
         }
     }
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>> {
-        let mut scores = Self::accumulated(input, "h2o")?;
-        for (s, &t) in scores.iter_mut().zip(input.targets) {
-            let n = s.len();
-            let recent = self.recent(t).min(n);
-            s[n - recent..].fill(f32::INFINITY);
+        host_scores(self, input)
+    }
+    /// Each group's accumulated attention on the device, its last `recent` entries per head
+    /// pinned (`f32::INFINITY`).
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<candle_core::Tensor>>> {
+        use candle_core::Tensor;
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            let acc = Self::accumulated_group(input, g, "h2o")?; // [n, len]
+            let len = g.len();
+            let recent: Vec<usize> = (0..g.n_heads())
+                .map(|l| self.recent(input.targets[g.first_head + l]).min(len))
+                .collect();
+            let pin = |rows: &Tensor, r: usize| -> Result<Tensor> {
+                if r == 0 {
+                    return Ok(rows.clone());
+                }
+                let n = rows.dim(0)?;
+                Ok(Tensor::cat(
+                    &[
+                        &rows.narrow(1, 0, len - r)?,
+                        &Tensor::full(f32::INFINITY, (n, r), rows.device())?,
+                    ],
+                    1,
+                )?)
+            };
+            if recent.iter().all(|&r| r == recent[0]) {
+                out.push(pin(&acc, recent.first().copied().unwrap_or(0))?);
+            } else {
+                let rows = (0..g.n_heads())
+                    .map(|l| pin(&acc.narrow(0, l, 1)?, recent[l]))
+                    .collect::<Result<Vec<_>>>()?;
+                out.push(Tensor::cat(&rows, 0)?);
+            }
         }
-        Ok(scores)
+        Ok(Some(out))
     }
 }
 

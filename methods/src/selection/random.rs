@@ -5,6 +5,7 @@
 //! heads differ. kvpress reseeds one generator per layer with the same seed (every layer then
 //! draws the same scores) and leaves the seed unset (irreproducible) by default; here `seed = 0`.
 
+use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,16 @@ impl Scorer for Random {
                 (0..len).map(|_| rng.gen::<f32>()).collect()
             })
             .collect())
+    }
+    /// The host's draws, uploaded once per group so that the top-k runs on the device.
+    fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
+        let scores = self.score(input)?;
+        let mut out = Vec::new();
+        for g in input.layer.groups() {
+            let rows = scores[g.first_head..g.first_head + g.n_heads()].concat();
+            out.push(Tensor::from_vec(rows, (g.n_heads(), g.len()), &g.storage.device())?);
+        }
+        Ok(Some(out))
     }
 }
 
