@@ -9,6 +9,7 @@
 // indices in order with a block-wide prefix sum. Work is O(5 n / threads) per row with no sort,
 // so rows of any length fit (no shared-memory copy of the row).
 
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 // Unsigned key with the same order as the scores (IEEE total order, NaN as -inf).
@@ -22,25 +23,26 @@ __device__ __forceinline__ uint32_t kept_below(uint32_t r, uint32_t thr) {
     return r > thr ? r - thr : 0;
 }
 
-// scores: [rows, n] f32, contiguous. local: [rows, k] kept indices; flat: [rows, k] row * n + index.
-// Requires 1 <= k <= n and blockDim.x a multiple of 32, at most 1024.
-extern "C" __global__ void top_k_rows_f32(const float* __restrict__ scores,
-                                          uint32_t* __restrict__ local,
-                                          uint32_t* __restrict__ flat, int n, int k) {
-    const int row = blockIdx.x;
-    const float* s = scores + (size_t)row * n;
-    __shared__ uint32_t hist[256];
-    __shared__ uint32_t warp_sums[32];
-    __shared__ uint32_t sh_prefix, sh_need, sh_equal;
+// Key of entry i of a row: 0 where `valid` (may be null) is 0, below every score's key (a NaN's
+// key is -inf's, so no score maps to 0).
+__device__ __forceinline__ uint32_t entry_key(const float* s, const uint8_t* valid, int i) {
+    return (valid != nullptr && valid[i] == 0) ? 0u : order_key(s[i]);
+}
 
-    // Radix select, most significant byte first. `need`: rank (1-based) of the wanted key among
-    // the keys that match `prefix` on the bytes chosen so far.
-    uint32_t prefix = 0, mask = 0, need = (uint32_t)k, equal = 0;
+// Radix select over one row (the whole block): T, the k-th largest key, and thr, how many of the
+// `equal` entries whose key is T are not kept (the first ones: ties go to the later entries).
+// Most significant byte first; `need` is the rank (1-based) of the wanted key among the keys that
+// match `prefix` on the bytes chosen so far. Requires 1 <= k <= n.
+__device__ void radix_threshold(const float* s, const uint8_t* valid, int n, uint32_t k,
+                                uint32_t* T_out, uint32_t* thr_out) {
+    __shared__ uint32_t hist[256];
+    __shared__ uint32_t sh_prefix, sh_need, sh_equal;
+    uint32_t prefix = 0, mask = 0, need = k, equal = 0;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
-            uint32_t key = order_key(s[i]);
+            uint32_t key = entry_key(s, valid, i);
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
         __syncthreads();
@@ -63,9 +65,46 @@ extern "C" __global__ void top_k_rows_f32(const float* __restrict__ scores,
         __syncthreads();
     }
     // Keys above T are all kept; of the `equal` keys equal to T, the last `need`.
-    const uint32_t T = prefix, thr = equal - need;
+    *T_out = prefix;
+    *thr_out = equal - need;
+}
 
+// Block-wide exclusive prefix sum of `packed` (counts below 2^16 in each half for a chunk of at
+// most 1024 entries); `total` gets the chunk's sum. `warp_sums` is shared scratch of 32.
+__device__ __forceinline__ uint32_t block_exclusive_scan(uint32_t packed, uint32_t* warp_sums,
+                                                         uint32_t* total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    uint32_t x = packed;
+    for (int o = 1; o < 32; o <<= 1) {
+        uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) warp_sums[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        uint32_t w = lane < nwarps ? warp_sums[lane] : 0;
+        for (int o = 1; o < 32; o <<= 1) {
+            uint32_t y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
+        }
+        warp_sums[lane] = w;
+    }
+    __syncthreads();
+    *total = warp_sums[nwarps - 1];
+    return x - packed + (warp > 0 ? warp_sums[warp - 1] : 0);
+}
+
+// scores: [rows, n] f32, contiguous. local: [rows, k] kept indices; flat: [rows, k] row * n + index.
+// Requires 1 <= k <= n and blockDim.x a multiple of 32, at most 1024.
+extern "C" __global__ void top_k_rows_f32(const float* __restrict__ scores,
+                                          uint32_t* __restrict__ local,
+                                          uint32_t* __restrict__ flat, int n, int k) {
+    const int row = blockIdx.x;
+    const float* s = scores + (size_t)row * n;
+    __shared__ uint32_t warp_sums[32];
+    uint32_t T, thr;
+    radix_threshold(s, nullptr, n, (uint32_t)k, &T, &thr);
+
     uint32_t base_out = 0, base_eq = 0;
     for (int start = 0; start < n; start += blockDim.x) {
         const int i = start + threadIdx.x;
@@ -77,25 +116,9 @@ extern "C" __global__ void top_k_rows_f32(const float* __restrict__ scores,
         }
         // Counts of a chunk (<= 1024 entries) fit in 16 bits: equal ones high, greater ones low.
         const uint32_t packed = (eq << 16) | gt;
-        uint32_t x = packed;
-        for (int o = 1; o < 32; o <<= 1) {
-            uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o) x += y;
-        }
-        if (lane == 31) warp_sums[warp] = x;
-        __syncthreads();
-        if (warp == 0) {
-            uint32_t w = lane < nwarps ? warp_sums[lane] : 0;
-            for (int o = 1; o < 32; o <<= 1) {
-                uint32_t y = __shfl_up_sync(0xffffffffu, w, o);
-                if (lane >= o) w += y;
-            }
-            warp_sums[lane] = w;
-        }
-        __syncthreads();
-        const uint32_t before = x - packed + (warp > 0 ? warp_sums[warp - 1] : 0);
+        uint32_t total;
+        const uint32_t before = block_exclusive_scan(packed, warp_sums, &total);
         const uint32_t gt_before = before & 0xffffu, eq_before = before >> 16;
-        const uint32_t total = warp_sums[nwarps - 1];
         const uint32_t rank = base_eq + eq_before;
         if (gt || (eq && rank >= thr)) {
             const uint32_t slot =
@@ -106,6 +129,43 @@ extern "C" __global__ void top_k_rows_f32(const float* __restrict__ scores,
         const uint32_t chunk_eq = total >> 16;
         base_out += (total & 0xffffu) + kept_below(base_eq + chunk_eq, thr) - kept_below(base_eq, thr);
         base_eq += chunk_eq;
+        __syncthreads();
+    }
+}
+
+// The same choice as a mask (`device_ops::top_k_mask`): mask[row, i] = 1 for the ks[row] best
+// entries of the row, where entries whose `valid` (u8 [rows, n], may be null) is 0 rank below
+// every valid one (NaN included) and, among themselves, the later first. ks[row] >= n keeps the
+// row. scores: [rows, n] f32; ks: [rows] u32; mask: [rows, n] u8. One block per row.
+extern "C" __global__ void top_k_mask_f32(const float* __restrict__ scores,
+                                          const uint8_t* __restrict__ valid,
+                                          const uint32_t* __restrict__ ks,
+                                          uint8_t* __restrict__ mask, int n) {
+    const int row = blockIdx.x;
+    const float* s = scores + (size_t)row * n;
+    const uint8_t* v = valid != nullptr ? valid + (size_t)row * n : nullptr;
+    uint8_t* out = mask + (size_t)row * n;
+    const uint32_t k = ks[row];
+    if (k == 0 || k >= (uint32_t)n) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = k == 0 ? 0 : 1;
+        return;
+    }
+    __shared__ uint32_t warp_sums[32];
+    uint32_t T, thr;
+    radix_threshold(s, v, n, k, &T, &thr);
+    uint32_t base_eq = 0;
+    for (int start = 0; start < n; start += blockDim.x) {
+        const int i = start + threadIdx.x;
+        uint32_t gt = 0, eq = 0;
+        if (i < n) {
+            const uint32_t key = entry_key(s, v, i);
+            gt = key > T;
+            eq = key == T;
+        }
+        uint32_t total;
+        const uint32_t eq_before = block_exclusive_scan(eq, warp_sums, &total);
+        if (i < n) out[i] = (gt || (eq && base_eq + eq_before >= thr)) ? 1 : 0;
+        base_eq += total;
         __syncthreads();
     }
 }
@@ -273,4 +333,225 @@ extern "C" __global__ void jacobi_eigen_f64(const double* __restrict__ a_in,
         }
     }
     for (int i = tid; i < mm; i += nt) a_out[(size_t)blockIdx.x * mm + i] = sa[i];
+}
+
+// MiniCache's SLERP coefficients (`cross_layer::minicache::slerp`), per entry of the two layers'
+// unit directions: angle = acos(clamp(cos, -1, 1)) and the weights of either direction,
+// sin((1 - t) angle) / sin(angle) and sin(t angle) / sin(angle), or 1 - t and t where
+// sin(angle) < parallel. In f64, as the host computes them; the weights are stored as f32.
+// cosine: [n] f32; angle: [n] f64; ca, cb: [n] f32.
+extern "C" __global__ void slerp_coefficients_f32(const float* __restrict__ cosine,
+                                                  double* __restrict__ angle,
+                                                  float* __restrict__ ca, float* __restrict__ cb,
+                                                  int n, double t, double parallel) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const double c = fmin(fmax((double)cosine[i], -1.0), 1.0);
+    const double w = acos(c);
+    const double s = sin(w);
+    double x = 1.0 - t, y = t;
+    if (!(s < parallel)) {
+        x = sin((1.0 - t) * w) / s;
+        y = sin(t * w) / s;
+    }
+    angle[i] = w;
+    ca[i] = (float)x;
+    cb[i] = (float)y;
+}
+
+// Quantization (`storage::quantized`, `QuantScheme::quantize`), the same arithmetic as its tensor
+// ops, bit for bit: per group, asymmetric zero = f16(min) and scale over max - min, or symmetric
+// scale over max |x|; scale = range / steps (a true division), at least 2^-14, rounded UP to f16;
+// code = round((x - zero) / scale) or round(x / scale) + 2^(bits - 1) (round half away from zero),
+// clamped to [0, 2^bits - 1], packed 8 / bits per byte along the channels, first code lowest.
+// Groups: per token, `group` consecutive channels of one entry (params [h, m, d / group]); per
+// channel, `group` consecutive entries of one channel (params [h, m / group, d]). x: [h, m, d] f32.
+__device__ __forceinline__ size_t quant_param_index(int t, int c, int m, int d, int group,
+                                                    int per_token) {
+    // Within one head: the group of entry t, channel c.
+    return per_token ? (size_t)t * (d / group) + c / group : (size_t)(t / group) * d + c;
+}
+
+// One thread per group: its scale (and zero point).
+extern "C" __global__ void quant_params_f32(const float* __restrict__ x, __half* __restrict__ scales,
+                                            __half* __restrict__ zeros, int h, int m, int d,
+                                            int group, int per_token, int symmetric, int bits) {
+    const size_t per_head = per_token ? (size_t)m * (d / group) : (size_t)(m / group) * d;
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)h * per_head) return;
+    const int head = idx / per_head;
+    const size_t p = idx % per_head;
+    const float* xh = x + (size_t)head * m * d;
+    // First element and stride of the group.
+    size_t first, stride;
+    if (per_token) {
+        const size_t t = p / (d / group), gc = p % (d / group);
+        first = t * d + gc * group;
+        stride = 1;
+    } else {
+        const size_t gt = p / d, c = p % d;
+        first = gt * group * d + c;
+        stride = d;
+    }
+    float lo = INFINITY, hi = -INFINITY, amax = 0.f;
+    for (int j = 0; j < group; ++j) {
+        const float v = xh[first + j * stride];
+        lo = fminf(lo, v);
+        hi = fmaxf(hi, v);
+        amax = fmaxf(amax, fabsf(v));
+    }
+    const float levels = (float)((1u << bits) - 1);
+    const float steps = symmetric ? (float)((1u << (bits - 1)) - 1) : levels;
+    const float range = symmetric ? amax : __fsub_rn(hi, lo);
+    const float raw = fmaxf(__fdiv_rn(range, steps), 1.0f / 16384.0f);
+    // Rounded up to f16: the nearest, or raw (1 + 2^-10) rounded where the nearest is below.
+    const __half nearest = __float2half_rn(raw);
+    const __half up = __float2half_rn(__fmul_rn(raw, 1.0f + 1.0f / 1024.0f));
+    scales[idx] = __half2float(nearest) < raw ? up : nearest;
+    if (!symmetric) zeros[idx] = __float2half_rn(lo);
+}
+
+// One thread per output byte: its 8 / bits codes.
+extern "C" __global__ void quant_codes_f32(const float* __restrict__ x,
+                                           const __half* __restrict__ scales,
+                                           const __half* __restrict__ zeros,
+                                           uint8_t* __restrict__ codes, int h, int m, int d,
+                                           int group, int per_token, int symmetric, int bits) {
+    const int per = 8 / bits;
+    const int bytes = d / per;
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)h * m * bytes) return;
+    const int b = idx % bytes;
+    const int t = (idx / bytes) % m;
+    const int head = idx / ((size_t)m * bytes);
+    const size_t per_head = per_token ? (size_t)m * (d / group) : (size_t)(m / group) * d;
+    const float* xr = x + ((size_t)head * m + t) * d;
+    const float levels = (float)((1u << bits) - 1);
+    const float mid = (float)(1u << (bits - 1));
+    uint32_t packed = 0;
+    for (int j = 0; j < per; ++j) {
+        const int c = b * per + j;
+        const size_t pi = (size_t)head * per_head + quant_param_index(t, c, m, d, group, per_token);
+        const float s = __half2float(scales[pi]);
+        float q;
+        if (symmetric) {
+            q = __fadd_rn(roundf(__fdiv_rn(xr[c], s)), mid);
+        } else {
+            q = roundf(__fdiv_rn(__fsub_rn(xr[c], __half2float(zeros[pi])), s));
+        }
+        q = fminf(fmaxf(q, 0.f), levels);
+        packed |= (uint32_t)q << (bits * j);
+    }
+    codes[idx] = (uint8_t)packed;
+}
+
+// LagKV's scores (`selection::lagkv`): one block per (chunk c < chunks - 1, head). Chunk c's
+// entries (from sink + c lag) are min-max normalised per channel with the range of chunk c + 1
+// (at least 1e-6), an entry's raw score is the standard deviation of its normalised channels
+// (unbiased), softmaxed over the chunk, for keys and values, averaged; the score is the entry's
+// rank in its chunk (ascending, ties to the earlier entry) over lag. Block 0 also writes the sinks'
+// 1s, the last block the 1s of the unranked tail (the last chunk and the remainder).
+// k, v: [h, len, d] f32; out: [h, len] f32; raw (may be null): [h, chunks - 1, lag] f32.
+// Dynamic shared memory: (4 d + 3 lag) floats.
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+extern "C" __global__ void lagkv_scores_f32(const float* __restrict__ k, const float* __restrict__ v,
+                                            float* __restrict__ out, float* __restrict__ raw_out,
+                                            int len, int d, int sink, int lag, int chunks) {
+    extern __shared__ float sm[];
+    float* kmin = sm;
+    float* krng = sm + d;
+    float* vmin = sm + 2 * d;
+    float* vrng = sm + 3 * d;
+    float* sk = sm + 4 * d;
+    float* sv = sk + lag;
+    float* raw = sv + lag;
+    __shared__ float sh_kmax, sh_vmax, sh_ksum, sh_vsum;
+    const int c = blockIdx.x, head = blockIdx.y;
+    const float* kh = k + (size_t)head * len * d;
+    const float* vh = v + (size_t)head * len * d;
+    float* oh = out + (size_t)head * len;
+    const int t0 = sink + c * lag, r0 = t0 + lag;
+    if (c == 0)
+        for (int i = threadIdx.x; i < sink; i += blockDim.x) oh[i] = 1.f;
+    if (c == chunks - 2)
+        for (int i = sink + (chunks - 1) * lag + threadIdx.x; i < len; i += blockDim.x) oh[i] = 1.f;
+    // 1. The reference chunk's range per channel.
+    for (int ch = threadIdx.x; ch < d; ch += blockDim.x) {
+        float kl = INFINITY, kx = -INFINITY, vl = INFINITY, vx = -INFINITY;
+        for (int j = 0; j < lag; ++j) {
+            const float a = kh[(size_t)(r0 + j) * d + ch], b = vh[(size_t)(r0 + j) * d + ch];
+            kl = fminf(kl, a);
+            kx = fmaxf(kx, a);
+            vl = fminf(vl, b);
+            vx = fmaxf(vx, b);
+        }
+        kmin[ch] = kl;
+        krng[ch] = fmaxf(kx - kl, 1e-6f);
+        vmin[ch] = vl;
+        vrng[ch] = fmaxf(vx - vl, 1e-6f);
+    }
+    __syncthreads();
+    // 2. Each target entry's standard deviation over its normalised channels, a warp per entry.
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const float denom = (float)((d > 2 ? d : 2) - 1);
+    for (int i = warp; i < lag; i += nwarps) {
+        const float* kr = kh + (size_t)(t0 + i) * d;
+        const float* vr = vh + (size_t)(t0 + i) * d;
+        float ks = 0.f, vs = 0.f;
+        for (int ch = lane; ch < d; ch += 32) {
+            ks += (kr[ch] - kmin[ch]) / krng[ch];
+            vs += (vr[ch] - vmin[ch]) / vrng[ch];
+        }
+        const float km = warp_sum(ks) / d, vm = warp_sum(vs) / d;
+        float kq = 0.f, vq = 0.f;
+        for (int ch = lane; ch < d; ch += 32) {
+            const float a = (kr[ch] - kmin[ch]) / krng[ch] - km;
+            const float b = (vr[ch] - vmin[ch]) / vrng[ch] - vm;
+            kq += a * a;
+            vq += b * b;
+        }
+        kq = warp_sum(kq);
+        vq = warp_sum(vq);
+        if (lane == 0) {
+            sk[i] = sqrtf(kq / denom);
+            sv[i] = sqrtf(vq / denom);
+        }
+    }
+    __syncthreads();
+    // 3. Softmax over the chunk, keys and values, averaged.
+    if (threadIdx.x == 0) {
+        float km = -INFINITY, vm = -INFINITY;
+        for (int i = 0; i < lag; ++i) {
+            km = fmaxf(km, sk[i]);
+            vm = fmaxf(vm, sv[i]);
+        }
+        float ks = 0.f, vs = 0.f;
+        for (int i = 0; i < lag; ++i) {
+            ks += expf(sk[i] - km);
+            vs += expf(sv[i] - vm);
+        }
+        sh_kmax = km;
+        sh_vmax = vm;
+        sh_ksum = ks;
+        sh_vsum = vs;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < lag; i += blockDim.x) {
+        const float r = (expf(sk[i] - sh_kmax) / sh_ksum + expf(sv[i] - sh_vmax) / sh_vsum) * 0.5f;
+        raw[i] = r;
+        if (raw_out != nullptr) raw_out[((size_t)head * (chunks - 1) + c) * lag + i] = r;
+    }
+    __syncthreads();
+    // 4. Ranks within the chunk: below it, plus equal and earlier.
+    const float inv = (float)(1.0 / (double)lag);  // as candle's `/ lag as f64` rounds it
+    for (int i = threadIdx.x; i < lag; i += blockDim.x) {
+        const float r = raw[i];
+        int rank = 0;
+        for (int j = 0; j < lag; ++j) rank += (raw[j] < r) || (raw[j] == r && j < i);
+        oh[t0 + i] = (float)rank * inv;
+    }
 }

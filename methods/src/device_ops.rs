@@ -54,10 +54,18 @@ const UNCHECKED_STEPS: usize = 6;
 /// step until every row has converged, usually one or two), then the entries equal to it are taken latest first with a reverse cumulative
 /// sum. Values within `1e-16` of the row's range of each other may not be told apart (they then
 /// count as tied); `-0.0` and `0.0` tie here where the host's `total_cmp` ranks `0.0` first.
+///
+/// On CUDA, for f32/f16/bf16 scores, a radix-select kernel (`kernels::top_k_mask`) makes the same
+/// choice in one launch, exactly as the host does (`-0.0` below `0.0` included).
 pub fn top_k_mask(x: &Tensor, k: &[usize], valid: Option<&Tensor>) -> Result<Tensor> {
     let (r, n) = x.dims2()?;
     if k.len() != r {
         candle_core::bail!("top_k_mask: {} counts for {r} rows", k.len());
+    }
+    if x.dtype() != DType::F64 {
+        if let Some(mask) = crate::kernels::top_k_mask(x, k, valid)? {
+            return Ok(mask);
+        }
     }
     let dev = x.device();
     let x = x.to_dtype(DType::F64)?;

@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod linalg;
 pub mod method;
 pub mod params;
+pub mod profile;
 pub mod registry;
 pub mod retain;
 pub mod sliding;

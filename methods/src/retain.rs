@@ -1,7 +1,8 @@
 //! Eviction's storage side: a layer keeps the chosen entries of each KV head and drops the rest.
 //! A layer stored as one group whose heads all keep the same number (every uniform budget) is
 //! gathered with one `index_select` of keys and one of values over `[heads * len, d]`, whatever
-//! the number of heads; ragged results go head by head.
+//! the number of heads; when its heads keep different numbers (AdaKV), the same one gather is cut
+//! into one group per head. Layers already ragged go head by head.
 
 use candle_core::{Device, Tensor};
 
@@ -29,10 +30,11 @@ impl LayerKv {
         self.check_keep(keep)?;
         let uniform = keep.iter().all(|k| k.len() == keep[0].len());
         if let [g] = self.groups.as_slice() {
+            let flat = flat_rows(keep, g.len(), &g.storage.device())?;
             if uniform {
-                let flat = flat_rows(keep, g.len(), &g.storage.device())?;
                 return self.retain_rows(keep, &flat);
             }
+            return self.retain_ragged_rows(keep, &flat);
         }
         // Uniform survivors of dense groups become one group; otherwise one group per head.
         // Compressed storage is rebuilt in its own form from the surviving entries.
@@ -129,6 +131,44 @@ impl LayerKv {
                 .collect(),
         };
         self.groups = vec![group];
+        Ok(())
+    }
+
+    /// [`LayerKv::retain`] of a layer stored as one group whose heads keep different numbers: one
+    /// `index_select` of keys and one of values over `[heads * len, d]` for all heads, then each
+    /// head's rows (a view of that one gather) become its own group, encoded in the group's form.
+    fn retain_ragged_rows(&mut self, keep: &[Vec<u32>], flat: &Tensor) -> Result<()> {
+        let [g] = self.groups.as_slice() else {
+            return Err(MethodError::Cache("retain_ragged_rows takes one group".into()));
+        };
+        let (k, v) = g.storage.keys_values()?;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let (n, len, d) = t.dims3()?;
+            let rows = t.reshape((n * len, d))?;
+            if flat.dims1()? == 0 {
+                // CUDA refuses an index_select with no indices.
+                return Ok(rows.narrow(0, 0, 0)?);
+            }
+            Ok(rows.index_select(flat, 0)?)
+        };
+        let (all_k, all_v) = (pick(&k)?, pick(&v)?);
+        let mut groups = Vec::with_capacity(keep.len());
+        let mut at = 0;
+        for (h, idx) in keep.iter().enumerate() {
+            let m = idx.len();
+            let hk = all_k.narrow(0, at, m)?.unsqueeze(0)?;
+            let hv = all_v.narrow(0, at, m)?.unsqueeze(0)?;
+            at += m;
+            groups.push(HeadGroup {
+                first_head: g.first_head + h,
+                storage: Storage {
+                    k: g.storage.k.encode_like(&hk, h..h + 1)?,
+                    v: g.storage.v.encode_like(&hv, h..h + 1)?,
+                },
+                positions: vec![idx.iter().map(|&i| g.positions[h][i as usize]).collect()],
+            });
+        }
+        self.groups = groups;
         Ok(())
     }
 

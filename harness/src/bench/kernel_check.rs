@@ -11,6 +11,11 @@
 //! (with the copy of the kept indices to the host) against the host path (scores to the host,
 //! then `top_k_sorted` per row).
 //!
+//! Top-k masks (`device_ops::top_k_mask`, a count per row, invalid entries last): see `masks`.
+//!
+//! MiniCache's SLERP coefficients: see `slerp`. Quantization codes and scales: see `quantize`.
+//! LagKV's scores: see `lagkv`.
+//!
 //! Run sums (`device_ops::run_sum_rows`, kvmerger's merges) against the same sums on the host
 //! (candle's CPU `scatter_add`, which adds in the same order): bit-identical or the case fails.
 //!
@@ -32,6 +37,11 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::device::timed;
+
+mod lagkv;
+mod masks;
+mod quantize;
+mod slerp;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelCase {
@@ -92,6 +102,10 @@ pub fn run(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
         bail!("--check-kernels needs a CUDA build and a CUDA device (--device cuda)");
     }
     let mut out = top_k_cases(device, repeats)?;
+    out.extend(masks::top_k_mask_cases(device, repeats)?);
+    out.extend(slerp::slerp_cases(device, repeats)?);
+    out.extend(quantize::quantize_cases(device, repeats)?);
+    out.extend(lagkv::lagkv_cases(device, repeats)?);
     out.extend(run_sum_cases(device, repeats)?);
     out.extend(cascade_cases(device, repeats)?);
     out.extend(eigen_cases(device, repeats)?);

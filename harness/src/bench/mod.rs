@@ -320,6 +320,9 @@ impl Bench<'_> {
                     times.push(ms);
                 }
             }
+            if let Some(phases) = kvbench_methods::profile::take() {
+                eprintln!("  {} ({} runs): {phases}", m.name(), self.opts.repeats + 1);
+            }
             out.push(MethodTiming {
                 method: m.name().to_string(),
                 median_ms: median(times),

@@ -27,8 +27,9 @@
 //! (`round(count (1 - floor) + floor (B - window))`), so its total is only approximately
 //! `heads x B`. The floor-then-global rule here is kvpress's.
 //!
-//! The selection runs on the cache's device (`adaptive_keep`); the scores still arrive from the
-//! scorer on the host.
+//! The selection runs on the cache's device (`adaptive_keep_on`, the radix-select kernel on CUDA);
+//! on a layer stored as one group the scorer's scores stay there too (`KeepRule::apply_on_device`),
+//! and only the kept mask comes to the host.
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
 use crate::device_ops::top_k_mask;
+use crate::profile::phase;
 use crate::selection::select::{evict_with, KeepRule, Uniform};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
@@ -66,11 +68,8 @@ impl Default for AdaKv {
 /// Indices kept per head: each head's top `floors[h]`, then the best `sum(targets - floors)` of the
 /// rest across heads (ties to the later entry, then the later head), chosen on `dev`.
 ///
-/// The scores (host, from the `Scorer` interface) go to the device once, padded to the longest
-/// head; the floors are one `top_k_mask` per head row, the shared rest one `top_k_mask` over the
-/// layer's entries laid out entry-major (`i * heads + h`, so "later" is the later entry, then the
-/// later head, as the host rule it replaced, kept as the test oracle). The kept mask comes back,
-/// as `LayerKv::retain` takes host indices.
+/// The scores (host) go to the device once, padded to the longest head, and the choice is
+/// [`adaptive_keep_on`]'s.
 pub fn adaptive_keep(
     scores: &[Vec<f32>],
     targets: &[usize],
@@ -90,20 +89,41 @@ pub fn adaptive_keep(
     }
     let x = Tensor::from_vec(flat, (h, n), dev)?;
     let valid = Tensor::from_vec(valid, (h, n), dev)?;
-    let floors: Vec<usize> = floors
-        .iter()
-        .zip(scores)
-        .map(|(&f, s)| f.min(s.len()))
-        .collect();
-    let floor_mask = top_k_mask(&x, &floors, Some(&valid))?;
+    let lens: Vec<usize> = scores.iter().map(Vec::len).collect();
+    adaptive_keep_on(&x, Some(&valid), &lens, targets, floors)
+}
+
+/// [`adaptive_keep`] of `[heads, n]` scores `x` where they are: head `h` holds its first
+/// `lens[h]` entries (`valid`, u8, marks them; `None`: every head holds all `n`).
+///
+/// The floors are one `top_k_mask` over the head rows, the shared rest one `top_k_mask` over the
+/// layer's entries laid out entry-major (`i * heads + h`, so "later" is the later entry, then the
+/// later head, as the host rule kept as the test oracle). On CUDA both are the radix-select
+/// kernel; only the kept mask comes back, as `LayerKv::retain` takes host indices.
+pub fn adaptive_keep_on(
+    x: &Tensor,
+    valid: Option<&Tensor>,
+    lens: &[usize],
+    targets: &[usize],
+    floors: &[usize],
+) -> Result<Vec<Vec<u32>>, MethodError> {
+    let (h, n) = x.dims2()?;
+    if h == 0 || n == 0 {
+        return Ok(vec![Vec::new(); h]);
+    }
+    let floors: Vec<usize> = floors.iter().zip(lens).map(|(&f, &l)| f.min(l)).collect();
+    let floor_mask = top_k_mask(x, &floors, valid)?;
     let total: usize = targets.iter().sum();
-    let open = valid.mul(&(1.0 - floor_mask.to_dtype(DType::F32)?)?.to_dtype(DType::U8)?)?;
-    let open_count: usize = scores.iter().map(|s| s.len()).sum::<usize>() - floors.iter().sum::<usize>();
-    let rest = total
-        .saturating_sub(floors.iter().sum())
-        .min(open_count);
-    let entry_major = |t: &Tensor| -> candle_core::Result<Tensor> { t.t()?.contiguous()?.reshape((1, h * n)) };
-    let shared = top_k_mask(&entry_major(&x)?, &[rest], Some(&entry_major(&open)?))?
+    let not_floor = (1.0 - floor_mask.to_dtype(DType::F32)?)?.to_dtype(DType::U8)?;
+    let open = match valid {
+        Some(valid) => valid.mul(&not_floor)?,
+        None => not_floor,
+    };
+    let open_count: usize = lens.iter().sum::<usize>() - floors.iter().sum::<usize>();
+    let rest = total.saturating_sub(floors.iter().sum()).min(open_count);
+    let entry_major =
+        |t: &Tensor| -> candle_core::Result<Tensor> { t.t()?.contiguous()?.reshape((1, h * n)) };
+    let shared = top_k_mask(&entry_major(x)?, &[rest], Some(&entry_major(&open)?))?
         .reshape((n, h))?
         .t()?;
     let keep: Vec<Vec<u8>> = floor_mask.maximum(&shared)?.to_vec2()?;
@@ -171,13 +191,40 @@ impl KeepRule for Adaptive {
         scores: Vec<Vec<f32>>,
         targets: &[usize],
     ) -> Result<(), MethodError> {
-        let floors: Vec<usize> = targets
-            .iter()
-            .map(|&t| (t as f64 * self.floor).floor() as usize)
-            .collect();
+        let floors = self.floors(targets);
         let dev = cache.device().clone();
         let keep = adaptive_keep(&scores, targets, &floors, &dev)?;
         cache.layer_mut(layer).retain(&keep)
+    }
+    /// A layer of one group: its heads' scores stay on the device.
+    fn takes_device_scores(&self, _targets: &[usize]) -> bool {
+        true
+    }
+    fn apply_on_device(
+        &mut self,
+        cache: &mut KvCache,
+        layer: usize,
+        _obs: &Observations,
+        scores: &Tensor,
+        targets: &[usize],
+    ) -> Result<(), MethodError> {
+        let (h, n) = scores.dims2()?;
+        let keep = phase("adaptive select", scores.device(), || {
+            adaptive_keep_on(scores, None, &vec![n; h], targets, &self.floors(targets))
+        })?;
+        phase("retain (ragged)", scores.device(), || {
+            cache.layer_mut(layer).retain(&keep)
+        })
+    }
+}
+
+impl Adaptive {
+    /// Each head's floor: `floor x target`, rounded down.
+    fn floors(&self, targets: &[usize]) -> Vec<usize> {
+        targets
+            .iter()
+            .map(|&t| (t as f64 * self.floor).floor() as usize)
+            .collect()
     }
 }
 
@@ -281,6 +328,47 @@ mod tests {
                 oracle_keep(&scores, &targets, &floors),
                 "case {case}: {scores:?} {targets:?} {floors:?}"
             );
+        }
+    }
+
+    /// The device path (the scorer's `[heads, len]` scores left where they are, `apply_on_device`)
+    /// keeps exactly what the host path (`score`, then `apply`) keeps, keys and values included.
+    #[test]
+    fn device_scores_keep_what_host_scores_keep() {
+        use crate::selection::scoring::Scorer;
+        use crate::selection::select::score_layer;
+        for (floor, target) in [(0.0, 9), (0.2, 13), (0.7, 20), (1.0, 5)] {
+            let host = crate::testing::random_cache(false);
+            let mut device = host.clone();
+            let mut host = host;
+            let obs = Observations::default();
+            let targets = vec![target; 3];
+            let knorm = Knorm::default();
+            let scores = score_layer(&host, 0, &obs, &knorm, &targets).unwrap();
+            Adaptive { floor }
+                .apply(&mut host, 0, &obs, scores, &targets)
+                .unwrap();
+            let input = crate::selection::scoring::LayerInput {
+                index: 0,
+                layer: device.layer(0),
+                obs: &obs,
+                next_position: device.next_position(),
+                targets: &targets,
+            };
+            let groups = knorm.score_groups(&input).unwrap().unwrap();
+            let mut rule = Adaptive { floor };
+            assert!(rule.takes_device_scores(&targets));
+            rule.apply_on_device(&mut device, 0, &obs, &groups[0], &targets)
+                .unwrap();
+            assert_eq!(keep_of(&device, 0), keep_of(&host, 0), "floor {floor}");
+            let total: usize = keep_of(&device, 0).iter().map(Vec::len).sum();
+            assert_eq!(total, 3 * target);
+            for (a, b) in device.layer(0).groups().iter().zip(host.layer(0).groups()) {
+                let (ka, va) = a.storage.keys_values().unwrap();
+                let (kb, vb) = b.storage.keys_values().unwrap();
+                assert_eq!(ka.flatten_all().unwrap().to_vec1::<f32>().unwrap(), kb.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert_eq!(va.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vb.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
         }
     }
 

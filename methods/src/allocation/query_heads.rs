@@ -142,11 +142,15 @@ impl Method for QueryHeads {
         if !evicts {
             return Ok(());
         }
-        for l in 0..cache.n_layers() {
-            if cache.shared_source(l).is_none() {
-                cache.layer_mut(l).expand_heads(q_per_kv)?;
+        let dev = cache.device().clone();
+        crate::profile::phase("expand heads", &dev, || {
+            for l in 0..cache.n_layers() {
+                if cache.shared_source(l).is_none() {
+                    cache.layer_mut(l).expand_heads(q_per_kv)?;
+                }
             }
-        }
+            Ok::<_, MethodError>(())
+        })?;
         // Stored head h is now query head h: the scorer sees groups of one.
         let per_query_head = Observations {
             layers: obs.layers.clone(),

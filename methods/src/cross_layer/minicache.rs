@@ -70,23 +70,22 @@ impl Default for MiniCache {
 /// interpolation.
 const PARALLEL: f64 = 1e-6;
 
-/// Shared unit direction of `a` and `b` (`[heads, n, head_dim]`, `b` the deeper layer), in f32,
-/// and the flat indices (`head * n + entry`) of the entries to retain.
-pub(crate) fn slerp(a: &Tensor, b: &Tensor, t: f64, gamma: f64) -> Result<(Tensor, Vec<u32>)> {
-    let unit = |x: &Tensor| -> Result<Tensor> {
-        let x = x.to_dtype(DType::F32)?;
-        let norm = x.sqr()?.sum_keepdim(2)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
-        Ok(x.broadcast_div(&norm)?)
-    };
-    let (ua, ub) = (unit(a)?, unit(b)?);
-    let (h, n, _) = ua.dims3()?;
-    // The angles go through the host: candle has no arccos, and retention needs them there anyway.
-    let cos: Vec<f32> = (&ua * &ub)?.sum(2)?.flatten_all()?.to_vec1()?;
+/// Per entry, the angle between the two layers' directions (`cos`, `[n]` f32) and the SLERP weight
+/// of each (`[n]` f32, on `cos`'s device). On CUDA a kernel computes them (`kernels::
+/// slerp_coefficients`, f64 as here) and only the angles come to the host; elsewhere (candle has
+/// no arccos) the cosines come to the host and the weights go back.
+pub fn slerp_coefficients(cos: &Tensor, t: f64) -> Result<(Vec<f64>, Tensor, Tensor)> {
+    if let Some((angle, ca, cb)) = crate::kernels::slerp_coefficients(cos, t, PARALLEL)? {
+        return Ok((angle.to_vec1()?, ca, cb));
+    }
+    let dev = cos.device().clone();
+    let cos: Vec<f32> = cos.to_vec1()?;
     let angle: Vec<f64> = cos
         .iter()
         .map(|&c| (c as f64).clamp(-1.0, 1.0).acos())
         .collect();
-    let (mut ca, mut cb) = (Vec::with_capacity(h * n), Vec::with_capacity(h * n));
+    let n = angle.len();
+    let (mut ca, mut cb) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for &w in &angle {
         let s = w.sin();
         let (x, y) = if s < PARALLEL {
@@ -97,7 +96,22 @@ pub(crate) fn slerp(a: &Tensor, b: &Tensor, t: f64, gamma: f64) -> Result<(Tenso
         ca.push(x as f32);
         cb.push(y as f32);
     }
-    let coef = |c: Vec<f32>| Tensor::from_vec(c, (h, n, 1), ua.device());
+    Ok((angle, Tensor::from_vec(ca, n, &dev)?, Tensor::from_vec(cb, n, &dev)?))
+}
+
+/// Shared unit direction of `a` and `b` (`[heads, n, head_dim]`, `b` the deeper layer), in f32,
+/// and the flat indices (`head * n + entry`) of the entries to retain.
+pub(crate) fn slerp(a: &Tensor, b: &Tensor, t: f64, gamma: f64) -> Result<(Tensor, Vec<u32>)> {
+    let unit = |x: &Tensor| -> Result<Tensor> {
+        let x = x.to_dtype(DType::F32)?;
+        let norm = x.sqr()?.sum_keepdim(2)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+        Ok(x.broadcast_div(&norm)?)
+    };
+    let (ua, ub) = (unit(a)?, unit(b)?);
+    let (h, n, _) = ua.dims3()?;
+    let cos = (&ua * &ub)?.sum(2)?.flatten_all()?;
+    let (angle, ca, cb) = slerp_coefficients(&cos, t)?;
+    let coef = |c: Tensor| c.reshape((h, n, 1));
     let dir = (ua.broadcast_mul(&coef(ca)?)? + ub.broadcast_mul(&coef(cb)?)?)?;
     // SLERP of unit vectors is unit; renormalising absorbs rounding and the fallback's shrinkage.
     let dir = unit(&dir)?;
@@ -143,8 +157,9 @@ impl MiniCache {
     }
 
     fn merge(&self, a: &Tensor, b: &Tensor) -> Result<(Stored, Stored)> {
-        let (dir, retained) = slerp(a, b, self.t, self.gamma)?;
-        let (ma, mb) = Merged::pair(a, b, &dir, &retained)?;
+        use crate::profile::phase;
+        let (dir, retained) = phase("slerp", a.device(), || slerp(a, b, self.t, self.gamma))?;
+        let (ma, mb) = phase("merged pair", a.device(), || Merged::pair(a, b, &dir, &retained))?;
         Ok((Stored::Merged(ma), Stored::Merged(mb)))
     }
 }

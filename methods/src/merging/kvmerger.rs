@@ -165,7 +165,9 @@ impl KeepRule for MergeSimilar<'_> {
                 groups.push(g.clone());
                 continue;
             }
-            let attention = H2o::accumulated_group(&input, g, "kvmerger")?;
+            let attention = crate::profile::phase("accumulated attention", &g.storage.device(), || {
+                H2o::accumulated_group(&input, g, "kvmerger")
+            })?;
             groups.extend(merge_group(
                 g,
                 &attention,
@@ -197,6 +199,7 @@ fn merge_group(
     let dev = k.device().clone();
     let kf = k.to_dtype(DType::F32)?;
     let vf = v.to_dtype(DType::F32)?;
+    let step = crate::profile::span("links", &dev);
     // 1. Links: adjacent cosine similarity at or above the threshold (NaN never links), at most
     //    `len - target` per head, the most similar first, ties to the later pair.
     let (links, n_links) = if n >= 2 {
@@ -217,6 +220,8 @@ fn merge_group(
     } else {
         (Tensor::zeros((h, 0), DType::F32, &dev)?, vec![0; h])
     };
+    drop(step);
+    let step = crate::profile::span("sets and pivots", &dev);
     // 2. Sets: runs of linked entries; `set[i]` is entry i's set (0-based, along the head).
     let ones = Tensor::ones((h, 1), DType::F32, &dev)?;
     let unlinked = (1.0 - &links)?;
@@ -233,6 +238,8 @@ fn merge_group(
     let (best, _) = run_argmax(&attention.to_dtype(DType::F32)?, &set)?;
     let pivot_of_set = at_end(&best.to_dtype(DType::F32)?)?.to_dtype(DType::U32)?;
     let pivot = pivot_of_set.gather(&set, 1)?;
+    drop(step);
+    let step = crate::profile::span("weights and merges", &dev);
     // 4. Gaussian-kernel weights around the pivot key, one sigma per set, in f64 as on the host.
     let k64 = kf.to_dtype(DType::F64)?;
     let expand = |idx: &Tensor| idx.unsqueeze(2)?.broadcast_as((h, n, d))?.contiguous();
@@ -249,6 +256,8 @@ fn merge_group(
         .unsqueeze(2)?;
     let merged_k = run_sum_rows(&kf.broadcast_mul(&w)?, &set)?;
     let merged_v = run_sum_rows(&vf.broadcast_mul(&w)?, &set)?;
+    drop(step);
+    let step = crate::profile::span("set eviction", &dev);
     // 5. Eviction of sets above the target: a set scores its best member (NaN ignored).
     let keep: Vec<usize> = (0..h).map(|i| n_sets[i].min(targets[i])).collect();
     let slot = Tensor::arange(0u32, n as u32, &dev)?.unsqueeze(0)?;
@@ -269,6 +278,8 @@ fn merge_group(
         let (_, best_score) = run_argmax(&s, &set)?;
         top_k_mask(&at_end(&best_score)?, &keep, Some(&real))?
     };
+    drop(step);
+    let _step = crate::profile::span("kept sets", &dev);
     // 6. The kept sets, in order, as the group's new entries at their pivots' positions.
     let kept: Vec<Vec<u8>> = kept.to_vec2()?;
     let pivots: Vec<Vec<u32>> = pivot_of_set.to_vec2()?;

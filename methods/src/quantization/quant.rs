@@ -136,9 +136,11 @@ pub(crate) fn quantize_cache(
                 return Ok(g.storage.clone());
             }
             let (keys, values) = g.storage.keys_values()?;
-            Ok(Storage {
-                k: Stored::Quantized(Quantized::encode(&keys, k)?),
-                v: Stored::Quantized(Quantized::encode(&values, v)?),
+            crate::profile::phase("quantize", &keys.device().clone(), || {
+                Ok(Storage {
+                    k: Stored::Quantized(Quantized::encode(&keys, k)?),
+                    v: Stored::Quantized(Quantized::encode(&values, v)?),
+                })
             })
         })?;
     }

@@ -15,6 +15,7 @@
 //! budget with its best entries. Heads of different lengths (after a ragged method in a
 //! composition) choose their chunks independently.
 
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
@@ -161,6 +162,24 @@ impl KeepRule for Chunks {
                 .map(|(s, &t)| keep_chunks(s, self.0, t))
                 .collect()
         };
+        cache.layer_mut(l).retain(&keep)
+    }
+    /// A layer of one group: its heads are of one length, so only the scores summed over the
+    /// heads (on the device) come to the host, `len` values instead of `heads x len`.
+    fn takes_device_scores(&self, _targets: &[usize]) -> bool {
+        true
+    }
+    fn apply_on_device(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        _obs: &Observations,
+        scores: &Tensor,
+        targets: &[usize],
+    ) -> Result<(), MethodError> {
+        let summed: Vec<f32> = scores.sum(0)?.to_vec1()?;
+        let shared = keep_chunks(&summed, self.0, targets[0]);
+        let keep = vec![shared; scores.dim(0)?];
         cache.layer_mut(l).retain(&keep)
     }
 }

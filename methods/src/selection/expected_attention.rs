@@ -155,6 +155,7 @@ impl Scorer for ExpectedAttention {
             .ok_or_else(|| config(NAME, "observations carry no RoPE table"))?;
         let g = input.q_per_kv(NAME)?;
         let d = mu.dim(1)?;
+        let rotation = crate::profile::span("rotated statistics", mu.device());
         let r = Tensor::from_vec(
             average_rotation(rope, d, input.next_position, self.future_positions),
             (d, d),
@@ -165,6 +166,8 @@ impl Scorer for ExpectedAttention {
             .broadcast_matmul(&cov.to_dtype(DType::F32)?)?
             .broadcast_matmul(&r.t()?)?; // [q_heads, d, d]
         let scale = (d as f64).sqrt();
+        drop(rotation);
+        let _logits = crate::profile::span("expected logits", mu.device());
         // Every head of a group at once on the device.
         let mut out = Vec::new();
         for grp in input.layer.groups() {

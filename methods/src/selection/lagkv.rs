@@ -18,7 +18,9 @@
 //!
 //! Scored on the cache's device, all heads of a group at once; the ranks within a chunk come from
 //! one pairwise comparison (ties to the earlier entry, as the stable host sort they replaced, kept
-//! as the test oracle).
+//! as the test oracle). On CUDA one kernel does it all (`kernels::lagkv_scores`, a block per chunk
+//! and head); its raw scores agree with these ops to float rounding (reductions in another order),
+//! so entries whose raw scores tie to within rounding may swap ranks.
 
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -71,6 +73,20 @@ fn lag_scores(x: &Tensor) -> Result<Tensor, MethodError> {
     let centred = norm.broadcast_sub(&norm.mean_keepdim(D::Minus1)?)?;
     let std = (centred.sqr()?.sum(D::Minus1)? / (d.max(2) - 1) as f64)?.sqrt()?;
     softmax_last(&std)
+}
+
+/// Raw scores of a group's chunks (keys and values `[h, len, d]`, `len >= sink + 2 lag`): the
+/// mean of the keys' and the values' [`lag_scores`], `[h, chunks - 1, lag]` f32, with candle ops
+/// (the CUDA kernel's oracle in `kvbench bench --check-kernels`).
+pub fn lag_raw(k: &Tensor, v: &Tensor, sink: usize, lag: usize) -> Result<Tensor, MethodError> {
+    let (h, len, d) = k.dims3()?;
+    let chunks = (len - sink) / lag;
+    let part = |t: &Tensor| -> Result<Tensor, MethodError> {
+        Ok(t.to_dtype(DType::F32)?
+            .narrow(1, sink, chunks * lag)?
+            .reshape((h, chunks, lag, d))?)
+    };
+    Ok(((lag_scores(&part(k)?)? + lag_scores(&part(v)?)?)? / 2.0)?)
 }
 
 /// Rank of every entry of each row of `x` (`[.., lag]`) among its row, ascending, ties to the
@@ -127,14 +143,12 @@ impl Scorer for LagKv {
                 continue;
             }
             let (k, v) = g.storage.keys_values()?;
+            if let Some((scores, _)) = crate::kernels::lagkv_scores(&k, &v, self.sink, lag, false)? {
+                out.push(scores);
+                continue;
+            }
             let chunks = (len - self.sink) / lag;
-            let d = k.dim(2)?;
-            let part = |t: &Tensor| -> Result<Tensor, MethodError> {
-                Ok(t.to_dtype(DType::F32)?
-                    .narrow(1, self.sink, chunks * lag)?
-                    .reshape((h, chunks, lag, d))?)
-            };
-            let raw = ((lag_scores(&part(&k)?)? + lag_scores(&part(&v)?)?)? / 2.0)?;
+            let raw = lag_raw(&k, &v, self.sink, lag)?;
             let ranked = (ranks(&raw)? / lag as f64)?.reshape((h, (chunks - 1) * lag))?;
             let dev = k.device();
             let tail = len - self.sink - (chunks - 1) * lag;

@@ -3,6 +3,9 @@
 
 use std::cmp::Ordering;
 
+use candle_core::Tensor;
+
+use crate::profile::phase;
 use crate::selection::device_top_k::top_k_rows;
 use crate::selection::scoring::{LayerInput, Scorer};
 use crate::{Budget, KvCache, MethodError, Observations};
@@ -114,10 +117,25 @@ pub trait KeepRule {
         scores: Vec<Vec<f32>>,
         targets: &[usize],
     ) -> Result<()>;
-    /// Whether this rule is [`TopK`]: then a layer stored as one group with one target for every
-    /// head is scored and selected on the device when the scorer can (`Scorer::score_groups`).
-    fn keeps_top_k(&self) -> bool {
+    /// Whether this rule keeps from scores left on the device ([`KeepRule::apply_on_device`]) for
+    /// a layer stored as one group with these `targets`: the scorer then scores there when it can
+    /// (`Scorer::score_groups`), and the scores never come to the host.
+    fn takes_device_scores(&self, _targets: &[usize]) -> bool {
         false
+    }
+    /// Shrink layer `layer` (one group, not yet modified) given its `[heads, len]` f32 `scores`
+    /// on the cache's device. Called only where [`KeepRule::takes_device_scores`] said yes.
+    fn apply_on_device(
+        &mut self,
+        _cache: &mut KvCache,
+        layer: usize,
+        _obs: &Observations,
+        _scores: &Tensor,
+        _targets: &[usize],
+    ) -> Result<()> {
+        Err(MethodError::Cache(format!(
+            "layer {layer}: this keep rule takes host scores"
+        )))
     }
     /// Layer `layer` loses nothing (every target is at least the head's length): not scored.
     fn unchanged(
@@ -144,8 +162,23 @@ pub fn top_k_per_head(scores: &[Vec<f32>], targets: &[usize]) -> Vec<Vec<u32>> {
 }
 
 impl KeepRule for TopK {
-    fn keeps_top_k(&self) -> bool {
-        true
+    /// One target for every head: one radix select per head on the device.
+    fn takes_device_scores(&self, targets: &[usize]) -> bool {
+        targets.iter().all(|&t| t == targets[0])
+    }
+    fn apply_on_device(
+        &mut self,
+        cache: &mut KvCache,
+        layer: usize,
+        _obs: &Observations,
+        scores: &Tensor,
+        targets: &[usize],
+    ) -> Result<()> {
+        let dev = scores.device();
+        let kept = phase("top-k", dev, || top_k_rows(scores, targets[0]))?;
+        phase("retain", dev, || {
+            cache.layer_mut(layer).retain_rows(&kept.local, &kept.flat)
+        })
     }
     fn apply(
         &mut self,
@@ -163,8 +196,9 @@ impl KeepRule for TopK {
 
 /// The one "targets per layer and head, then score, then keep" loop: for every layer, ask
 /// `allocator` for each head's target; where some head shrinks, score the layer with `scorer` and
-/// let `rule` keep (or merge) the entries; otherwise the layer is left as is, unscored. A top-k
-/// over a layer of one group and one target stays on the device where the scorer scores there.
+/// let `rule` keep (or merge) the entries; otherwise the layer is left as is, unscored. On a layer
+/// stored as one group, a rule that takes device scores (a top-k with one target, AdaKV's shared
+/// budget) gets them there when the scorer scores there: the scores never reach the host.
 pub fn evict_with(
     cache: &mut KvCache,
     obs: &Observations,
@@ -193,8 +227,7 @@ pub fn evict_layer_with(
     if targets.iter().zip(&lens).all(|(&t, &l)| t >= l) {
         return rule.unchanged(cache, index, obs, targets);
     }
-    let one_target = targets.iter().all(|&t| t == targets[0]);
-    if rule.keeps_top_k() && one_target && cache.layer(index).groups().len() == 1 {
+    if rule.takes_device_scores(targets) && cache.layer(index).groups().len() == 1 {
         let input = LayerInput {
             index,
             layer: cache.layer(index),
@@ -202,7 +235,8 @@ pub fn evict_layer_with(
             next_position: cache.next_position(),
             targets,
         };
-        if let Some(groups) = scorer.score_groups(&input)? {
+        let dev = cache.device().clone();
+        if let Some(groups) = phase("score (device)", &dev, || scorer.score_groups(&input))? {
             let [scores] = groups.as_slice() else {
                 return Err(MethodError::Config {
                     method: scorer.scorer_name(),
@@ -216,12 +250,18 @@ pub fn evict_layer_with(
                     message: format!("layer {index}: scores {:?} for heads {want:?}", scores.dims()),
                 });
             }
-            let kept = top_k_rows(scores, targets[0])?;
-            return cache.layer_mut(index).retain_rows(&kept.local, &kept.flat);
+            return phase("keep (device scores)", &dev, || {
+                rule.apply_on_device(cache, index, obs, scores, targets)
+            });
         }
     }
-    let scores = score_layer(cache, index, obs, scorer, targets)?;
-    rule.apply(cache, index, obs, scores, targets)
+    let dev = cache.device().clone();
+    let scores = phase("score (host)", &dev, || {
+        score_layer(cache, index, obs, scorer, targets)
+    })?;
+    phase("keep (host scores)", &dev, || {
+        rule.apply(cache, index, obs, scores, targets)
+    })
 }
 
 /// Scores of layer `index`, checked to have one value per stored entry.

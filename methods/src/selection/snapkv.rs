@@ -94,7 +94,10 @@ impl Scorer for SnapKv {
     /// heads, pooling).
     fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let (q, pos) = input.window_queries(self.window.max(1), "snapkv")?;
-        let att = window_attention_groups(input.layer, &q, &pos, input.q_per_kv("snapkv")?)?;
+        let att = crate::profile::phase("window attention", q.device(), || {
+            window_attention_groups(input.layer, &q, &pos, input.q_per_kv("snapkv")?)
+        })?;
+        let _pool = crate::profile::span("snapkv pooling", q.device());
         let mut out = Vec::new();
         for a in &att {
             let (n, len) = (a.dim(0)?, a.dim(3)?);
