@@ -14,7 +14,7 @@
 //! Top-k masks (`device_ops::top_k_mask`, a count per row, invalid entries last): see `masks`.
 //!
 //! MiniCache's SLERP coefficients: see `slerp`. Quantization codes and scales: see `quantize`.
-//! LagKV's scores: see `lagkv`.
+//! LagKV's scores: see `lagkv`. SnapKV's window attention sums: see `window`.
 //!
 //! Run sums (`device_ops::run_sum_rows`, kvmerger's merges) against the same sums on the host
 //! (candle's CPU `scatter_add`, which adds in the same order): bit-identical or the case fails.
@@ -42,6 +42,7 @@ mod lagkv;
 mod masks;
 mod quantize;
 mod slerp;
+mod window;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelCase {
@@ -106,6 +107,7 @@ pub fn run(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
     out.extend(slerp::slerp_cases(device, repeats)?);
     out.extend(quantize::quantize_cases(device, repeats)?);
     out.extend(lagkv::lagkv_cases(device, repeats)?);
+    out.extend(window::window_cases(device, repeats)?);
     out.extend(run_sum_cases(device, repeats)?);
     out.extend(cascade_cases(device, repeats)?);
     out.extend(eigen_cases(device, repeats)?);

@@ -182,6 +182,7 @@ impl Scorer for ExpectedAttention {
             let k = k.to_dtype(DType::F32)?.narrow(1, sinks, n)?.contiguous()?; // [nh, n, d]
             let mu_g = mu.narrow(0, grp.first_head * g, nh * g)?.reshape((nh, g, d))?;
             let mut logits = (mu_g.matmul(&k.t()?)? / scale)?; // [nh, g, n]
+            let quad_span = crate::profile::span("covariance term", mu.device());
             if self.use_covariance {
                 let kg = k.unsqueeze(1)?.broadcast_as((nh, g, n, d))?.contiguous()?;
                 let cov_g = cov
@@ -191,6 +192,7 @@ impl Scorer for ExpectedAttention {
                 let quad = kg.matmul(&cov_g)?.mul(&kg)?.sum(3)?; // [nh, g, n]
                 logits = (logits + (quad / (2.0 * d as f64))?)?;
             }
+            drop(quad_span);
             let mut p = softmax_last(&logits)?.mean(1)?; // [nh, n]
             if self.use_vnorm {
                 let vnorm = v

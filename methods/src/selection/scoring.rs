@@ -193,50 +193,118 @@ pub fn window_attention_groups(
 ) -> Result<Vec<Tensor>> {
     let (_, w, d) = queries.dims3()?;
     let scale = 1.0 / (d as f64).sqrt();
-    let min_q = q_pos.iter().copied().min().unwrap_or(0);
     let mut out = Vec::new();
     for g in layer.groups() {
+        let logits = window_logits(g, queries, q_pos, q_per_kv)?;
         let (n, len) = (g.n_heads(), g.len());
-        let k = g.storage.keys_values()?.0.to_dtype(DType::F32)?;
-        let q = queries
-            .narrow(0, g.first_head * q_per_kv, n * q_per_kv)?
-            .reshape((n, q_per_kv * w, d))?;
-        let scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?.reshape((n, q_per_kv, w, len))?;
-        // Keys after the earliest query sit at the end of every head (positions increase): mask
-        // only that tail, per head, with an additive [n, 1, w, tail] mask (-1e30 rather than -inf,
-        // so that a row with nothing visible stays finite).
-        let tail_start = g
-            .positions
-            .iter()
-            .map(|p| p.partition_point(|&kp| kp <= min_q))
-            .min()
-            .unwrap_or(len);
-        let scores = if tail_start < len {
-            let tail = len - tail_start;
-            let mut mask = vec![0f32; n * w * tail];
-            for (h, pos) in g.positions.iter().enumerate() {
-                for (i, &qp) in q_pos.iter().enumerate() {
-                    let row = &mut mask[(h * w + i) * tail..(h * w + i + 1) * tail];
-                    for (m, &kp) in row.iter_mut().zip(&pos[tail_start..]) {
-                        if kp > qp {
-                            *m = -1e30;
-                        }
-                    }
+        let scores = (logits.logits * scale)?.reshape((n, q_per_kv, w, len))?;
+        let scores = match logits.mask {
+            Some(mask) => {
+                let tail_start = logits.tail_start;
+                let tail = len - tail_start;
+                let mask = mask.reshape((n, 1, w, tail))?;
+                let masked = scores.narrow(3, tail_start, tail)?.broadcast_add(&mask)?;
+                if tail_start == 0 {
+                    masked
+                } else {
+                    Tensor::cat(&[&scores.narrow(3, 0, tail_start)?, &masked], 3)?
                 }
             }
-            let mask = Tensor::from_vec(mask, (n, 1, w, tail), queries.device())?;
-            let masked = scores.narrow(3, tail_start, tail)?.broadcast_add(&mask)?;
-            if tail_start == 0 {
-                masked
-            } else {
-                Tensor::cat(&[&scores.narrow(3, 0, tail_start)?, &masked], 3)?
-            }
-        } else {
-            scores
+            None => scores,
         };
         out.push(softmax_last(&scores)?);
     }
     Ok(out)
+}
+
+/// [`window_attention_groups`] summed over the window's queries: `[n_heads, q_per_kv, len]` f32
+/// per group (SnapKV's score before pooling). On CUDA two kernels (`kernels::window_softmax_sums`)
+/// take the logits from there: the scaling, mask, softmax and sum never materialise the
+/// probabilities (the same per-element arithmetic; sums in another order).
+pub fn window_attention_sums(
+    layer: &LayerKv,
+    queries: &Tensor,
+    q_pos: &[u32],
+    q_per_kv: usize,
+) -> Result<Vec<Tensor>> {
+    let (_, w, d) = queries.dims3()?;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let mut out = Vec::new();
+    for g in layer.groups() {
+        let logits = window_logits(g, queries, q_pos, q_per_kv)?;
+        let summed = crate::kernels::window_softmax_sums(
+            &logits.logits,
+            logits.mask.as_ref(),
+            logits.tail_start,
+            w,
+            scale,
+        )?;
+        match summed {
+            Some(s) => out.push(s),
+            None => return Ok(window_attention_groups(layer, queries, q_pos, q_per_kv)?
+                .iter()
+                .map(|a| a.sum(2))
+                .collect::<candle_core::Result<Vec<_>>>()?),
+        }
+    }
+    Ok(out)
+}
+
+/// A group's unscaled window logits and the causal mask of its tail.
+struct WindowLogits {
+    /// `[n_heads, q_per_kv * w, len]` f32: row `gi * w + i` is query head `gi`'s window query `i`.
+    logits: Tensor,
+    /// Additive `[n_heads, w, len - tail_start]` f32 mask of the keys from `tail_start` on, if any
+    /// key there is after some window query.
+    mask: Option<Tensor>,
+    tail_start: usize,
+}
+
+/// Window queries against one group's keys. Keys after the earliest query sit at the end of every
+/// head (positions increase): only that tail is masked, per head, with -1e30 rather than -inf, so
+/// that a row with nothing visible stays finite.
+fn window_logits(
+    g: &crate::HeadGroup,
+    queries: &Tensor,
+    q_pos: &[u32],
+    q_per_kv: usize,
+) -> Result<WindowLogits> {
+    let (_, w, d) = queries.dims3()?;
+    let min_q = q_pos.iter().copied().min().unwrap_or(0);
+    let (n, len) = (g.n_heads(), g.len());
+    let k = g.storage.keys_values()?.0.to_dtype(DType::F32)?;
+    let q = queries
+        .narrow(0, g.first_head * q_per_kv, n * q_per_kv)?
+        .reshape((n, q_per_kv * w, d))?;
+    let logits = q.contiguous()?.matmul(&k.t()?)?;
+    let tail_start = g
+        .positions
+        .iter()
+        .map(|p| p.partition_point(|&kp| kp <= min_q))
+        .min()
+        .unwrap_or(len);
+    let mask = if tail_start < len {
+        let tail = len - tail_start;
+        let mut mask = vec![0f32; n * w * tail];
+        for (h, pos) in g.positions.iter().enumerate() {
+            for (i, &qp) in q_pos.iter().enumerate() {
+                let row = &mut mask[(h * w + i) * tail..(h * w + i + 1) * tail];
+                for (m, &kp) in row.iter_mut().zip(&pos[tail_start..]) {
+                    if kp > qp {
+                        *m = -1e30;
+                    }
+                }
+            }
+        }
+        Some(Tensor::from_vec(mask, (n, w, tail), queries.device())?)
+    } else {
+        None
+    };
+    Ok(WindowLogits {
+        logits,
+        mask,
+        tail_start,
+    })
 }
 
 /// Mean over the query heads of a KV head: `[q_per_kv, len]` -> `len` values (GQA aggregation).

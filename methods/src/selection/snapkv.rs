@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::selection::scoring::{
-    host_scores, pool_last, window_attention_groups, LayerInput, Pooling, Scorer,
+    host_scores, pool_last, window_attention_sums, LayerInput, Pooling, Scorer,
 };
 use crate::{MethodError, ObservationNeeds};
 
@@ -94,17 +94,17 @@ impl Scorer for SnapKv {
     /// heads, pooling).
     fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
         let (q, pos) = input.window_queries(self.window.max(1), "snapkv")?;
-        let att = crate::profile::phase("window attention", q.device(), || {
-            window_attention_groups(input.layer, &q, &pos, input.q_per_kv("snapkv")?)
+        let sums = crate::profile::phase("window attention", q.device(), || {
+            window_attention_sums(input.layer, &q, &pos, input.q_per_kv("snapkv")?)
         })?;
         let _pool = crate::profile::span("snapkv pooling", q.device());
         let mut out = Vec::new();
-        for a in &att {
-            let (n, len) = (a.dim(0)?, a.dim(3)?);
+        for a in &sums {
+            let (n, len) = (a.dim(0)?, a.dim(2)?);
             let prefix = len.saturating_sub(self.window);
             let mut parts = Vec::new();
             if prefix > 0 {
-                let summed = a.narrow(3, 0, prefix)?.sum(2)?; // [n, q_per_kv, prefix]
+                let summed = a.narrow(2, 0, prefix)?; // [n, q_per_kv, prefix]
                 parts.push(pool_last(&summed.mean(1)?, self.kernel, self.pooling)?);
             }
             if len > prefix {
