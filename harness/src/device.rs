@@ -47,9 +47,7 @@ fn cuda(ordinal: usize) -> Result<Device> {
 /// before its buffers are released. Measured on an H200 (`scripts/device/event_tracking.sh`) the
 /// single-stream cost is within noise; the saving is in Cake's requests, where the loader's
 /// stream would otherwise switch every launch to recording events.
-/// The device's memory pool also keeps freed memory for reuse ([`crate::memory::keep_pool_memory`]).
 fn untracked(device: Device) -> Device {
-    crate::memory::keep_pool_memory(&device);
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = &device {
         if std::env::var("KVBENCH_CUDA_EVENT_TRACKING").as_deref() != Ok("1") {

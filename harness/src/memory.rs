@@ -29,31 +29,6 @@ pub fn peak_bytes(device: &Device) -> Option<u64> {
     }
 }
 
-/// Memory the device's pool keeps for reuse after a synchronisation, in bytes:
-/// `KVBENCH_POOL_KEEP_MIB` (default 4096 MiB; 0 gives every free block back at each sync, the
-/// driver's default).
-pub fn pool_keep_bytes() -> u64 {
-    std::env::var("KVBENCH_POOL_KEEP_MIB")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(4096)
-        << 20
-}
-
-/// Let the device's memory pool keep up to [`pool_keep_bytes`] of freed memory across
-/// synchronisations (its release threshold). With the driver's default of 0, every sync (a token
-/// read back, a method's indices brought to the host) returns the pool's free blocks to the
-/// device, and the next step's buffers are mapped again. Peaks are unaffected: they count bytes
-/// in live allocations (`USED_MEM_HIGH`), not what the pool holds.
-pub fn keep_pool_memory(device: &Device) {
-    if let DeviceLocation::Cuda { gpu_id } = device.location() {
-        #[cfg(feature = "cuda")]
-        cuda_pool::set_release_threshold(gpu_id, pool_keep_bytes());
-        #[cfg(not(feature = "cuda"))]
-        let _ = gpu_id;
-    }
-}
-
 /// Bytes currently in live allocations; `None` where not measurable.
 pub fn used_bytes(device: &Device) -> Option<u64> {
     match device.location() {
@@ -97,20 +72,6 @@ mod cuda_pool {
                     p,
                     USED_HIGH,
                     &mut zero as *mut u64 as *mut std::ffi::c_void,
-                );
-            }
-        }
-    }
-
-    pub fn set_release_threshold(ordinal: usize, bytes: u64) {
-        if let Some(p) = pool(ordinal) {
-            let mut v = bytes;
-            // SAFETY: RELEASE_THRESHOLD takes a u64.
-            unsafe {
-                sys::cuMemPoolSetAttribute(
-                    p,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                    &mut v as *mut u64 as *mut std::ffi::c_void,
                 );
             }
         }

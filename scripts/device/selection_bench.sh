@@ -9,8 +9,6 @@
 #     (bench-32k.{txt,json}).
 #  4. With PROFILE=1, the 4k compression once more with KVBENCH_PROFILE_COMPRESS=1: each method's
 #     time split by phase, device-synchronised (profile-4k.err).
-#  5. With POOL_AB=1, the 4k bench once more with KVBENCH_POOL_KEEP_MIB=0 (the memory pool gives
-#     its free blocks back at every sync, the driver's default) (bench-4k-pool0.{txt,json}).
 # Needs the CUDA binary staged as /tmp/stage/kvbench-new.xz (scripts/device/stage.sh).
 source scripts/device/setup.sh
 set +e
@@ -35,5 +33,4 @@ if [ "${PROFILE:-}" = 1 ]; then
     --output "$OUT/profile-4k.json" > "$OUT/profile-4k.txt" 2> "$OUT/profile-4k.err"
   echo "profile rc=$?"; grep -E '^  [a-z_]+ \(' "$OUT/profile-4k.err"
 fi
-[ "${POOL_AB:-}" = 1 ] && KVBENCH_POOL_KEEP_MIB=0 bench 4k-pool0 200 4096 3
 [ "${SKIP_32K:-}" = 1 ] || bench 32k 240 32768 1
