@@ -14,7 +14,9 @@ use candle_core::Device;
 /// Whether `KVBENCH_PROFILE_COMPRESS` is set to something other than `0` (read once).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KVBENCH_PROFILE_COMPRESS").is_ok_and(|v| v != "0" && !v.is_empty()))
+    *ON.get_or_init(|| {
+        std::env::var("KVBENCH_PROFILE_COMPRESS").is_ok_and(|v| v != "0" && !v.is_empty())
+    })
 }
 
 /// Totals per phase name: (milliseconds, calls).

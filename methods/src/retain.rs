@@ -139,7 +139,9 @@ impl LayerKv {
     /// head's rows (a view of that one gather) become its own group, encoded in the group's form.
     fn retain_ragged_rows(&mut self, keep: &[Vec<u32>], flat: &Tensor) -> Result<()> {
         let [g] = self.groups.as_slice() else {
-            return Err(MethodError::Cache("retain_ragged_rows takes one group".into()));
+            return Err(MethodError::Cache(
+                "retain_ragged_rows takes one group".into(),
+            ));
         };
         let (k, v) = g.storage.keys_values()?;
         let pick = |t: &Tensor| -> Result<Tensor> {

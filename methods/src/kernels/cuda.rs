@@ -118,7 +118,11 @@ pub(super) fn top_k_mask(
     match &valid {
         Some(valid) => {
             if valid.dims2()? != (rows, len) {
-                candle_core::bail!("top_k_mask: valid {:?} for scores {:?}", valid.dims(), (rows, len));
+                candle_core::bail!(
+                    "top_k_mask: valid {:?} for scores {:?}",
+                    valid.dims(),
+                    (rows, len)
+                );
             }
             let (vs, vl) = valid.storage_and_layout();
             let vv = view::<u8>(&vs, vl)?;
@@ -244,7 +248,11 @@ pub(super) fn slerp_coefficients(
     // SAFETY: matches `slerp_coefficients_f32` (cosine, angle, ca, cb, n, t, parallel); one
     // thread per entry.
     unsafe { b.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
-    Ok(Some((wrap(dev, angle, n), wrap(dev, wa, n), wrap(dev, wb, n))))
+    Ok(Some((
+        wrap(dev, angle, n),
+        wrap(dev, wa, n),
+        wrap(dev, wb, n),
+    )))
 }
 
 pub(super) fn quantize_groups(
@@ -261,7 +269,11 @@ pub(super) fn quantize_groups(
     let fits = matches!(bits, 2 | 4 | 8)
         && group > 0
         && (d * bits as usize) % 8 == 0
-        && if per_token { d % group == 0 } else { m % group == 0 };
+        && if per_token {
+            d % group == 0
+        } else {
+            m % group == 0
+        };
     if !fits || h * m * d == 0 || h * m * d > i32::MAX as usize {
         return Ok(None);
     }
@@ -326,8 +338,7 @@ pub(super) fn lagkv_scores(
     };
     let (h, len, d) = k.dims3()?;
     let smem = (4 * d + 3 * lag) * std::mem::size_of::<f32>();
-    if v.dims3()? != (h, len, d) || lag == 0 || h == 0 || len < sink + 2 * lag || smem > 200_000
-    {
+    if v.dims3()? != (h, len, d) || lag == 0 || h == 0 || len < sink + 2 * lag || smem > 200_000 {
         return Ok(None);
     }
     let chunks = (len - sink) / lag;

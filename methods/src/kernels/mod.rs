@@ -115,7 +115,11 @@ mod imp {
     pub(super) fn top_k_rows(_: &Tensor, _: usize) -> Result<Option<(Tensor, Tensor)>> {
         Ok(None)
     }
-    pub(super) fn top_k_mask(_: &Tensor, _: &[usize], _: Option<&Tensor>) -> Result<Option<Tensor>> {
+    pub(super) fn top_k_mask(
+        _: &Tensor,
+        _: &[usize],
+        _: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn run_sum_rows(_: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {

@@ -184,12 +184,21 @@ impl Scorer for ExpectedAttention {
             let mut logits = (mu_g.matmul(&k.t()?)? / scale)?; // [nh, g, n]
             let quad_span = crate::profile::span("covariance term", mu.device());
             if self.use_covariance {
-                let kg = k.unsqueeze(1)?.broadcast_as((nh, g, n, d))?.contiguous()?;
-                let cov_g = cov
+                // k_j^T S k_j for every query head of the group: one [n, d] x [d, g d] product
+                // per KV head (its query heads' covariances side by side), then a row-wise dot
+                // with k. No [nh, g, n, d] copy of the keys.
+                let cov_cols = cov
                     .narrow(0, grp.first_head * g, nh * g)?
                     .reshape((nh, g, d, d))?
-                    .contiguous()?;
-                let quad = kg.matmul(&cov_g)?.mul(&kg)?.sum(3)?; // [nh, g, n]
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((nh, d, g * d))?;
+                let quad = k
+                    .matmul(&cov_cols)?
+                    .reshape((nh, n, g, d))?
+                    .broadcast_mul(&k.unsqueeze(2)?)?
+                    .sum(3)?
+                    .transpose(1, 2)?; // [nh, g, n]
                 logits = (logits + (quad / (2.0 * d as f64))?)?;
             }
             drop(quad_span);

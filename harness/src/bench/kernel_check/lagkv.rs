@@ -53,7 +53,10 @@ pub(super) fn lagkv_cases(device: &Device, repeats: usize) -> Result<Vec<KernelC
         (8, 32768, 128, 16, 128),
     ];
     for (i, (h, len, d, sink, lag)) in shapes.into_iter().enumerate() {
-        let (kx, vx) = (values(h, len, d, 3000 + i as u64), values(h, len, d, 4000 + i as u64));
+        let (kx, vx) = (
+            values(h, len, d, 3000 + i as u64),
+            values(h, len, d, 4000 + i as u64),
+        );
         let kc = Tensor::from_vec(kx.clone(), (h, len, d), &Device::Cpu)?;
         let vc = Tensor::from_vec(vx.clone(), (h, len, d), &Device::Cpu)?;
         let want_raw: Vec<Vec<Vec<f32>>> = lag_raw(&kc, &vc, sink, lag)?.to_vec3()?;
@@ -69,7 +72,11 @@ pub(super) fn lagkv_cases(device: &Device, repeats: usize) -> Result<Vec<KernelC
             })?;
             kernel_ms.push(ms);
             let raw: Vec<Vec<Vec<f32>>> = raw.expect("asked for raw scores").to_vec3()?;
-            let close = raw.iter().flatten().flatten().zip(want_raw.iter().flatten().flatten());
+            let close = raw
+                .iter()
+                .flatten()
+                .flatten()
+                .zip(want_raw.iter().flatten().flatten());
             passed &= close
                 .into_iter()
                 .all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()) + 1e-12);

@@ -10,7 +10,7 @@ use kvbench_methods::device_ops::top_k_mask;
 use kvbench_methods::selection::select::top_k_sorted;
 use rand::{Rng, SeedableRng};
 
-use super::{median, scores, Kind, KernelCase};
+use super::{median, scores, KernelCase, Kind};
 use crate::device::timed;
 
 /// The host's mask of one row.
@@ -49,7 +49,15 @@ fn validity(style: usize, heads: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
 
 pub(super) fn top_k_mask_cases(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
     let mut out = Vec::new();
-    let shapes = [(1, 1), (3, 2), (8, 33), (2, 1025), (8, 4096), (1, 32768), (8, 32768)];
+    let shapes = [
+        (1, 1),
+        (3, 2),
+        (8, 33),
+        (2, 1025),
+        (8, 4096),
+        (1, 32768),
+        (8, 32768),
+    ];
     let mut seed = 1000;
     for (heads, len) in shapes {
         for kind in [Kind::Distinct, Kind::Ties, Kind::Special] {
@@ -58,7 +66,9 @@ pub(super) fn top_k_mask_cases(device: &Device, repeats: usize) -> Result<Vec<Ke
                 let rows = scores(kind, heads, len, seed);
                 let valid = validity(style, heads, len, seed);
                 let options = [0, 1, len / 4, len / 2, len.saturating_sub(1), len, len + 3];
-                let ks: Vec<usize> = (0..heads).map(|h| options[(h + seed as usize) % 7]).collect();
+                let ks: Vec<usize> = (0..heads)
+                    .map(|h| options[(h + seed as usize) % 7])
+                    .collect();
                 let t = Tensor::from_vec(rows.concat(), (heads, len), device)?;
                 let v = Tensor::from_vec(valid.concat(), (heads, len), device)?;
                 let want: Vec<Vec<u8>> = (0..heads)
@@ -129,15 +139,24 @@ mod tests {
                     // Signed zeros as +0: the candle path ties -0.0 with 0.0 (its doc says so).
                     let rows: Vec<Vec<f32>> = scores(kind, heads, len, seed)
                         .into_iter()
-                        .map(|r| r.into_iter().map(|x| if x == 0.0 { 0.0 } else { x }).collect())
+                        .map(|r| {
+                            r.into_iter()
+                                .map(|x| if x == 0.0 { 0.0 } else { x })
+                                .collect()
+                        })
                         .collect();
                     let valid = validity(style, heads, len, seed);
                     let options = [0, 1, len / 4, len / 2, len - 1, len, len + 3];
-                    let ks: Vec<usize> = (0..heads).map(|h| options[(h + seed as usize) % 7]).collect();
+                    let ks: Vec<usize> = (0..heads)
+                        .map(|h| options[(h + seed as usize) % 7])
+                        .collect();
                     let t = Tensor::from_vec(rows.concat(), (heads, len), &Device::Cpu).unwrap();
                     let v = Tensor::from_vec(valid.concat(), (heads, len), &Device::Cpu).unwrap();
-                    let got: Vec<Vec<u8>> = top_k_mask(&t, &ks, Some(&v)).unwrap().to_vec2().unwrap();
-                    let want: Vec<Vec<u8>> = (0..heads).map(|h| oracle(&rows[h], &valid[h], ks[h])).collect();
+                    let got: Vec<Vec<u8>> =
+                        top_k_mask(&t, &ks, Some(&v)).unwrap().to_vec2().unwrap();
+                    let want: Vec<Vec<u8>> = (0..heads)
+                        .map(|h| oracle(&rows[h], &valid[h], ks[h]))
+                        .collect();
                     assert_eq!(got, want, "{kind:?} style {style} {heads}x{len} {ks:?}");
                 }
             }

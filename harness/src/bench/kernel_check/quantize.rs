@@ -36,7 +36,12 @@ fn values(h: usize, m: usize, d: usize, seed: u64) -> Vec<f32> {
 /// Every value's bits: codes as they are, f16 scales through f32 (exact).
 fn bits_of(t: &Tensor) -> Result<Vec<u32>> {
     Ok(match t.dtype() {
-        DType::U8 => t.flatten_all()?.to_vec1::<u8>()?.into_iter().map(u32::from).collect(),
+        DType::U8 => t
+            .flatten_all()?
+            .to_vec1::<u8>()?
+            .into_iter()
+            .map(u32::from)
+            .collect(),
         _ => t
             .to_dtype(DType::F32)?
             .flatten_all()?
@@ -65,7 +70,10 @@ pub(super) fn quantize_cases(device: &Device, repeats: usize) -> Result<Vec<Kern
     let mut seed = 2000;
     for (h, m, d) in [(1, 32, 8), (8, 4096, 128)] {
         for bits in [2u32, 4, 8] {
-            for (axis, group) in [(QuantAxis::PerToken, d.min(64)), (QuantAxis::PerChannel, 32)] {
+            for (axis, group) in [
+                (QuantAxis::PerToken, d.min(64)),
+                (QuantAxis::PerChannel, 32),
+            ] {
                 for symmetric in [false, true] {
                     seed += 1;
                     let scheme = QuantScheme {

@@ -34,7 +34,13 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 
 pub(super) fn slerp_cases(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
     let mut out = Vec::new();
-    for (n, t) in [(1, 0.5), (1000, 0.5), (8 * 4096, 0.5), (8 * 4096, 0.3), (8 * 32768, 0.5)] {
+    for (n, t) in [
+        (1, 0.5),
+        (1000, 0.5),
+        (8 * 4096, 0.5),
+        (8 * 4096, 0.3),
+        (8 * 32768, 0.5),
+    ] {
         let cos = cosines(n, n as u64 + (t * 10.0) as u64);
         let host = Tensor::from_vec(cos.clone(), n, &Device::Cpu)?;
         let (want_angle, want_a, want_b) = slerp_coefficients(&host, t)?;

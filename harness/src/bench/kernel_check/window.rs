@@ -24,7 +24,13 @@ fn cache(k: &Tensor, device: &Device) -> Result<KvCache> {
 
 pub(super) fn window_cases(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
     let mut out = Vec::new();
-    let shapes = [(1, 1, 5, 3, 8), (2, 4, 100, 8, 64), (8, 4, 4096, 32, 128), (8, 1, 4096, 32, 128), (8, 4, 32768, 32, 128)];
+    let shapes = [
+        (1, 1, 5, 3, 8),
+        (2, 4, 100, 8, 64),
+        (8, 4, 4096, 32, 128),
+        (8, 1, 4096, 32, 128),
+        (8, 4, 32768, 32, 128),
+    ];
     for (n, g, len, w, d) in shapes {
         for after in [false, true] {
             let k = (Tensor::randn(0f32, 1.0, (n, len, d), &Device::Cpu)? * 2.0)?;
@@ -48,7 +54,9 @@ pub(super) fn window_cases(device: &Device, repeats: usize) -> Result<Vec<Kernel
                         .flatten()
                         .flatten()
                         .zip(want.iter().flatten().flatten())
-                        .all(|(a, b)| (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-7 * w as f32);
+                        .all(|(a, b)| {
+                            (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-7 * w as f32
+                        });
                 let (_, ms) = timed(device, || {
                     Ok(window_attention_sums(cpu.layer(0), &q, &pos, g)?)
                 })?;
@@ -58,7 +66,10 @@ pub(super) fn window_cases(device: &Device, repeats: usize) -> Result<Vec<Kernel
             host_ms.remove(0);
             out.push(KernelCase {
                 kernel: "window_softmax_sums",
-                name: format!("g {g}, w {w}, d {d}, {}", if after { "unmasked" } else { "causal tail" }),
+                name: format!(
+                    "g {g}, w {w}, d {d}, {}",
+                    if after { "unmasked" } else { "causal tail" }
+                ),
                 heads: n,
                 len,
                 k: w,
