@@ -1,6 +1,7 @@
 // The methods' own CUDA kernels for merging, low rank and quantization (launched by
 // `methods/src/kernels/cuda.rs`): run sums (kvmerger), CaM's cascade, lowrank's Jacobi sweeps,
-// MiniCache's SLERP coefficients, quantization codes and scales. Selection kernels: select.cu.
+// MiniCache's SLERP coefficients, quantization codes and scales, arg-max over runs. Selection
+// kernels: select.cu.
 
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -11,9 +12,9 @@
 // thread at a run's first entry walks the run in order, so the additions happen in the order of
 // one sequential scatter (candle's `scatter_add`), which gave a thread per (row, channel) a walk
 // over all n entries.
-extern "C" __global__ void run_sum_rows_f32(const float* __restrict__ x,
-                                            const uint32_t* __restrict__ run,
-                                            float* __restrict__ out, int r, int n, int d) {
+template <typename T>
+__device__ void run_sum_rows(const T* __restrict__ x, const uint32_t* __restrict__ run,
+                             T* __restrict__ out, int r, int n, int d) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)r * n * d) return;
     const int c = idx % d;
@@ -22,10 +23,49 @@ extern "C" __global__ void run_sum_rows_f32(const float* __restrict__ x,
     const uint32_t* ru = run + (size_t)row * n;
     const uint32_t id = ru[i];
     if (i > 0 && ru[i - 1] == id) return;  // not the run's first entry
-    const float* xr = x + (size_t)row * n * d;
-    float acc = 0.f;
+    const T* xr = x + (size_t)row * n * d;
+    T acc = 0;
     for (int j = i; j < n && ru[j] == id; ++j) acc += xr[(size_t)j * d + c];
     if (id < (uint32_t)n) out[((size_t)row * n + id) * d + c] = acc;
+}
+
+extern "C" __global__ void run_sum_rows_f32(const float* __restrict__ x,
+                                            const uint32_t* __restrict__ run,
+                                            float* __restrict__ out, int r, int n, int d) {
+    run_sum_rows<float>(x, run, out, r, n, d);
+}
+
+extern "C" __global__ void run_sum_rows_f64(const double* __restrict__ x,
+                                            const uint32_t* __restrict__ run,
+                                            double* __restrict__ out, int r, int n, int d) {
+    run_sum_rows<double>(x, run, out, r, n, d);
+}
+
+// Arg-max over runs (`device_ops::run_argmax`, kvmerger's pivots and set scores): at each entry,
+// the index and value of the largest `values` from its run's start up to it, ties to the later
+// entry (`>=`, as the host's `Iterator::reduce`). The thread at a run's first entry walks the run.
+// values, val: [r, n] f32; run: [r, n] u32 (runs of consecutive entries); idx: [r, n] u32.
+extern "C" __global__ void run_argmax_f32(const float* __restrict__ values,
+                                          const uint32_t* __restrict__ run,
+                                          uint32_t* __restrict__ idx, float* __restrict__ val,
+                                          int r, int n) {
+    const size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (size_t)r * n) return;
+    const int i = t % n;
+    const size_t row = t / n;
+    const uint32_t* ru = run + row * n;
+    if (i > 0 && ru[i - 1] == ru[i]) return;  // not the run's first entry
+    const float* v = values + row * n;
+    float best = v[i];
+    uint32_t bi = (uint32_t)i;
+    for (int j = i; j < n && ru[j] == ru[i]; ++j) {
+        if (v[j] >= best) {
+            best = v[j];
+            bi = (uint32_t)j;
+        }
+        idx[row * n + j] = bi;
+        val[row * n + j] = best;
+    }
 }
 
 // CaM's merge cascade (`merging::cam`): per head h and channel c, in entry order,

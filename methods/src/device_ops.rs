@@ -142,7 +142,12 @@ pub fn top_k_mask(x: &Tensor, k: &[usize], valid: Option<&Tensor>) -> Result<Ten
 /// index (`[r, n]` u32) of the largest `values` (`[r, n]`, f32 or f64, no NaN) from its run's start
 /// up to it, ties to the later index, and that value. At a run's last entry this is the run's
 /// arg-max (as `Iterator::reduce` with `>=` finds it on the host). A doubling scan: `log2 n` steps.
+///
+/// On CUDA, for f32 values, one kernel (`kernels::run_argmax`) walks each run from its first entry.
 pub fn run_argmax(values: &Tensor, run: &Tensor) -> Result<(Tensor, Tensor)> {
+    if let Some(found) = crate::kernels::run_argmax(values, run)? {
+        return Ok(found);
+    }
     let (r, n) = values.dims2()?;
     let dev = values.device();
     let run = run.to_dtype(DType::F64)?;
@@ -180,7 +185,14 @@ const RUN_SUM_LANES: usize = 64;
 /// steps. Here the row is cut into 64 lanes (entry `j` in lane `j % 64`), scattered into
 /// `[r, n, 64]` with 64 threads per row, and the lanes summed: rows of up to 64 entries add in
 /// the same order as one scatter, longer ones per lane first.
+///
+/// On CUDA (f32, f64) it is `kernels::run_sum_rows` with one channel: each run added in order by
+/// the thread at its first entry (the same sums; runs longer than 64 in another order). That
+/// kernel needs each run id on consecutive entries, as kvmerger's sets (its only caller) are.
 pub fn run_sum(x: &Tensor, run: &Tensor) -> Result<Tensor> {
+    if let Some(sums) = crate::kernels::run_sum_rows(&x.unsqueeze(2)?, run)? {
+        return sums.squeeze(2);
+    }
     let (r, n) = x.dims2()?;
     let lanes = RUN_SUM_LANES.min(n.max(1));
     let steps = n.div_ceil(lanes);

@@ -16,6 +16,8 @@
 //! MiniCache's SLERP coefficients: see `slerp`. Quantization codes and scales: see `quantize`.
 //! LagKV's scores: see `lagkv`. SnapKV's window attention sums: see `window`.
 //!
+//! Arg-max and sums over runs with one channel (kvmerger's sets): see `runs`.
+//!
 //! Run sums (`device_ops::run_sum_rows`, kvmerger's merges) against the same sums on the host
 //! (candle's CPU `scatter_add`, which adds in the same order): bit-identical or the case fails.
 //!
@@ -41,6 +43,7 @@ use crate::device::timed;
 mod lagkv;
 mod masks;
 mod quantize;
+mod runs;
 mod slerp;
 mod window;
 
@@ -109,6 +112,7 @@ pub fn run(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
     out.extend(lagkv::lagkv_cases(device, repeats)?);
     out.extend(window::window_cases(device, repeats)?);
     out.extend(run_sum_cases(device, repeats)?);
+    out.extend(runs::run_reduction_cases(device, repeats)?);
     out.extend(cascade_cases(device, repeats)?);
     out.extend(eigen_cases(device, repeats)?);
     Ok(out)

@@ -148,25 +148,67 @@ pub(super) fn run_sum_rows(x: &Tensor, run: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     };
     let (r, n, d) = x.dims3()?;
-    if run.dims2()? != (r, n) || x.dtype() != DType::F32 || r * n * d == 0 {
+    if run.dims2()? != (r, n) || r * n * d == 0 {
         return Ok(None);
     }
     let x = x.contiguous()?;
     let run = run.to_dtype(DType::U32)?.contiguous()?;
     let (xs, xl) = x.storage_and_layout();
     let (rs, rl) = run.storage_and_layout();
-    let (xv, rv) = (view::<f32>(&xs, xl)?, view::<u32>(&rs, rl)?);
-    let out = dev.alloc_zeros::<f32>(r * n * d)?;
-    let func = function(dev, COMPRESS, "run_sum_rows_f32")?;
+    let rv = view::<u32>(&rs, rl)?;
     let stream = dev.cuda_stream();
     let (r_, n_, d_) = (r as i32, n as i32, d as i32);
-    let mut b = stream.launch_builder(&func);
-    b.arg(&xv).arg(&rv).arg(&out).arg(&r_).arg(&n_).arg(&d_);
     let cfg = LaunchConfig::for_num_elems((r * n * d) as u32);
-    // SAFETY: matches `run_sum_rows_f32` (x, run, out, r, n, d); the grid covers every
-    // (row, entry, channel); `out` is zeroed and holds r * n * d values.
-    unsafe { b.launch(cfg) }.w()?;
-    Ok(Some(wrap(dev, out, (r, n, d))))
+    match x.dtype() {
+        DType::F32 => {
+            let xv = view::<f32>(&xs, xl)?;
+            let out = dev.alloc_zeros::<f32>(r * n * d)?;
+            let func = function(dev, COMPRESS, "run_sum_rows_f32")?;
+            let mut b = stream.launch_builder(&func);
+            b.arg(&xv).arg(&rv).arg(&out).arg(&r_).arg(&n_).arg(&d_);
+            // SAFETY: matches `run_sum_rows_f32` (x, run, out, r, n, d); the grid covers every
+            // (row, entry, channel); `out` is zeroed and holds r * n * d values.
+            unsafe { b.launch(cfg) }.w()?;
+            Ok(Some(wrap(dev, out, (r, n, d))))
+        }
+        DType::F64 => {
+            let xv = view::<f64>(&xs, xl)?;
+            let out = dev.alloc_zeros::<f64>(r * n * d)?;
+            let func = function(dev, COMPRESS, "run_sum_rows_f64")?;
+            let mut b = stream.launch_builder(&func);
+            b.arg(&xv).arg(&rv).arg(&out).arg(&r_).arg(&n_).arg(&d_);
+            // SAFETY: as above, in f64.
+            unsafe { b.launch(cfg) }.w()?;
+            Ok(Some(wrap(dev, out, (r, n, d))))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub(super) fn run_argmax(values: &Tensor, run: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    let Device::Cuda(dev) = values.device() else {
+        return Ok(None);
+    };
+    let (r, n) = values.dims2()?;
+    if run.dims2()? != (r, n) || values.dtype() != DType::F32 || r * n == 0 {
+        return Ok(None);
+    }
+    let values = values.contiguous()?;
+    let run = run.to_dtype(DType::U32)?.contiguous()?;
+    let (vs, vl) = values.storage_and_layout();
+    let (rs, rl) = run.storage_and_layout();
+    let (vv, rv) = (view::<f32>(&vs, vl)?, view::<u32>(&rs, rl)?);
+    // SAFETY (both): every entry belongs to a run whose first entry's thread writes it.
+    let idx = unsafe { dev.alloc::<u32>(r * n) }?;
+    let val = unsafe { dev.alloc::<f32>(r * n) }?;
+    let func = function(dev, COMPRESS, "run_argmax_f32")?;
+    let stream = dev.cuda_stream();
+    let (r_, n_) = (r as i32, n as i32);
+    let mut b = stream.launch_builder(&func);
+    b.arg(&vv).arg(&rv).arg(&idx).arg(&val).arg(&r_).arg(&n_);
+    // SAFETY: matches `run_argmax_f32` (values, run, idx, val, r, n); a thread per entry.
+    unsafe { b.launch(LaunchConfig::for_num_elems((r * n) as u32)) }.w()?;
+    Ok(Some((wrap(dev, idx, (r, n)), wrap(dev, val, (r, n)))))
 }
 
 pub(super) fn cam_cascade(v: &Tensor, a: &Tensor, m: &[usize]) -> Result<Option<Tensor>> {

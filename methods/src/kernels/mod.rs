@@ -8,6 +8,7 @@
 //! - [`top_k_mask`]: the same choice as a `[rows, len]` mask, with a count per row and entries
 //!   marked invalid ranked last (`device_ops::top_k_mask`: AdaKV's shared budget, kvmerger).
 //! - [`run_sum_rows`]: the sum of the rows of each run of consecutive entries (kvmerger's merges).
+//! - [`run_argmax`]: the running arg-max within runs of consecutive entries (kvmerger's pivots).
 //! - [`cam_cascade`]: CaM's merge cascade, `x_j = v_j + sum_{j - m <= i < j} a_i x_i`.
 //! - [`slerp_coefficients`]: MiniCache's angles and SLERP weights (`cross_layer::minicache`).
 //! - [`quantize_groups`]: codes, scales and zero points of `QuantScheme::quantize` (quant, kivi).
@@ -31,11 +32,18 @@ pub fn top_k_mask(scores: &Tensor, k: &[usize], valid: Option<&Tensor>) -> Resul
     imp::top_k_mask(scores, k, valid)
 }
 
-/// `[r, n, d]` f32: row `s` of each `r` is the sum of the rows of `x` (`[r, n, d]` f32) whose
+/// `[r, n, d]`: row `s` of each `r` is the sum of the rows of `x` (`[r, n, d]` f32 or f64) whose
 /// `run` (`[r, n]` u32, runs of consecutive entries numbered from 0) is `s`, added in order; rows
 /// past the last run are 0.
 pub fn run_sum_rows(x: &Tensor, run: &Tensor) -> Result<Option<Tensor>> {
     imp::run_sum_rows(x, run)
+}
+
+/// Arg-max over runs of consecutive entries (`device_ops::run_argmax`) of `values` (`[r, n]`
+/// f32): at each entry, the index (u32) and value of the largest value from its run's start up to
+/// it, ties to the later entry.
+pub fn run_argmax(values: &Tensor, run: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    imp::run_argmax(values, run)
 }
 
 /// CaM's cascade (`merging::cam`): `x` (`[h, n, d]` f32) with `x_j = v_j + sum over i in
@@ -123,6 +131,9 @@ mod imp {
         Ok(None)
     }
     pub(super) fn run_sum_rows(_: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn run_argmax(_: &Tensor, _: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
         Ok(None)
     }
     pub(super) fn cam_cascade(_: &Tensor, _: &Tensor, _: &[usize]) -> Result<Option<Tensor>> {
