@@ -365,3 +365,25 @@ extern "C" __global__ void window_column_sums_f32(const float* __restrict__ logi
     }
     out[idx] = acc;
 }
+
+// Expected attention's covariance term (`selection::expected_attention`): quadratic forms
+// out[h, gi, j] = sum_a kc[h, j, gi d + a] k[h, j, a], where kc = k S (the keys times each query
+// head's covariance, side by side). A warp per (head, entry), lanes over the channels.
+// kc: [nh, n, g d] f32; k: [nh, n, d] f32; out: [nh, g, n] f32.
+extern "C" __global__ void row_quadratic_forms_f32(const float* __restrict__ kc,
+                                                   const float* __restrict__ k,
+                                                   float* __restrict__ out, int nh, int n, int g,
+                                                   int d) {
+    const size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (row >= (size_t)nh * n) return;  // the whole warp leaves together
+    const size_t h = row / n, j = row % n;
+    const float* kr = k + row * d;
+    const float* cr = kc + row * (size_t)g * d;
+    for (int gi = 0; gi < g; ++gi) {
+        float acc = 0.f;
+        for (int a = lane; a < d; a += 32) acc += cr[(size_t)gi * d + a] * kr[a];
+        acc = warp_sum(acc);
+        if (lane == 0) out[(h * g + gi) * n + j] = acc;
+    }
+}

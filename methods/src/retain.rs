@@ -174,6 +174,70 @@ impl LayerKv {
         Ok(())
     }
 
+    /// Keep, for each query head `q` (`factor` per KV head, reading KV head `q / factor`), the
+    /// entries `keep[q]` of its KV head: the layer ends up stored per query head, dense, as
+    /// [`LayerKv::expand_heads`] then [`LayerKv::retain`] would leave it, from one gather over the
+    /// KV heads' rows (the layer is never repeated whole). The layer must be one group; every
+    /// query head keeps the same number.
+    pub fn retain_per_query_head(&mut self, keep: &[Vec<u32>], factor: usize) -> Result<()> {
+        let [g] = self.groups.as_slice() else {
+            return Err(MethodError::Cache(format!(
+                "retain_per_query_head takes a layer stored as one group, not {}",
+                self.groups.len()
+            )));
+        };
+        let (heads, len) = (g.n_heads(), g.len());
+        let kept = keep.first().map_or(0, Vec::len);
+        let bad = keep.len() != heads * factor.max(1)
+            || keep.iter().any(|k| {
+                k.len() != kept
+                    || k.windows(2).any(|w| w[0] >= w[1])
+                    || k.last().is_some_and(|&i| i as usize >= len)
+            });
+        if bad {
+            return Err(MethodError::Cache(format!(
+                "retain_per_query_head needs {} strictly increasing lists of one length below                  {len}, one per query head",
+                heads * factor.max(1)
+            )));
+        }
+        let factor = factor.max(1);
+        let flat: Vec<u32> = keep
+            .iter()
+            .enumerate()
+            .flat_map(|(q, idx)| idx.iter().map(move |&i| ((q / factor) * len) as u32 + i))
+            .collect();
+        let (k, v) = g.storage.keys_values()?;
+        let rows = keep.len();
+        let n_flat = flat.len();
+        let idx = Tensor::from_vec(flat, n_flat, k.device())?;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let (n, len, d) = t.dims3()?;
+            if kept == 0 {
+                // CUDA refuses an index_select with no indices.
+                return Ok(t.narrow(1, 0, 0)?.repeat((factor, 1, 1))?);
+            }
+            Ok(t.reshape((n * len, d))?
+                .index_select(&idx, 0)?
+                .reshape((rows, kept, d))?)
+        };
+        let positions = keep
+            .iter()
+            .enumerate()
+            .map(|(q, idx)| {
+                idx.iter()
+                    .map(|&i| g.positions[q / factor][i as usize])
+                    .collect()
+            })
+            .collect();
+        let group = HeadGroup {
+            first_head: 0,
+            storage: Storage::dense(pick(&k)?, pick(&v)?),
+            positions,
+        };
+        self.groups = vec![group];
+        Ok(())
+    }
+
     /// One strictly increasing, in-range index list per KV head.
     fn check_keep(&self, keep: &[Vec<u32>]) -> Result<()> {
         let n_heads: usize = self.groups.iter().map(|g| g.n_heads()).sum();

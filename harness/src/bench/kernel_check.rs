@@ -15,6 +15,7 @@
 //!
 //! MiniCache's SLERP coefficients: see `slerp`. Quantization codes and scales: see `quantize`.
 //! LagKV's scores: see `lagkv`. SnapKV's window attention sums: see `window`.
+//! Expected attention's covariance term: see `quad`.
 //!
 //! Arg-max and sums over runs with one channel (kvmerger's sets): see `runs`.
 //!
@@ -42,6 +43,7 @@ use crate::device::timed;
 
 mod lagkv;
 mod masks;
+mod quad;
 mod quantize;
 mod runs;
 mod slerp;
@@ -111,6 +113,7 @@ pub fn run(device: &Device, repeats: usize) -> Result<Vec<KernelCase>> {
     out.extend(quantize::quantize_cases(device, repeats)?);
     out.extend(lagkv::lagkv_cases(device, repeats)?);
     out.extend(window::window_cases(device, repeats)?);
+    out.extend(quad::quad_cases(device, repeats)?);
     out.extend(run_sum_cases(device, repeats)?);
     out.extend(runs::run_reduction_cases(device, repeats)?);
     out.extend(cascade_cases(device, repeats)?);

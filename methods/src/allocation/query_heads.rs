@@ -41,6 +41,8 @@ use super::adakv::{default_floor, Adaptive};
 use super::pyramidkv::{default_beta, pyramid_budgets, PyramidAllocator, Schedule};
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
+use crate::selection::device_top_k::top_k_rows;
+use crate::selection::scoring::LayerInput;
 use crate::selection::select::{evict_with, TopK, Uniform};
 use crate::{Budget, KvCache, Method, MethodError, ObservationNeeds, Observations};
 
@@ -142,6 +144,10 @@ impl Method for QueryHeads {
         if !evicts {
             return Ok(());
         }
+        let scorer = self.scorer.scorer();
+        if let Some(done) = self.select_without_repeat(cache, obs, budget)? {
+            return Ok(done);
+        }
         let dev = cache.device().clone();
         crate::profile::phase("expand heads", &dev, || {
             for l in 0..cache.n_layers() {
@@ -157,7 +163,6 @@ impl Method for QueryHeads {
             q_per_kv: 1,
             rope: obs.rope.clone(),
         };
-        let scorer = self.scorer.scorer();
         match &self.allocator {
             HeadAllocator::Uniform => {
                 evict_with(cache, &per_query_head, scorer, &mut Uniform(budget), &mut TopK)
@@ -177,6 +182,72 @@ impl Method for QueryHeads {
 }
 
 impl QueryHeads {
+    /// The uniform and pyramid allocators with a scorer that scores query heads on their own
+    /// (`Scorer::score_query_heads`, SnapKV): every layer scored on its KV heads and gathered per
+    /// query head (`LayerKv::retain_per_query_head`), never repeated whole first. The same
+    /// entries as repeating then selecting (the same scores, but for float rounding in batched
+    /// products). `None` (nothing changed) where this path does not apply: another allocator or
+    /// scorer, layers shared, ragged or of unequal lengths.
+    fn select_without_repeat(
+        &self,
+        cache: &mut KvCache,
+        obs: &Observations,
+        budget: &Budget,
+    ) -> Result<Option<()>, MethodError> {
+        let scorer = self.scorer.scorer();
+        let q_per_kv = obs.q_per_kv.max(1);
+        let n_layers = cache.n_layers();
+        let len = cache.layer(0).head_lens().first().copied().unwrap_or(0);
+        let applies = scorer.scores_query_heads()
+            && !matches!(self.allocator, HeadAllocator::Adakv { .. })
+            && (0..n_layers).all(|l| {
+                let layer = cache.layer(l);
+                cache.shared_source(l).is_none()
+                    && layer.groups().len() == 1
+                    && layer.head_lens().iter().all(|&n| n == len)
+            });
+        if !applies {
+            return Ok(None);
+        }
+        let per_query_head = |l: usize, heads: usize| -> Option<usize> {
+            self.stored_head_budget(l, n_layers, len, budget)
+                .map(|t| t.min(len))
+                .filter(|_| heads > 0)
+        };
+        let dev = cache.device().clone();
+        for l in 0..n_layers {
+            let heads = cache.layer(l).n_heads() * q_per_kv;
+            let Some(target) = per_query_head(l, heads) else {
+                return Err(MethodError::Cache(format!("layer {l}: no per-head budget")));
+            };
+            if target >= len {
+                cache.layer_mut(l).expand_heads(q_per_kv)?;
+                continue;
+            }
+            let targets = vec![target; heads];
+            let input = LayerInput {
+                index: l,
+                layer: cache.layer(l),
+                obs,
+                next_position: cache.next_position(),
+                targets: &targets,
+            };
+            let Some(scores) =
+                crate::profile::phase("score (query heads)", &dev, || scorer.score_query_heads(&input))?
+            else {
+                return Err(MethodError::Cache(format!(
+                    "layer {l}: {} gave no query-head scores",
+                    scorer.scorer_name()
+                )));
+            };
+            let kept = crate::profile::phase("top-k", &dev, || top_k_rows(&scores, target))?;
+            crate::profile::phase("retain (query heads)", &dev, || {
+                cache.layer_mut(l).retain_per_query_head(&kept.local, q_per_kv)
+            })?;
+        }
+        Ok(Some(()))
+    }
+
     /// Entries each stored head of layer `layer` (of `n_layers`) keeps when its heads hold `len`
     /// entries, for the allocators whose targets do not depend on the scores (`None` for
     /// `adakv`, whose heads share the layer's `heads x B`).
@@ -338,6 +409,75 @@ mod tests {
             assert!(lens.iter().all(|&n| n >= 5), "layer {l}: floor 5: {lens:?}");
         }
         assert_eq!(m.stored_head_budget(0, 3, 40, &Budget::Tokens(10)), None);
+    }
+
+    /// The path that never repeats the cache (SnapKV scoring each query head from the KV heads)
+    /// keeps what repeating every layer per query head and then selecting keeps: positions and
+    /// rows of every stored head, for the uniform and pyramid allocators.
+    #[test]
+    fn selecting_without_the_repeat_keeps_what_the_repeat_keeps() {
+        use crate::selection::select::evict_with;
+        use crate::LayerObservation;
+        let dev = Device::Cpu;
+        let (n_layers, kv, g, len, d, w) = (3, 2, 2, 40, 8, 4);
+        let mut c = KvCache::new(n_layers, kv, d, candle_core::DType::F32, &dev);
+        let mut layers = Vec::new();
+        for l in 0..n_layers {
+            let k = Tensor::randn(0f32, 1.0, (kv, len, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (kv, len, d), &dev).unwrap();
+            c.layer_mut(l)
+                .append(&k, &v, &(0..len as u32).collect::<Vec<_>>())
+                .unwrap();
+            layers.push(LayerObservation {
+                window_queries: Some(Tensor::randn(0f32, 1.0, (kv * g, w, d), &dev).unwrap()),
+                ..Default::default()
+            });
+        }
+        c.advance(len);
+        let obs = Observations {
+            layers,
+            q_per_kv: g,
+            rope: None,
+        };
+        for allocator in [
+            serde_json::json!({"method": "uniform"}),
+            serde_json::json!({"method": "pyramidkv", "schedule": "kvcache_factory", "beta": 4.0}),
+        ] {
+            let m: QueryHeads = serde_json::from_value(serde_json::json!({
+                "scorer": {"method": "snapkv", "window": w, "kernel": 3},
+                "allocator": allocator,
+            }))
+            .unwrap();
+            let budget = Budget::Tokens(12);
+            let mut fast = c.clone();
+            m.compress(&mut fast, &obs, &budget).unwrap();
+            // The repeat-then-select path, by hand.
+            let mut slow = c.clone();
+            for l in 0..n_layers {
+                slow.layer_mut(l).expand_heads(g).unwrap();
+            }
+            let per_query_head = Observations {
+                layers: obs.layers.clone(),
+                q_per_kv: 1,
+                rope: None,
+            };
+            let scorer = m.scorer.scorer();
+            let mut targets = |l: usize, n: usize, lens: &[usize]| -> Vec<usize> {
+                let t = m.stored_head_budget(l, n, lens[0], &budget).unwrap();
+                vec![t; lens.len()]
+            };
+            evict_with(&mut slow, &per_query_head, scorer, &mut targets, &mut TopK).unwrap();
+            for l in 0..n_layers {
+                assert_eq!(fast.layer(l).positions(), slow.layer(l).positions(), "layer {l}");
+                let (fk, fv) = fast.layer(l).dense().unwrap();
+                let (sk, sv) = slow.layer(l).dense().unwrap();
+                let rows = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(rows(&fk), rows(&sk), "layer {l} keys");
+                assert_eq!(rows(&fv), rows(&sv), "layer {l} values");
+                assert_eq!(fast.layer(l).n_heads(), kv * g);
+            }
+            assert_eq!(fast.bytes(), slow.bytes());
+        }
     }
 
     #[test]

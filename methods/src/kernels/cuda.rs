@@ -211,6 +211,43 @@ pub(super) fn run_argmax(values: &Tensor, run: &Tensor) -> Result<Option<(Tensor
     Ok(Some((wrap(dev, idx, (r, n)), wrap(dev, val, (r, n)))))
 }
 
+pub(super) fn row_quadratic_forms(kc: &Tensor, k: &Tensor, g: usize) -> Result<Option<Tensor>> {
+    let Device::Cuda(dev) = k.device() else {
+        return Ok(None);
+    };
+    let (nh, n, d) = k.dims3()?;
+    if kc.dims3()? != (nh, n, g * d) || nh * n * d == 0 || g == 0 {
+        return Ok(None);
+    }
+    let kc = kc.to_dtype(DType::F32)?.contiguous()?;
+    let k = k.to_dtype(DType::F32)?.contiguous()?;
+    let (cs, cl) = kc.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (cv, kv) = (view::<f32>(&cs, cl)?, view::<f32>(&ks, kl)?);
+    // SAFETY: one warp per (head, entry) writes each of its g outputs.
+    let out = unsafe { dev.alloc::<f32>(nh * g * n) }?;
+    let func = function(dev, SELECT, "row_quadratic_forms_f32")?;
+    let stream = dev.cuda_stream();
+    let (nh_, n_, g_, d_) = (nh as i32, n as i32, g as i32, d as i32);
+    let mut b = stream.launch_builder(&func);
+    b.arg(&cv)
+        .arg(&kv)
+        .arg(&out)
+        .arg(&nh_)
+        .arg(&n_)
+        .arg(&g_)
+        .arg(&d_);
+    let cfg = LaunchConfig {
+        grid_dim: ((nh * n).div_ceil(8) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: matches `row_quadratic_forms_f32` (kc, k, out, nh, n, g, d); 8 warps per block,
+    // one per (head, entry), covering nh * n rows.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(Some(wrap(dev, out, (nh, g, n))))
+}
+
 pub(super) fn cam_cascade(v: &Tensor, a: &Tensor, m: &[usize]) -> Result<Option<Tensor>> {
     let Device::Cuda(dev) = v.device() else {
         return Ok(None);

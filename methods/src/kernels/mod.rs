@@ -14,6 +14,7 @@
 //! - [`quantize_groups`]: codes, scales and zero points of `QuantScheme::quantize` (quant, kivi).
 //! - [`lagkv_scores`]: LagKV's chunk-relative rank scores, one block per chunk and head.
 //! - [`window_softmax_sums`]: window attention summed over the window's queries (SnapKV's score).
+//! - [`row_quadratic_forms`]: expected attention's covariance term, `k_j^T S k_j` per query head.
 //! - [`jacobi_eigen`]: parallel cyclic Jacobi on symmetric matrices, one block per matrix
 //!   (lowrank's bases, `linalg::batched_symmetric_eigen`).
 
@@ -109,6 +110,13 @@ pub fn window_softmax_sums(
     imp::window_softmax_sums(logits, mask, tail_start, w, scale)
 }
 
+/// Expected attention's covariance term: `[nh, g, n]` f32 with `out[h, gi, j] = sum_a
+/// kc[h, j, gi d + a] k[h, j, a]`, for `kc` `[nh, n, g d]` (the keys times the `g` covariances
+/// side by side) and `k` `[nh, n, d]`, both f32.
+pub fn row_quadratic_forms(kc: &Tensor, k: &Tensor, g: usize) -> Result<Option<Tensor>> {
+    imp::row_quadratic_forms(kc, k, g)
+}
+
 /// Jacobi sweeps on `a` (`[b, m, m]` f64 symmetric, `m` even, at most 128) until each matrix's
 /// off-diagonal norm is at most `tol` of its norm, or `max_sweeps`: `(a', v)` with `a'` nearly
 /// diagonal and `a = v a' vᵀ`, both `[b, m, m]` f64.
@@ -134,6 +142,9 @@ mod imp {
         Ok(None)
     }
     pub(super) fn run_argmax(_: &Tensor, _: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(None)
+    }
+    pub(super) fn row_quadratic_forms(_: &Tensor, _: &Tensor, _: usize) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn cam_cascade(_: &Tensor, _: &Tensor, _: &[usize]) -> Result<Option<Tensor>> {

@@ -193,12 +193,16 @@ impl Scorer for ExpectedAttention {
                     .transpose(1, 2)?
                     .contiguous()?
                     .reshape((nh, d, g * d))?;
-                let quad = k
-                    .matmul(&cov_cols)?
-                    .reshape((nh, n, g, d))?
-                    .broadcast_mul(&k.unsqueeze(2)?)?
-                    .sum(3)?
-                    .transpose(1, 2)?; // [nh, g, n]
+                let kc = k.matmul(&cov_cols)?;
+                // On CUDA one kernel (`kernels::row_quadratic_forms`, a warp per entry).
+                let quad = match crate::kernels::row_quadratic_forms(&kc, &k, g)? {
+                    Some(quad) => quad,
+                    None => kc
+                        .reshape((nh, n, g, d))?
+                        .broadcast_mul(&k.unsqueeze(2)?)?
+                        .sum(3)?
+                        .transpose(1, 2)?, // [nh, g, n]
+                };
                 logits = (logits + (quad / (2.0 * d as f64))?)?;
             }
             drop(quad_span);

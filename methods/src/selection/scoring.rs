@@ -44,6 +44,20 @@ pub trait Scorer: Send + Sync {
     fn score_groups(&self, _input: &LayerInput) -> Result<Option<Vec<Tensor>>> {
         Ok(None)
     }
+
+    /// Whether [`Scorer::score_query_heads`] gives scores (`query_heads` then selects without
+    /// repeating the cache per query head first).
+    fn scores_query_heads(&self) -> bool {
+        false
+    }
+
+    /// Scores of every query head on its own, `[kv_heads * q_per_kv, len]` f32 on the device (row
+    /// `h * q_per_kv + i`: query head `i` of KV head `h`), for a layer stored per KV head as one
+    /// group: the scores this scorer gives the same layer repeated per query head
+    /// (`LayerKv::expand_heads`, `q_per_kv = 1`), without the repeat. `None` by default.
+    fn score_query_heads(&self, _input: &LayerInput) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// `score` of a scorer that computes its scores on the device (`score_groups`): each group's

@@ -90,6 +90,22 @@ impl Scorer for SnapKv {
     fn score(&self, input: &LayerInput) -> Result<Vec<Vec<f32>>, MethodError> {
         host_scores(self, input)
     }
+    fn scores_query_heads(&self) -> bool {
+        true
+    }
+    /// Each query head's window attention, summed over the window and pooled, with no mean over
+    /// its KV head's query heads.
+    fn score_query_heads(&self, input: &LayerInput) -> Result<Option<Tensor>, MethodError> {
+        let (q, pos) = input.window_queries(self.window.max(1), "snapkv")?;
+        let g = input.q_per_kv("snapkv")?;
+        let sums = window_attention_sums(input.layer, &q, &pos, g)?;
+        let [a] = sums.as_slice() else {
+            return Ok(None);
+        };
+        let (n, len) = (a.dim(0)?, a.dim(2)?);
+        let a = a.reshape((n * g, len))?;
+        Ok(Some(self.pooled_with_window(&a)?))
+    }
     /// All heads of a group at once on the device (sum over the window, mean over the query
     /// heads, pooling).
     fn score_groups(&self, input: &LayerInput) -> Result<Option<Vec<Tensor>>, MethodError> {
@@ -100,19 +116,26 @@ impl Scorer for SnapKv {
         let _pool = crate::profile::span("snapkv pooling", q.device());
         let mut out = Vec::new();
         for a in &sums {
-            let (n, len) = (a.dim(0)?, a.dim(2)?);
-            let prefix = len.saturating_sub(self.window);
-            let mut parts = Vec::new();
-            if prefix > 0 {
-                let summed = a.narrow(2, 0, prefix)?; // [n, q_per_kv, prefix]
-                parts.push(pool_last(&summed.mean(1)?, self.kernel, self.pooling)?);
-            }
-            if len > prefix {
-                parts.push(Tensor::full(f32::INFINITY, (n, len - prefix), a.device())?);
-            }
-            out.push(Tensor::cat(&parts, 1)?);
+            out.push(self.pooled_with_window(&a.mean(1)?)?);
         }
         Ok(Some(out))
+    }
+}
+
+impl SnapKv {
+    /// Scores from window attention sums `[rows, len]`: the prefix pooled, the window's own
+    /// entries pinned at `+inf`.
+    fn pooled_with_window(&self, a: &Tensor) -> Result<Tensor, MethodError> {
+        let (n, len) = a.dims2()?;
+        let prefix = len.saturating_sub(self.window);
+        let mut parts = Vec::new();
+        if prefix > 0 {
+            parts.push(pool_last(&a.narrow(1, 0, prefix)?, self.kernel, self.pooling)?);
+        }
+        if len > prefix {
+            parts.push(Tensor::full(f32::INFINITY, (n, len - prefix), a.device())?);
+        }
+        Ok(Tensor::cat(&parts, 1)?)
     }
 }
 
