@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::describe::{Describe, Description, Param};
 use crate::registry::ScorerConfig;
+use crate::selection::device_top_k::top_k_rows;
 use crate::selection::h2o::H2o;
 use crate::selection::scoring::LayerInput;
 use crate::device_ops::cumsum_last;
@@ -160,6 +161,39 @@ impl KeepRule for MergeEvicted<'_> {
         targets: &[usize],
     ) -> Result<()> {
         let keep = top_k_per_head(&scores, targets);
+        self.merge_and_evict(cache, l, obs, &keep, None, targets)
+    }
+    /// One target for every head: the top-k runs where the scores are (only the kept indices
+    /// come to the host, for the draws and the positions).
+    fn takes_device_scores(&self, targets: &[usize]) -> bool {
+        targets.iter().all(|&t| t == targets[0])
+    }
+    fn apply_on_device(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        scores: &Tensor,
+        targets: &[usize],
+    ) -> Result<()> {
+        let kept = top_k_rows(scores, targets[0])?;
+        self.merge_and_evict(cache, l, obs, &kept.local, Some(&kept.flat), targets)
+    }
+}
+
+impl MergeEvicted<'_> {
+    /// Merge what layer `l` evicts into what it keeps (`keep[h]`, each head's kept indices),
+    /// then evict; `flat`: the kept rows' flat numbers on the device (`device_top_k`), when the
+    /// layer is one group keeping the same number per head.
+    fn merge_and_evict(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        keep: &[Vec<u32>],
+        flat: Option<&Tensor>,
+        targets: &[usize],
+    ) -> Result<()> {
         let input = LayerInput {
             index: l,
             layer: cache.layer(l),
@@ -232,7 +266,12 @@ impl KeepRule for MergeEvicted<'_> {
                 v: g.storage.v.encode_like(&merged, 0..n)?,
             })
         })?;
-        cache.layer_mut(l).retain(&keep)
+        match flat {
+            Some(flat) if cache.layer(l).groups().len() == 1 => {
+                cache.layer_mut(l).retain_rows(keep, flat)
+            }
+            _ => cache.layer_mut(l).retain(keep),
+        }
     }
 }
 

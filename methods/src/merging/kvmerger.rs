@@ -150,6 +150,62 @@ impl KeepRule for MergeSimilar<'_> {
         if l < self.0.skip_first_layers || l + self.0.skip_last_layers >= n_layers {
             return TopK.apply(cache, l, obs, scores, targets);
         }
+        self.merge_layer(cache, l, obs, GroupScores::Host(&scores), targets)
+    }
+    /// A layer of one group: its scores stay on the device (the skipped layers' top-k too).
+    fn takes_device_scores(&self, targets: &[usize]) -> bool {
+        TopK.takes_device_scores(targets)
+    }
+    fn apply_on_device(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        scores: &Tensor,
+        targets: &[usize],
+    ) -> Result<()> {
+        let n_layers = cache.n_layers();
+        if l < self.0.skip_first_layers || l + self.0.skip_last_layers >= n_layers {
+            return TopK.apply_on_device(cache, l, obs, scores, targets);
+        }
+        self.merge_layer(cache, l, obs, GroupScores::Device(scores), targets)
+    }
+}
+
+/// A layer's scores: per head on the host, or `[heads, len]` f32 on the device (a layer of one
+/// group).
+enum GroupScores<'a> {
+    Host(&'a [Vec<f32>]),
+    Device(&'a Tensor),
+}
+
+impl GroupScores<'_> {
+    /// Group `g`'s rows, `[heads, len]` f32 on `dev`.
+    fn of(&self, g: &HeadGroup, dev: &candle_core::Device) -> Result<Tensor> {
+        let (h, n) = (g.n_heads(), g.len());
+        Ok(match self {
+            GroupScores::Host(rows) => {
+                let flat: Vec<f32> = rows[g.first_head..g.first_head + h]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                Tensor::from_vec(flat, (h, n), dev)?
+            }
+            GroupScores::Device(t) => t.narrow(0, g.first_head, h)?.to_dtype(DType::F32)?,
+        })
+    }
+}
+
+impl MergeSimilar<'_> {
+    fn merge_layer(
+        &mut self,
+        cache: &mut KvCache,
+        l: usize,
+        obs: &Observations,
+        scores: GroupScores,
+        targets: &[usize],
+    ) -> Result<()> {
         let layer = cache.layer(l);
         let input = LayerInput {
             index: l,
@@ -168,10 +224,11 @@ impl KeepRule for MergeSimilar<'_> {
             let attention = crate::profile::phase("accumulated attention", &g.storage.device(), || {
                 H2o::accumulated_group(&input, g, "kvmerger")
             })?;
+            let dev = g.storage.device();
             groups.extend(merge_group(
                 g,
                 &attention,
-                &scores[heads.clone()],
+                &scores.of(g, &dev)?,
                 &targets[heads],
                 self.0.threshold,
             )?);
@@ -185,12 +242,11 @@ impl KeepRule for MergeSimilar<'_> {
 ///
 /// What comes to the host: per head, the number of links at or above the threshold (to cap them
 /// at `len - target`), then the kept sets (a mask) and their pivots, which give the new entries'
-/// positions (the cache keeps positions on the host). `scores` arrive on the host from the
-/// `KeepRule` interface and go to the device once.
+/// positions (the cache keeps positions on the host). `scores`: `[heads, len]` f32 on the device.
 fn merge_group(
     g: &HeadGroup,
     attention: &Tensor,
-    scores: &[Vec<f32>],
+    scores: &Tensor,
     targets: &[usize],
     threshold: f64,
 ) -> Result<Vec<HeadGroup>> {
@@ -270,8 +326,7 @@ fn merge_group(
     let kept = if keep == n_sets {
         real
     } else {
-        let flat: Vec<f32> = scores.iter().flatten().copied().collect();
-        let s = Tensor::from_vec(flat, (h, n), &dev)?;
+        let s = scores.clone();
         let s = s
             .ne(&s)?
             .where_cond(&Tensor::full(f32::NEG_INFINITY, (h, n), &dev)?, &s)?;
