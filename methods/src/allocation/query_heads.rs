@@ -34,6 +34,11 @@
 //! KVCache-Factory's `run_longbench.py`. The budget applies per stored head, as there; a budget
 //! that keeps every entry leaves the cache per KV head (nothing is selected; KVCache-Factory would
 //! still store the repeated heads). Only prefill eviction is covered.
+//!
+//! With the uniform or pyramid allocator and a scorer that scores query heads on their own
+//! (SnapKV), no layer is repeated whole: each query head is scored from its KV head and the kept
+//! rows are gathered straight into the per-query-head layout (`LayerKv::retain_per_query_head`);
+//! the same entries as repeating first (a test compares both).
 
 use serde::{Deserialize, Serialize};
 

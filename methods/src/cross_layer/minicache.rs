@@ -24,6 +24,8 @@
 //! either layer is not one group of heads (ragged heads, e.g. after AdaKV), shares another layer's
 //! cache, or holds other positions than its partner (after per-layer eviction): entry `i` of both
 //! layers must be the same token. Compressed input is merged from what attention would read.
+//! The angles and SLERP weights come from a kernel on CUDA (`slerp_coefficients`, f64 as the host
+//! path, which candle's missing arccos forces elsewhere).
 
 use serde::{Deserialize, Serialize};
 

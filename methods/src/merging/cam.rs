@@ -29,7 +29,9 @@
 //!
 //! Runs on the cache's device: the cascade is the banded triangular system it amounts to, solved
 //! by blocks with batched matmuls (see `cascade`), or on CUDA by a kernel that walks the entries
-//! with running sums per (head, channel) (`crate::kernels::cam_cascade`); only the Bernoulli draws come from the host's
+//! with running sums per (head, channel) (`crate::kernels::cam_cascade`); a scorer that scores on
+//! the device keeps its scores there (the top-k runs there; the kept indices come back for the
+//! draws and positions); only the Bernoulli draws come from the host's
 //! seeded generator (as before, so runs stay reproducible and equal to the host sweep, which the
 //! tests keep as the oracle in `cam_oracle.rs`: same gates except a draw within f32 rounding of
 //! its probability, values within 1e-4 of the largest).

@@ -34,7 +34,9 @@
 //! Runs on the cache's device (tensor ops, `crate::device_ops`): similarities, the capped link
 //! choice (an exact top-k with the same tie rule), sets as a cumulative sum of run starts, pivots
 //! and set scores by a segmented arg-max, kernel weights in f64 and the weighted sums by
-//! `run_sum_rows` (a CUDA kernel walking each set in order). Against the host implementation it replaced (kept as the test oracle in
+//! `run_sum_rows` (a CUDA kernel walking each set in order). On CUDA the top-k masks, the arg-max
+//! and the per-set sums are kernels too (`crate::kernels`), and the scorer's scores stay on the
+//! device (`KeepRule::apply_on_device`). Against the host implementation it replaced (kept as the test oracle in
 //! `kvmerger_oracle.rs`): the same sets, pivots and kept entries, except where a similarity lies
 //! within f32 rounding of the threshold or of another one competing for the cap (the sums are
 //! ordered differently), and merged rows within 1e-5 (f32 weighted sums in another order).
