@@ -178,17 +178,25 @@ impl LayerKv {
     /// entries `keep[q]` of its KV head: the layer ends up stored per query head, dense, as
     /// [`LayerKv::expand_heads`] then [`LayerKv::retain`] would leave it, from one gather over the
     /// KV heads' rows (the layer is never repeated whole). The layer must be one group; every
-    /// query head keeps the same number.
-    pub fn retain_per_query_head(&mut self, keep: &[Vec<u32>], factor: usize) -> Result<()> {
+    /// query head keeps the same number. `flat`: the kept entries' numbers `q * len + keep[q][i]`
+    /// already on the device (`device_top_k::KeptRows::flat`), if at hand.
+    pub fn retain_per_query_head(
+        &mut self,
+        keep: &[Vec<u32>],
+        flat: Option<&Tensor>,
+        factor: usize,
+    ) -> Result<()> {
         let [g] = self.groups.as_slice() else {
             return Err(MethodError::Cache(format!(
                 "retain_per_query_head takes a layer stored as one group, not {}",
                 self.groups.len()
             )));
         };
+        let factor = factor.max(1);
         let (heads, len) = (g.n_heads(), g.len());
-        let kept = keep.first().map_or(0, Vec::len);
-        let bad = keep.len() != heads * factor.max(1)
+        let (rows, kept) = (keep.len(), keep.first().map_or(0, Vec::len));
+        let bad = rows != heads * factor
+            || flat.is_some_and(|f| f.dims1().ok() != Some(rows * kept))
             || keep.iter().any(|k| {
                 k.len() != kept
                     || k.windows(2).any(|w| w[0] >= w[1])
@@ -196,20 +204,31 @@ impl LayerKv {
             });
         if bad {
             return Err(MethodError::Cache(format!(
-                "retain_per_query_head needs {} strictly increasing lists of one length below                  {len}, one per query head",
-                heads * factor.max(1)
+                "retain_per_query_head needs {} strictly increasing lists of one length below \
+                 {len}, one per query head",
+                heads * factor
             )));
         }
-        let factor = factor.max(1);
-        let flat: Vec<u32> = keep
-            .iter()
-            .enumerate()
-            .flat_map(|(q, idx)| idx.iter().map(move |&i| ((q / factor) * len) as u32 + i))
-            .collect();
         let (k, v) = g.storage.keys_values()?;
-        let rows = keep.len();
-        let n_flat = flat.len();
-        let idx = Tensor::from_vec(flat, n_flat, k.device())?;
+        let dev = k.device().clone();
+        // Rows of the KV heads' `[heads * len, d]` view: (q / factor) * len + i.
+        let idx = match flat {
+            Some(flat) => {
+                let shift: Vec<u32> = (0..rows).map(|q| ((q - q / factor) * len) as u32).collect();
+                let shift = Tensor::from_vec(shift, (rows, 1), &dev)?;
+                flat.reshape((rows, kept))?
+                    .broadcast_sub(&shift)?
+                    .flatten_all()?
+            }
+            None => {
+                let idx: Vec<u32> = keep
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(q, i)| i.iter().map(move |&i| ((q / factor) * len) as u32 + i))
+                    .collect();
+                Tensor::from_vec(idx, rows * kept, &dev)?
+            }
+        };
         let pick = |t: &Tensor| -> Result<Tensor> {
             let (n, len, d) = t.dims3()?;
             if kept == 0 {
@@ -220,15 +239,23 @@ impl LayerKv {
                 .index_select(&idx, 0)?
                 .reshape((rows, kept, d))?)
         };
-        let positions = keep
+        // After a prefill every head holds positions 0..len: the kept indices are the positions.
+        let identity = g
+            .positions
             .iter()
-            .enumerate()
-            .map(|(q, idx)| {
-                idx.iter()
-                    .map(|&i| g.positions[q / factor][i as usize])
-                    .collect()
-            })
-            .collect();
+            .all(|p| p.iter().enumerate().all(|(i, &x)| x as usize == i));
+        let positions = if identity {
+            keep.to_vec()
+        } else {
+            keep.iter()
+                .enumerate()
+                .map(|(q, idx)| {
+                    idx.iter()
+                        .map(|&i| g.positions[q / factor][i as usize])
+                        .collect()
+                })
+                .collect()
+        };
         let group = HeadGroup {
             first_head: 0,
             storage: Storage::dense(pick(&k)?, pick(&v)?),
@@ -326,6 +353,56 @@ mod tests {
                         assert_eq!(g.positions[local], want_pos, "head {h} positions");
                     }
                 }
+            }
+        }
+    }
+
+    /// Gathering per query head from the KV heads keeps what repeating the layer per query head
+    /// and then retaining keeps: rows and positions, with the flat numbers given or not, and
+    /// with positions that are not 0..len.
+    #[test]
+    fn per_query_head_gather_equals_repeat_then_retain() {
+        let keep: Vec<Vec<u32>> = (0..6u32)
+            .map(|q| {
+                (0..5u32)
+                    .map(|i| (i * 7 + q * 3) % 35 + i / 4)
+                    .collect::<Vec<_>>()
+            })
+            .map(|mut v| {
+                v.sort_unstable();
+                v.dedup();
+                v.truncate(4);
+                v
+            })
+            .collect();
+        assert!(keep.iter().all(|k| k.len() == 4));
+        for shifted in [false, true] {
+            let dev = candle_core::Device::Cpu;
+            let k = candle_core::Tensor::randn(0f32, 1.0, (3, 40, 8), &dev).unwrap();
+            let v = candle_core::Tensor::randn(0f32, 1.0, (3, 40, 8), &dev).unwrap();
+            let mut base = crate::KvCache::new(1, 3, 8, candle_core::DType::F32, &dev);
+            // Positions 2..42 (a later part of a sequence): not 0..len.
+            let first = if shifted { 2 } else { 0 };
+            let pos: Vec<u32> = (first..first + 40).collect();
+            base.layer_mut(0).append(&k, &v, &pos).unwrap();
+            let mut want = base.clone();
+            want.layer_mut(0).expand_heads(2).unwrap();
+            want.layer_mut(0).retain(&keep).unwrap();
+            let flat = super::flat_rows(&keep, 40, &candle_core::Device::Cpu).unwrap();
+            for given in [None, Some(&flat)] {
+                let mut got = base.clone();
+                got.layer_mut(0)
+                    .retain_per_query_head(&keep, given, 2)
+                    .unwrap();
+                assert_eq!(got.layer(0).positions(), want.layer(0).positions());
+                let rows = |c: &crate::KvCache| {
+                    let (k, v) = c.layer(0).dense().unwrap();
+                    (
+                        k.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                        v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    )
+                };
+                assert_eq!(rows(&got), rows(&want), "shifted {shifted}");
             }
         }
     }

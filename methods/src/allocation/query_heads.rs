@@ -247,7 +247,9 @@ impl QueryHeads {
             };
             let kept = crate::profile::phase("top-k", &dev, || top_k_rows(&scores, target))?;
             crate::profile::phase("retain (query heads)", &dev, || {
-                cache.layer_mut(l).retain_per_query_head(&kept.local, q_per_kv)
+                cache
+                    .layer_mut(l)
+                    .retain_per_query_head(&kept.local, Some(&kept.flat), q_per_kv)
             })?;
         }
         Ok(Some(()))
